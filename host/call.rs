@@ -1,0 +1,213 @@
+//! Building calls: finding the exported function by name, and checking the arguments
+//! against its parameter types before anything runs.
+
+use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
+use wasmtime::component::{Type, Val};
+
+use crate::component::{ExportedFunction, TaskComponent};
+use crate::error::CallError;
+use crate::types::check_val;
+
+/// One checked call of an exported function: what a task runs.
+///
+/// Made by [`TaskComponent::call`], [`TaskComponent::call_wave`] or
+/// [`TaskComponent::call_wave_args`]; its arguments are known to fit the function's types.
+#[derive(Clone, Debug)]
+pub struct Call {
+    component: TaskComponent,
+    function: usize,
+    args: Vec<Val>,
+}
+
+impl Call {
+    /// The component the call runs in.
+    pub fn component(&self) -> &TaskComponent {
+        &self.component
+    }
+
+    /// The function called.
+    pub fn function(&self) -> &ExportedFunction {
+        self.component.function_at(self.function)
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &[Val] {
+        &self.args
+    }
+
+    pub(crate) fn function_index(&self) -> usize {
+        self.function
+    }
+}
+
+impl TaskComponent {
+    /// A call of the function `name` with `args`, checked against its parameter types.
+    ///
+    /// `name` is a top-level export (`fib`) or a function of an exported interface, by its
+    /// full name (`wasmpool:tasks/math@0.1.0#add`), without the version, by the
+    /// interface's short name (`math#add`), or in WAVE's form (`math.add`).
+    pub fn call(&self, name: &str, args: impl Into<Vec<Val>>) -> Result<Call, CallError> {
+        let function = self.lookup(name)?;
+        let args = args.into();
+        let f = self.function_at(function);
+        let params: Vec<(&str, Type)> = f.params().collect();
+        if params.len() != args.len() {
+            return Err(CallError::Arity {
+                function: f.name().to_string(),
+                expected: params.len(),
+                given: args.len(),
+            });
+        }
+        for ((param, ty), arg) in params.iter().zip(&args) {
+            check_val(arg, ty).map_err(|message| CallError::Type {
+                function: f.name().to_string(),
+                param: param.to_string(),
+                message,
+            })?;
+        }
+        Ok(Call {
+            component: self.clone(),
+            function,
+            args,
+        })
+    }
+
+    /// A call written in WAVE, as `wasmtime run --invoke` takes it: `fib(30)`,
+    /// `greet("ann")`, `math.add(1, 2)`.
+    pub fn call_wave(&self, text: &str) -> Result<Call, CallError> {
+        // The name is split off here, so that every spelling `call` accepts works, not only
+        // the ones WAVE's grammar has (it has no `iface#func`).
+        let Some(open) = text.find('(') else {
+            return Err(CallError::Wave {
+                function: text.to_string(),
+                message: "expected a call like `name(args)`".to_string(),
+            });
+        };
+        let name = text[..open].trim();
+        let source = format!("f{}", &text[open..]);
+        let parsed = UntypedFuncCall::parse(&source).map_err(|e| CallError::Wave {
+            function: name.to_string(),
+            message: e.to_string(),
+        })?;
+        self.typed_call(name, &parsed)
+    }
+
+    /// A call of `name` whose arguments are WAVE text, exactly what would stand between
+    /// the parentheses: `30`, or `"ann", 3`.
+    pub fn call_wave_args(&self, name: &str, args: &str) -> Result<Call, CallError> {
+        let text = format!("f({args})");
+        let parsed = UntypedFuncCall::parse(&text).map_err(|e| CallError::Wave {
+            function: name.to_string(),
+            message: e.to_string(),
+        })?;
+        self.typed_call(name, &parsed)
+    }
+
+    fn typed_call(&self, name: &str, parsed: &UntypedFuncCall<'_>) -> Result<Call, CallError> {
+        let function = self.lookup(name)?;
+        let f = self.function_at(function);
+        let types: Vec<Type> = f.params().map(|(_, t)| t).collect();
+        let args = parsed
+            .to_wasm_params::<Val>(types.iter())
+            .map_err(|e| CallError::Wave {
+                function: f.name().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Call {
+            component: self.clone(),
+            function,
+            args,
+        })
+    }
+
+    /// Finds an exported function by any of the names [`TaskComponent::call`] accepts.
+    pub fn function(&self, name: &str) -> Result<&ExportedFunction, CallError> {
+        self.lookup(name).map(|i| self.function_at(i))
+    }
+
+    fn lookup(&self, name: &str) -> Result<usize, CallError> {
+        let functions = self.functions();
+        if let Some(i) = functions.iter().position(|f| f.name() == name) {
+            return Ok(i);
+        }
+        if let Some((interface, func)) = split_qualified(name) {
+            let matches: Vec<usize> = functions
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| {
+                    f.func_name() == func
+                        && f.interface()
+                            .is_some_and(|i| interface_matches(i, &interface))
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if let [only] = matches[..] {
+                return Ok(only);
+            }
+        }
+        Err(CallError::UnknownFunction {
+            name: name.to_string(),
+            available: functions
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+/// Splits `iface#func` or WAVE's `[pkg:ns/]iface.func[@version]` into interface and function.
+fn split_qualified(name: &str) -> Option<(String, String)> {
+    if let Some((interface, func)) = name.rsplit_once('#') {
+        return Some((interface.to_string(), func.to_string()));
+    }
+    let (path, version) = match name.rsplit_once('@') {
+        Some((path, version)) => (path, Some(version)),
+        None => (name, None),
+    };
+    let (interface, func) = path.rsplit_once('.')?;
+    let interface = match version {
+        Some(v) => format!("{interface}@{v}"),
+        None => interface.to_string(),
+    };
+    Some((interface, func.to_string()))
+}
+
+/// Does the exported interface `export` (e.g. `wasmpool:tasks/math@0.1.0`) answer to
+/// `wanted`: the full name, the name without version, or the short name `math`?
+fn interface_matches(export: &str, wanted: &str) -> bool {
+    let unversioned = export.split_once('@').map_or(export, |(p, _)| p);
+    let short = unversioned.rsplit_once('/').map_or(unversioned, |(_, s)| s);
+    wanted == export || wanted == unversioned || wanted == short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualified_names_split() {
+        assert_eq!(
+            split_qualified("a:b/math@0.1.0#add"),
+            Some(("a:b/math@0.1.0".into(), "add".into()))
+        );
+        assert_eq!(
+            split_qualified("a:b/math.add@0.1.0"),
+            Some(("a:b/math@0.1.0".into(), "add".into()))
+        );
+        assert_eq!(
+            split_qualified("math.add"),
+            Some(("math".into(), "add".into()))
+        );
+        assert_eq!(split_qualified("fib"), None);
+    }
+
+    #[test]
+    fn interface_names_match_in_three_forms() {
+        let export = "wasmpool:tasks/math@0.1.0";
+        assert!(interface_matches(export, "wasmpool:tasks/math@0.1.0"));
+        assert!(interface_matches(export, "wasmpool:tasks/math"));
+        assert!(interface_matches(export, "math"));
+        assert!(!interface_matches(export, "types"));
+    }
+}

@@ -1,0 +1,526 @@
+//! Loading task components: reading, compiling, linking and pre-instantiating them once,
+//! listing their exported functions, and running one call in a fresh instance.
+//! Every wasmtime error becomes a [`TaskError`] here, in [`task_error`], and nowhere else.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type, Val};
+use wasmtime::{Engine, Store, Trap, WasmBacktrace};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::call::Call;
+use crate::error::{LoadError, TaskError};
+use crate::output::{HostStream, LineSink, OutputMode};
+use crate::types::wit_signature;
+use crate::value::TaskValue;
+
+/// A wasm engine and the host functions (WASI 0.2) that task components link against.
+/// Components loaded by one runtime share its engine and compiled-code caches.
+///
+/// Most programs use [`Runtime::shared`] through [`TaskComponent::from_file`].
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<TaskState>,
+}
+
+impl Runtime {
+    /// A runtime with the default engine settings.
+    pub fn new() -> Result<Runtime, LoadError> {
+        let config = wasmtime::Config::new();
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner { engine, linker }),
+        })
+    }
+
+    /// The process-wide runtime with default settings, created on first use.
+    pub fn shared() -> Result<Runtime, LoadError> {
+        static SHARED: OnceLock<Result<Runtime, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Runtime::new().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(LoadError::Engine)
+    }
+
+    /// Loads a component from a `.wasm` file.
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<TaskComponent, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Loads a component from bytes; `origin` names them in error messages.
+    pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<TaskComponent, LoadError> {
+        let origin = origin.to_string();
+        classify_header(bytes, &origin)?;
+        let component = Component::new(&self.inner.engine, bytes).map_err(|e| {
+            let message = format!("{e:#}");
+            if message.contains("unexpected end") {
+                LoadError::Truncated {
+                    origin: origin.clone(),
+                    message,
+                }
+            } else {
+                LoadError::Invalid {
+                    origin: origin.clone(),
+                    message,
+                }
+            }
+        })?;
+        self.link(component, origin)
+    }
+
+    /// Loads a component precompiled by [`TaskComponent::precompiled`], skipping compilation.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must come from [`TaskComponent::precompiled`] (wasmtime's `serialize`) of a
+    /// runtime with the same settings, and must not have been altered: wasmtime checks the
+    /// header and the engine settings, but runs the machine code inside as it is.
+    pub unsafe fn load_precompiled(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<TaskComponent, LoadError> {
+        // SAFETY: the caller guarantees `bytes` is an unaltered `serialize` output.
+        let component =
+            unsafe { Component::deserialize(&self.inner.engine, bytes) }.map_err(|e| {
+                LoadError::Invalid {
+                    origin: origin.to_string(),
+                    message: format!("not a usable precompiled component: {e:#}"),
+                }
+            })?;
+        self.link(component, origin.to_string())
+    }
+
+    fn link(&self, component: Component, origin: String) -> Result<TaskComponent, LoadError> {
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                origin: origin.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let functions = exported_functions(&self.inner.engine, &component);
+        Ok(TaskComponent {
+            inner: Arc::new(ComponentInner {
+                origin,
+                runtime: self.clone(),
+                pre,
+                functions,
+                precompiled: OnceLock::new(),
+            }),
+        })
+    }
+}
+
+/// Checks the 8-byte preamble: magic, then version 13 layer 1 (component) or version 1
+/// layer 0 (core module).
+fn classify_header(bytes: &[u8], origin: &str) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    const CORE: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+    let origin = origin.to_string();
+    if bytes.len() < 4 || &bytes[..4] != MAGIC {
+        return Err(LoadError::NotWasm { origin });
+    }
+    match bytes.get(4..8) {
+        None => Err(LoadError::Truncated {
+            origin,
+            message: format!("{} bytes, shorter than the 8-byte header", bytes.len()),
+        }),
+        Some(v) if v == CORE => Err(LoadError::CoreModule { origin }),
+        Some(v) if v == COMPONENT => check_section_sizes(&bytes[8..], &origin),
+        Some(v) => Err(LoadError::Invalid {
+            origin,
+            message: format!("unknown wasm version/layer bytes {v:02x?}"),
+        }),
+    }
+}
+
+/// Walks the top-level sections (id byte, LEB128 size, payload): a section that claims more
+/// bytes than the file has means the file was cut short.
+fn check_section_sizes(mut rest: &[u8], origin: &str) -> Result<(), LoadError> {
+    let truncated = |message: String| LoadError::Truncated {
+        origin: origin.to_string(),
+        message,
+    };
+    let total = rest.len() + 8;
+    while let Some((_id, after_id)) = rest.split_first() {
+        let offset = total - rest.len();
+        let (size, after_size) = read_leb_u32(after_id)
+            .ok_or_else(|| truncated(format!("section header at byte {offset} is cut off")))?;
+        let size = size as usize;
+        if size > after_size.len() {
+            return Err(truncated(format!(
+                "section at byte {offset} needs {size} bytes, only {} remain",
+                after_size.len()
+            )));
+        }
+        rest = &after_size[size..];
+    }
+    Ok(())
+}
+
+/// Reads an unsigned LEB128 `u32`; `None` if the bytes end first or it is too long.
+fn read_leb_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value: u32 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// One exported function a task can call.
+#[derive(Clone)]
+pub struct ExportedFunction {
+    name: String,
+    interface: Option<String>,
+    index: ComponentExportIndex,
+    ty: ComponentFunc,
+}
+
+impl ExportedFunction {
+    /// The name to call it by: `fib` at the top level, `wasmpool:tasks/math@0.1.0#add`
+    /// inside an exported interface.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The exported interface it belongs to, if any.
+    pub fn interface(&self) -> Option<&str> {
+        self.interface.as_deref()
+    }
+
+    /// The function's own name, without its interface.
+    pub fn func_name(&self) -> &str {
+        match &self.interface {
+            Some(i) => &self.name[i.len() + 1..],
+            None => &self.name,
+        }
+    }
+
+    /// Its WIT signature, e.g. `func(n: u32) -> f64`.
+    pub fn signature(&self) -> String {
+        wit_signature(&self.ty)
+    }
+
+    /// Parameter names and types.
+    pub fn params(&self) -> impl ExactSizeIterator<Item = (&str, Type)> + '_ {
+        self.ty.params()
+    }
+
+    /// The result type, if the function returns one.
+    pub fn result(&self) -> Option<Type> {
+        self.ty.results().next()
+    }
+}
+
+fn exported_functions(engine: &Engine, component: &Component) -> Vec<ExportedFunction> {
+    let mut out = Vec::new();
+    for (name, export) in component.component_type().exports(engine) {
+        match export.ty {
+            ComponentItem::ComponentFunc(ty) => {
+                if let Some(index) = component.get_export_index(None, name) {
+                    out.push(ExportedFunction {
+                        name: name.to_string(),
+                        interface: None,
+                        index,
+                        ty,
+                    });
+                }
+            }
+            ComponentItem::ComponentInstance(instance) => {
+                let Some(parent) = component.get_export_index(None, name) else {
+                    continue;
+                };
+                for (func_name, item) in instance.exports(engine) {
+                    let ComponentItem::ComponentFunc(ty) = item.ty else {
+                        continue;
+                    };
+                    if let Some(index) = component.get_export_index(Some(&parent), func_name) {
+                        out.push(ExportedFunction {
+                            name: format!("{name}#{func_name}"),
+                            interface: Some(name.to_string()),
+                            index,
+                            ty,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A compiled, linked and pre-instantiated task component. Cheap to clone; `Send + Sync`.
+///
+/// ```no_run
+/// use wasmpool::TaskComponent;
+/// let component = TaskComponent::from_file("fixture_tasks.wasm")?;
+/// for f in component.functions() {
+///     println!("{}: {}", f.name(), f.signature());
+/// }
+/// let call = component.call_wave("fib(20)")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct TaskComponent {
+    inner: Arc<ComponentInner>,
+}
+
+struct ComponentInner {
+    origin: String,
+    runtime: Runtime,
+    pre: InstancePre<TaskState>,
+    functions: Vec<ExportedFunction>,
+    /// The compiled code in wasmtime's serialized form, made on first use (for worker
+    /// processes and the compilation cache).
+    precompiled: OnceLock<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for TaskComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskComponent")
+            .field("origin", &self.inner.origin)
+            .field("functions", &self.inner.functions.len())
+            .finish()
+    }
+}
+
+impl TaskComponent {
+    /// Loads a component from a file with the shared default [`Runtime`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<TaskComponent, LoadError> {
+        Runtime::shared()?.load(path)
+    }
+
+    /// Loads a component from bytes with the shared default [`Runtime`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<TaskComponent, LoadError> {
+        Runtime::shared()?.load_bytes(bytes, "<bytes>")
+    }
+
+    /// Where the component came from (its path), for messages.
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// Every exported function, top-level ones first, in export order.
+    pub fn functions(&self) -> &[ExportedFunction] {
+        &self.inner.functions
+    }
+
+    /// The component's imports: `(name, kind)` with kind `interface`, `func`, ...
+    pub fn imports(&self) -> Vec<String> {
+        let engine = &self.inner.runtime.inner.engine;
+        self.inner
+            .pre
+            .component()
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// The compiled component in wasmtime's serialized form (a `.cwasm`), for
+    /// [`Runtime::load_precompiled`]. Made once and kept.
+    pub fn precompiled(&self) -> Result<Arc<[u8]>, LoadError> {
+        if let Some(bytes) = self.inner.precompiled.get() {
+            return Ok(bytes.clone());
+        }
+        let bytes: Arc<[u8]> = self
+            .inner
+            .pre
+            .component()
+            .serialize()
+            .map_err(|e| LoadError::Invalid {
+                origin: self.inner.origin.clone(),
+                message: format!("cannot serialize: {e:#}"),
+            })?
+            .into();
+        Ok(self.inner.precompiled.get_or_init(|| bytes).clone())
+    }
+
+    /// The runtime that loaded this component.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// True when both components were loaded by the same runtime.
+    pub fn same_runtime(&self, other: &TaskComponent) -> bool {
+        Arc::ptr_eq(&self.inner.runtime.inner, &other.inner.runtime.inner)
+    }
+
+    pub(crate) fn function_at(&self, index: usize) -> &ExportedFunction {
+        &self.inner.functions[index]
+    }
+
+    /// Runs one call in a fresh instance. Never panics on guest behaviour.
+    pub(crate) fn run(&self, call: &Call, env: &TaskEnv) -> Result<TaskValue, TaskError> {
+        let stdout = LineSink::new(env.output, &env.worker_name, HostStream::Stdout);
+        let stderr = LineSink::new(env.output, &env.worker_name, HostStream::Stderr);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let state = TaskState {
+            wasi,
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.inner.runtime.inner.engine, state);
+        let function = self.function_at(call.function_index());
+        let outcome = self
+            .inner
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| TaskError::Start {
+                message: format!("{e:#}"),
+            })
+            .and_then(|instance| {
+                let func = instance
+                    .get_func(&mut store, function.index)
+                    .ok_or_else(|| TaskError::Start {
+                        message: format!("export `{}` vanished", function.name),
+                    })?;
+                let mut results = vec![Val::Bool(false); function.ty.results().len()];
+                func.call(&mut store, call.args(), &mut results)
+                    .map_err(|e| task_error(&e, &stderr.tail()))?;
+                Ok(results.pop())
+            });
+        stdout.finish();
+        stderr.finish();
+        outcome.and_then(unwrap_result)
+    }
+}
+
+/// A `result<T, E>` return becomes the task's value (`ok`) or a `Failed` error (`err`).
+fn unwrap_result(value: Option<Val>) -> Result<TaskValue, TaskError> {
+    match value {
+        Some(Val::Result(Ok(payload))) => Ok(TaskValue::from(payload.map(|b| *b))),
+        Some(Val::Result(Err(payload))) => Err(failed(payload.map(|b| *b))),
+        other => Ok(TaskValue::from(other)),
+    }
+}
+
+fn failed(payload: Option<Val>) -> TaskError {
+    let value = payload
+        .as_ref()
+        .map(crate::value::wave_text)
+        .unwrap_or_default();
+    let message = match &payload {
+        Some(Val::String(s)) => s.clone(),
+        None => "the task returned err".to_string(),
+        Some(_) => value.clone(),
+    };
+    TaskError::Failed { message, value }
+}
+
+/// The one place where wasmtime's errors become task errors.
+fn task_error(err: &wasmtime::Error, stderr_tail: &str) -> TaskError {
+    let backtrace = err
+        .downcast_ref::<WasmBacktrace>()
+        .map(|bt| bt.to_string())
+        .unwrap_or_default();
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => TaskError::StackOverflow { backtrace },
+        Some(trap) => {
+            let text = trap.to_string();
+            let trap_text = text
+                .strip_prefix("wasm trap: ")
+                .unwrap_or(&text)
+                .to_string();
+            TaskError::Trap {
+                trap: trap_text,
+                panic: panic_message(stderr_tail),
+                backtrace,
+            }
+        }
+        None => TaskError::Trap {
+            trap: format!("{err:#}"),
+            panic: panic_message(stderr_tail),
+            backtrace,
+        },
+    }
+}
+
+/// The message of a Rust guest's panic, from what it printed on stderr:
+/// `thread '...' panicked at src/lib.rs:1:2:\n<message>\nnote: ...`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let after = &stderr[start..];
+    let body = after.split_once('\n')?.1;
+    let message: Vec<&str> = body
+        .lines()
+        .take_while(|l| !l.starts_with("note: "))
+        .collect();
+    let message = message.join("\n").trim().to_string();
+    (!message.is_empty()).then_some(message)
+}
+
+/// What a worker tells a task about where it runs.
+#[derive(Clone)]
+pub(crate) struct TaskEnv {
+    pub(crate) worker_name: Arc<str>,
+    pub(crate) output: OutputMode,
+}
+
+/// The data of one task's store.
+pub(crate) struct TaskState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_message_is_read_from_rust_panic_output() {
+        let stderr = "thread '<unnamed>' panicked at src/lib.rs:20:9:\nboom here\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("boom here"));
+        assert_eq!(panic_message("nothing"), None);
+    }
+
+    #[test]
+    fn header_classification() {
+        assert!(matches!(
+            classify_header(b"hello", "f"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            classify_header(b"\0asm\x01\0\0\0", "f"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(matches!(
+            classify_header(b"\0asm\x0d", "f"),
+            Err(LoadError::Truncated { .. })
+        ));
+        assert!(classify_header(b"\0asm\x0d\0\x01\0", "f").is_ok());
+    }
+}

@@ -1,0 +1,294 @@
+//! Every public error type of wasmpool.
+//!
+//! Errors come in two families:
+//! - *task errors* ([`TaskError`]): the outcome of one task. They are plain data (strings and
+//!   numbers), cheap to clone, and cross the process boundary unchanged.
+//! - *operation errors* ([`LoadError`], [`CallError`], [`SubmitError`], [`WaitTimeout`],
+//!   [`BuildError`]): something the caller asked for could not be done.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What kind of failure a [`TaskError`] is; stable names for machine-readable output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskErrorKind {
+    /// The guest returned `err(..)`.
+    Failed,
+    /// The guest trapped (`unreachable`, a panic, an out-of-bounds access, ...).
+    Trap,
+    /// The task ran past its wall-clock deadline.
+    Timeout,
+    /// The task used up its fuel.
+    OutOfFuel,
+    /// The task tried to grow linear memory past its cap.
+    MemoryLimit,
+    /// The task overflowed its stack.
+    StackOverflow,
+    /// The task was cancelled before it started (or aborted while running).
+    Cancelled,
+    /// The pool broke (a worker died) before the task could finish.
+    BrokenPool,
+    /// The task could not be started: instantiation failed.
+    Start,
+}
+
+impl TaskErrorKind {
+    /// The kebab-case name used in JSON output (`"out-of-fuel"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskErrorKind::Failed => "failed",
+            TaskErrorKind::Trap => "trap",
+            TaskErrorKind::Timeout => "timeout",
+            TaskErrorKind::OutOfFuel => "out-of-fuel",
+            TaskErrorKind::MemoryLimit => "memory-limit",
+            TaskErrorKind::StackOverflow => "stack-overflow",
+            TaskErrorKind::Cancelled => "cancelled",
+            TaskErrorKind::BrokenPool => "broken-pool",
+            TaskErrorKind::Start => "start",
+        }
+    }
+}
+
+impl fmt::Display for TaskErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one task did not produce a value. The error of *that* future only: the pool goes on
+/// (except for [`TaskError::BrokenPool`], which every pending future of a broken pool gets).
+///
+/// ```
+/// use wasmpool::{TaskError, TaskErrorKind};
+/// let e = TaskError::Failed { message: "the value 5 is no good".into(), value: "\"the value 5 is no good\"".into() };
+/// assert_eq!(e.kind(), TaskErrorKind::Failed);
+/// assert_eq!(e.to_string(), "the value 5 is no good");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The guest returned `err(payload)`. `message` is the payload as text (a `string` payload
+    /// verbatim, anything else in WAVE); `value` is always the WAVE text of the payload
+    /// (empty when the error case carries no payload).
+    #[error("{message}")]
+    Failed {
+        /// Human-readable payload.
+        message: String,
+        /// WAVE text of the payload.
+        value: String,
+    },
+    /// The guest trapped.
+    #[error("wasm trap: {trap}{}", panic_suffix(.panic))]
+    Trap {
+        /// The trap's reason, e.g. "wasm `unreachable` instruction executed".
+        trap: String,
+        /// The guest's panic message, when a Rust guest panicked and said why on stderr.
+        panic: Option<String>,
+        /// The wasm backtrace, one frame a line.
+        backtrace: String,
+    },
+    /// The task ran past its deadline.
+    #[error("task timed out after {limit:?} (the per-task deadline)")]
+    Timeout {
+        /// The deadline that was hit.
+        limit: Duration,
+    },
+    /// The task used all its fuel.
+    #[error("task ran out of fuel (limit {limit} units)")]
+    OutOfFuel {
+        /// The fuel budget.
+        limit: u64,
+    },
+    /// The task tried to grow memory past its cap.
+    #[error("task exceeded its memory limit of {limit} bytes")]
+    MemoryLimit {
+        /// The linear-memory cap in bytes.
+        limit: u64,
+    },
+    /// The task overflowed the wasm stack.
+    #[error("task overflowed its stack{}", backtrace_suffix(.backtrace))]
+    StackOverflow {
+        /// The wasm backtrace, if captured.
+        backtrace: String,
+    },
+    /// The task was cancelled.
+    #[error("task was cancelled")]
+    Cancelled,
+    /// The pool is broken; the message says which worker died and how.
+    #[error("broken pool: {reason}")]
+    BrokenPool {
+        /// Which worker died and how.
+        reason: String,
+    },
+    /// The task's instance could not be created.
+    #[error("task could not start: {message}")]
+    Start {
+        /// Why instantiation failed.
+        message: String,
+    },
+}
+
+fn panic_suffix(panic: &Option<String>) -> String {
+    match panic {
+        Some(p) => format!(" (guest panicked: {p})"),
+        None => String::new(),
+    }
+}
+
+fn backtrace_suffix(bt: &str) -> String {
+    if bt.is_empty() {
+        String::new()
+    } else {
+        format!("\n{bt}")
+    }
+}
+
+impl TaskError {
+    /// The kind of this error.
+    pub fn kind(&self) -> TaskErrorKind {
+        match self {
+            TaskError::Failed { .. } => TaskErrorKind::Failed,
+            TaskError::Trap { .. } => TaskErrorKind::Trap,
+            TaskError::Timeout { .. } => TaskErrorKind::Timeout,
+            TaskError::OutOfFuel { .. } => TaskErrorKind::OutOfFuel,
+            TaskError::MemoryLimit { .. } => TaskErrorKind::MemoryLimit,
+            TaskError::StackOverflow { .. } => TaskErrorKind::StackOverflow,
+            TaskError::Cancelled => TaskErrorKind::Cancelled,
+            TaskError::BrokenPool { .. } => TaskErrorKind::BrokenPool,
+            TaskError::Start { .. } => TaskErrorKind::Start,
+        }
+    }
+}
+
+/// A timed wait ran out before the future (or futures) finished. The tasks are not touched.
+///
+/// This is a *wait* timeout; a task's own deadline is [`TaskError::Timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("wait timed out after {0:?}; the task is still going")]
+pub struct WaitTimeout(pub Duration);
+
+/// A `.wasm` file could not be loaded as a task component.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bytes do not start with the wasm magic number.
+    #[error("{origin} is not a WebAssembly file (it does not start with \\0asm)")]
+    NotWasm {
+        /// The file (or "<bytes>").
+        origin: String,
+    },
+    /// The bytes are a core wasm module; a component is needed.
+    #[error(
+        "{origin} is a core WebAssembly module, not a component; wrap it with `wasm-tools component new` or build for wasm32-wasip2"
+    )]
+    CoreModule {
+        /// The file (or "<bytes>").
+        origin: String,
+    },
+    /// The file ends before the component does.
+    #[error("{origin} is truncated: {message}")]
+    Truncated {
+        /// The file (or "<bytes>").
+        origin: String,
+        /// What the validator said.
+        message: String,
+    },
+    /// The component is malformed or does not validate.
+    #[error("{origin} is not a valid component: {message}")]
+    Invalid {
+        /// The file (or "<bytes>").
+        origin: String,
+        /// What wasmtime said.
+        message: String,
+    },
+    /// The component imports something the host does not provide.
+    #[error("{origin} cannot be linked: {message}")]
+    Link {
+        /// The file (or "<bytes>").
+        origin: String,
+        /// What is missing.
+        message: String,
+    },
+    /// The engine could not be created from the configuration.
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// A call does not fit the component: checked when the call is made, before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No exported function has that name.
+    #[error("the component exports no function `{name}`; it exports: {available}")]
+    UnknownFunction {
+        /// The name asked for.
+        name: String,
+        /// The exported functions, comma-separated.
+        available: String,
+    },
+    /// Wrong number of arguments.
+    #[error("`{function}` takes {expected} argument(s), {given} given")]
+    Arity {
+        /// The function.
+        function: String,
+        /// How many it takes.
+        expected: usize,
+        /// How many were given.
+        given: usize,
+    },
+    /// An argument does not have the parameter's type.
+    #[error("argument `{param}` of `{function}`: {message}")]
+    Type {
+        /// The function.
+        function: String,
+        /// The parameter's name.
+        param: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// WAVE text that does not parse (or does not fit the parameter types).
+    #[error("invalid WAVE for `{function}`: {message}")]
+    Wave {
+        /// The function (or the whole call text when the name could not be read).
+        function: String,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+/// `submit` could not accept the task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The executor was shut down.
+    #[error("cannot submit: the executor has been shut down")]
+    Shutdown,
+    /// The pool is broken (a worker died); the reason names it.
+    #[error("cannot submit: broken pool: {0}")]
+    BrokenPool(String),
+    /// The call belongs to a component of another engine than this executor's.
+    #[error("cannot submit: {0}")]
+    Incompatible(String),
+}
+
+/// An executor could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is out of range.
+    #[error("invalid executor setting: {0}")]
+    Invalid(String),
+    /// A worker thread or process could not be started.
+    #[error("cannot start a worker: {0}")]
+    Spawn(#[from] std::io::Error),
+}

@@ -1,0 +1,645 @@
+//! The future of one task: a port of CPython's `concurrent.futures.Future` state machine.
+//!
+//! A [`TaskFuture`] is the consumer's handle; a [`Promise`] is the producer's (the executor's)
+//! side. Both point at one shared state:
+//!
+//! ```text
+//!   Pending --set_running_or_notify_cancel--> Running --complete (or Promise dropped)--> Finished
+//!     |   \                                                                               ^
+//!     |    `------------------complete (or Promise dropped) before it started-------------'
+//!     `--cancel--> Cancelled
+//! ```
+//!
+//! Every move into a terminal state (`Finished` or `Cancelled`) goes through one private
+//! function, `TaskFuture::finish`, which wakes everybody and runs the done callbacks.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::mem;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use wasmtime::component::Val;
+
+use crate::{TaskError, TaskReport, TaskValue, WaitTimeout};
+
+/// What a finished task produced.
+type Outcome = Result<TaskValue, TaskError>;
+
+/// A done callback, as stored until the future is done.
+type Callback = Box<dyn FnOnce(&TaskFuture) + Send>;
+
+/// Ids of futures (what [`TaskFuture::id`] returns).
+static NEXT_FUTURE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Keys of registrations on a future (wait/as_completed waiters, `.await` wakers).
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh key for [`TaskFuture::add_waiter`] (and for waker slots), unique process-wide.
+pub(crate) fn next_key() -> u64 {
+    NEXT_KEY.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where a future is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FutureState {
+    /// Submitted, not started yet. The only state a future can be cancelled in.
+    Pending,
+    /// A worker is running the task.
+    Running,
+    /// The task finished: it returned a value or failed with a [`TaskError`].
+    Finished,
+    /// The future was cancelled before the task started.
+    Cancelled,
+}
+
+impl FutureState {
+    /// Finished or cancelled: the state will never change again.
+    pub fn is_done(self) -> bool {
+        matches!(self, FutureState::Finished | FutureState::Cancelled)
+    }
+}
+
+impl fmt::Display for FutureState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FutureState::Pending => "pending",
+            FutureState::Running => "running",
+            FutureState::Finished => "finished",
+            FutureState::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// The state shared by every handle of one future and its promise.
+struct Shared {
+    id: u64,
+    inner: Mutex<Inner>,
+    /// Notified (all) at the terminal transition; `result()` and friends block on it.
+    done: Condvar,
+    /// Crate-private extras, behind their own lock (see the end of this file).
+    extras: Mutex<Extras>,
+}
+
+/// The mutable part of a future. Invariants:
+/// - `outcome.is_some()` exactly when `state == Finished`;
+/// - once the state is done (`Finished`/`Cancelled`) it never changes again, and
+///   `callbacks`, `waiters` and `wakers` are empty (the terminal transition took them, and
+///   nothing is added to a done future);
+/// - no user code (callbacks, wakers) ever runs while this lock is held, so the lock is never
+///   poisoned by it; all the same, every lock recovers from poisoning.
+struct Inner {
+    state: FutureState,
+    outcome: Option<Outcome>,
+    /// Done callbacks, in the order they were added.
+    callbacks: Vec<Callback>,
+    /// Registrations of `wait`/`as_completed`: each channel gets this future's id once, when
+    /// the future becomes done. Keyed so that the waiter can remove itself.
+    waiters: Vec<(u64, Sender<u64>)>,
+    /// Wakers of tasks `.await`ing this future, keyed by their [`ResultFuture`].
+    wakers: Vec<(u64, Waker)>,
+}
+
+/// The consumer's handle to the outcome of one task: a port of Python's
+/// `concurrent.futures.Future`.
+///
+/// A `TaskFuture` is cheap to clone (all clones are the same future) and can be shared between
+/// threads. Wait for it with [`result`](Self::result), [`wait`](crate::wait),
+/// [`as_completed`](crate::as_completed), or `.await` it in async code.
+///
+/// ```
+/// use wasmpool::{promise, FutureState, TaskValue};
+/// use wasmtime::component::Val;
+///
+/// let (promise, future) = promise();
+/// assert_eq!(future.state(), FutureState::Pending);
+///
+/// let worker = std::thread::spawn(move || {
+///     if promise.set_running_or_notify_cancel() {
+///         promise.set_result(TaskValue::from(Val::U32(42)));
+///     }
+/// });
+/// assert_eq!(future.result().unwrap().as_i64(), Some(42));
+/// assert_eq!(format!("{future:?}"), format!("TaskFuture(#{} state=finished returned u32)", future.id()));
+/// worker.join().unwrap();
+/// ```
+#[derive(Clone)]
+pub struct TaskFuture {
+    shared: Arc<Shared>,
+}
+
+impl TaskFuture {
+    fn new() -> Self {
+        TaskFuture {
+            shared: Arc::new(Shared {
+                id: NEXT_FUTURE_ID.fetch_add(1, Ordering::Relaxed),
+                inner: Mutex::new(Inner {
+                    state: FutureState::Pending,
+                    outcome: None,
+                    callbacks: Vec::new(),
+                    waiters: Vec::new(),
+                    wakers: Vec::new(),
+                }),
+                done: Condvar::new(),
+                extras: Mutex::new(Extras::default()),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The future's id: unique among all futures of this process.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The current state.
+    pub fn state(&self) -> FutureState {
+        self.lock().state
+    }
+
+    /// Cancels the future if it has not started yet.
+    ///
+    /// Returns `true` if the future is now cancelled: it was pending (it becomes
+    /// [`Cancelled`](FutureState::Cancelled): everything waiting on it wakes up and the done
+    /// callbacks run in this thread before `cancel` returns), or it was cancelled already.
+    /// Returns `false` if it is running or finished; those cannot be cancelled.
+    pub fn cancel(&self) -> bool {
+        let inner = self.lock();
+        match inner.state {
+            FutureState::Pending => {
+                self.finish(inner, FutureState::Cancelled, None);
+                true
+            }
+            FutureState::Cancelled => true,
+            FutureState::Running | FutureState::Finished => false,
+        }
+    }
+
+    /// Whether the future was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.state() == FutureState::Cancelled
+    }
+
+    /// Whether the task is running right now.
+    pub fn is_running(&self) -> bool {
+        self.state() == FutureState::Running
+    }
+
+    /// Whether the future is done: finished or cancelled.
+    pub fn is_done(&self) -> bool {
+        self.state().is_done()
+    }
+
+    /// Whether the future finished with an error. A cancelled future did not; this is what
+    /// [`ReturnWhen::FirstError`](crate::ReturnWhen::FirstError) looks for.
+    pub(crate) fn is_error(&self) -> bool {
+        matches!(self.lock().outcome, Some(Err(_)))
+    }
+
+    /// Blocks until the future is done, then returns the task's outcome: its value, its error,
+    /// or [`TaskError::Cancelled`] if the future was cancelled.
+    pub fn result(&self) -> Result<TaskValue, TaskError> {
+        let inner = self
+            .shared
+            .done
+            .wait_while(self.lock(), |i| !i.state.is_done())
+            .unwrap_or_else(PoisonError::into_inner);
+        outcome_of(&inner)
+    }
+
+    /// Like [`result`](Self::result), but gives up after `timeout`: the outer `Err` says the
+    /// *wait* timed out (the task goes on untouched); the inner result is the task's outcome.
+    pub fn result_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Result<TaskValue, TaskError>, WaitTimeout> {
+        self.wait_done(timeout).map(|inner| outcome_of(&inner))
+    }
+
+    /// Blocks until the future is done, then returns the task's error: `None` if it returned a
+    /// value, `Some(TaskError::Cancelled)` if the future was cancelled.
+    pub fn error(&self) -> Option<TaskError> {
+        self.result().err()
+    }
+
+    /// Like [`error`](Self::error), but gives up after `timeout` with a [`WaitTimeout`] (the
+    /// task goes on untouched).
+    pub fn error_timeout(&self, timeout: Duration) -> Result<Option<TaskError>, WaitTimeout> {
+        self.result_timeout(timeout).map(Result::err)
+    }
+
+    /// Blocks until the task has started (or is done), for at most `timeout`.
+    ///
+    /// Useful to know that `cancel()` can no longer succeed, or that a worker is busy.
+    pub fn wait_started(&self, timeout: Duration) -> Result<(), WaitTimeout> {
+        let (inner, _) = self
+            .shared
+            .done
+            .wait_timeout_while(self.lock(), timeout, |i| i.state == FutureState::Pending)
+            .unwrap_or_else(PoisonError::into_inner);
+        if inner.state == FutureState::Pending {
+            Err(WaitTimeout(timeout))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// How the task ran (worker, time, fuel, memory), once it has finished; `None` while it
+    /// is pending or running, and for a task cancelled before it started.
+    pub fn report(&self) -> Option<TaskReport> {
+        self.extras().report.clone()
+    }
+
+    /// Waits up to `timeout` for the future to be done; returns the locked state if it is.
+    fn wait_done(&self, timeout: Duration) -> Result<MutexGuard<'_, Inner>, WaitTimeout> {
+        let (inner, _) = self
+            .shared
+            .done
+            .wait_timeout_while(self.lock(), timeout, |i| !i.state.is_done())
+            .unwrap_or_else(PoisonError::into_inner);
+        if inner.state.is_done() {
+            Ok(inner)
+        } else {
+            Err(WaitTimeout(timeout))
+        }
+    }
+
+    /// Attaches a callback that runs exactly once, when the future is done (finished or
+    /// cancelled), with this future as its argument.
+    ///
+    /// If the future is done already, the callback runs right away in this thread. Otherwise
+    /// it runs in the thread that completes or cancels the future, after the state is set and
+    /// without any lock held, so it may call any method of the future. Callbacks run in the
+    /// order they were added. A callback that panics is caught and logged (`log::error!`);
+    /// the other callbacks still run and the future is not affected.
+    pub fn add_done_callback(&self, f: impl FnOnce(&TaskFuture) + Send + 'static) {
+        let mut inner = self.lock();
+        if !inner.state.is_done() {
+            inner.callbacks.push(Box::new(f));
+            return;
+        }
+        drop(inner);
+        self.run_callback(Box::new(f));
+    }
+
+    fn run_callback(&self, callback: Callback) {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| callback(self))) {
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(a non-string panic payload)");
+            log::error!("a done callback of {self:?} panicked: {message}");
+        }
+    }
+
+    /// The terminal transition; every way into `Finished` or `Cancelled` goes through here.
+    ///
+    /// The caller holds the lock, has checked that the state is not done yet, and passes the
+    /// guard in, so that checking and moving are one atomic step. This sets the state, tells the
+    /// `wait`/`as_completed` waiters, releases the lock, wakes blocked threads and `.await`ing
+    /// tasks, and finally runs the callbacks (no lock held).
+    fn finish(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        state: FutureState,
+        outcome: Option<Outcome>,
+    ) {
+        debug_assert!(!inner.state.is_done() && state.is_done());
+        debug_assert_eq!(outcome.is_some(), state == FutureState::Finished);
+        inner.state = state;
+        inner.outcome = outcome;
+        for (_, waiter) in inner.waiters.drain(..) {
+            // Unbounded channel: never blocks. A waiter that went away does not matter.
+            let _ = waiter.send(self.id());
+        }
+        let wakers = mem::take(&mut inner.wakers);
+        let callbacks = mem::take(&mut inner.callbacks);
+        drop(inner);
+        self.shared.done.notify_all();
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+        for callback in callbacks {
+            self.run_callback(callback);
+        }
+    }
+
+    /// Registers a `wait`/`as_completed` waiter under `key`: when the future becomes done,
+    /// its id is sent on `tx` (once). Returns `false`, registering nothing, if the future is
+    /// done already. Remove the registration with [`remove_waiter`](Self::remove_waiter).
+    pub(crate) fn add_waiter(&self, key: u64, tx: &Sender<u64>) -> bool {
+        let mut inner = self.lock();
+        if inner.state.is_done() {
+            return false;
+        }
+        inner.waiters.push((key, tx.clone()));
+        true
+    }
+
+    /// Removes the waiter registered under `key`, if it is still there.
+    pub(crate) fn remove_waiter(&self, key: u64) {
+        self.lock().waiters.retain(|(k, _)| *k != key);
+    }
+
+    /// How many waiters and wakers are registered (for tests of the clean-up).
+    #[cfg(test)]
+    pub(crate) fn registrations(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.waiters.len(), inner.wakers.len())
+    }
+}
+
+/// The outcome of a done future (its state locked).
+fn outcome_of(inner: &Inner) -> Outcome {
+    match &inner.outcome {
+        Some(outcome) => outcome.clone(),
+        None => Err(TaskError::Cancelled),
+    }
+}
+
+impl fmt::Debug for TaskFuture {
+    /// Like Python's repr: `TaskFuture(#3 state=running)`,
+    /// `TaskFuture(#3 state=finished returned f64)`, `TaskFuture(#3 state=finished raised trap)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        write!(f, "TaskFuture(#{} state={}", self.id(), inner.state)?;
+        match &inner.outcome {
+            Some(Ok(value)) => write!(f, " returned {}", type_name(value))?,
+            Some(Err(error)) => write!(f, " raised {}", error.kind())?,
+            None => {}
+        }
+        f.write_str(")")
+    }
+}
+
+/// The component-model type name of a value ("nothing" for a function without a result).
+fn type_name(value: &TaskValue) -> &'static str {
+    let Some(val) = value.val() else {
+        return "nothing";
+    };
+    match val {
+        Val::Bool(_) => "bool",
+        Val::S8(_) => "s8",
+        Val::U8(_) => "u8",
+        Val::S16(_) => "s16",
+        Val::U16(_) => "u16",
+        Val::S32(_) => "s32",
+        Val::U32(_) => "u32",
+        Val::S64(_) => "s64",
+        Val::U64(_) => "u64",
+        Val::Float32(_) => "f32",
+        Val::Float64(_) => "f64",
+        Val::Char(_) => "char",
+        Val::String(_) => "string",
+        Val::List(_) | Val::FixedLengthList(_) => "list",
+        Val::Map(_) => "map",
+        Val::Record(_) => "record",
+        Val::Tuple(_) => "tuple",
+        Val::Variant(..) => "variant",
+        Val::Enum(_) => "enum",
+        Val::Option(_) => "option",
+        Val::Result(_) => "result",
+        Val::Flags(_) => "flags",
+        Val::Resource(_) => "resource",
+        Val::Future(_) => "future",
+        Val::Stream(_) => "stream",
+        Val::ErrorContext(_) => "error-context",
+    }
+}
+
+/// Awaiting a future yields its outcome, like [`TaskFuture::result`], without blocking a
+/// thread: the task's waker is woken when the future is done.
+///
+/// ```
+/// use wasmpool::{promise, TaskValue};
+///
+/// let (promise, future) = promise();
+/// promise.set_result(TaskValue::unit());
+/// let outcome = futures::executor::block_on(async { future.await });
+/// assert_eq!(outcome, Ok(TaskValue::unit()));
+/// ```
+impl IntoFuture for TaskFuture {
+    type Output = Result<TaskValue, TaskError>;
+    type IntoFuture = ResultFuture;
+
+    fn into_future(self) -> ResultFuture {
+        ResultFuture {
+            future: self,
+            key: None,
+        }
+    }
+}
+
+impl IntoFuture for &TaskFuture {
+    type Output = Result<TaskValue, TaskError>;
+    type IntoFuture = ResultFuture;
+
+    fn into_future(self) -> ResultFuture {
+        self.clone().into_future()
+    }
+}
+
+/// The [`Future`] that `.await`ing a [`TaskFuture`] polls: it resolves to the task's outcome.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct ResultFuture {
+    future: TaskFuture,
+    /// The key of our waker slot in the shared state, once registered.
+    key: Option<u64>,
+}
+
+impl Future for ResultFuture {
+    type Output = Result<TaskValue, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut inner = this.future.lock();
+        if inner.state.is_done() {
+            // The terminal transition already dropped our waker slot.
+            this.key = None;
+            return Poll::Ready(outcome_of(&inner));
+        }
+        let key = *this.key.get_or_insert_with(next_key);
+        match inner.wakers.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, waker)) => {
+                if !waker.will_wake(cx.waker()) {
+                    waker.clone_from(cx.waker());
+                }
+            }
+            None => inner.wakers.push((key, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ResultFuture {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.future.lock().wakers.retain(|(k, _)| *k != key);
+        }
+    }
+}
+
+/// Creates a new pending future and the [`Promise`] that completes it.
+///
+/// This is the producer side, for executor implementations and tests (Python exposes
+/// `set_running_or_notify_cancel` and `set_result` on the future for the same purpose).
+///
+/// ```
+/// use wasmpool::{promise, TaskError};
+///
+/// let (promise, future) = promise();
+/// assert!(future.cancel()); // not started yet, so it can be cancelled
+/// assert!(!promise.set_running_or_notify_cancel()); // the executor skips the task
+/// assert_eq!(future.result(), Err(TaskError::Cancelled));
+/// ```
+pub fn promise() -> (Promise, TaskFuture) {
+    let future = TaskFuture::new();
+    (
+        Promise {
+            future: future.clone(),
+        },
+        future,
+    )
+}
+
+/// The producer's side of a [`TaskFuture`]: the executor marks it running, then completes it.
+///
+/// There is one `Promise` per future. A `Promise` dropped without completing resolves its
+/// future with [`TaskError::BrokenPool`], so that no future is ever left hanging.
+pub struct Promise {
+    future: TaskFuture,
+}
+
+impl Promise {
+    /// The future this promise completes.
+    pub fn future(&self) -> TaskFuture {
+        self.future.clone()
+    }
+
+    /// Call before running the task. Moves a pending future to running and returns `true`;
+    /// returns `false` if the future was cancelled, and the task must then not run (whoever
+    /// waited on the future was notified when it was cancelled).
+    ///
+    /// Calling it on a running or finished future is a bug in the executor: it returns `false`
+    /// and logs an error.
+    pub fn set_running_or_notify_cancel(&self) -> bool {
+        let mut inner = self.future.lock();
+        match inner.state {
+            FutureState::Pending => {
+                inner.state = FutureState::Running;
+                drop(inner);
+                // `wait_started` waits on the same condition variable.
+                self.future.shared.done.notify_all();
+                true
+            }
+            FutureState::Cancelled => false,
+            state @ (FutureState::Running | FutureState::Finished) => {
+                drop(inner);
+                log::error!(
+                    "set_running_or_notify_cancel called on future #{} in unexpected state {state}",
+                    self.future.id()
+                );
+                false
+            }
+        }
+    }
+
+    /// Whether the future was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.future.is_cancelled()
+    }
+
+    /// Completes the future (from pending or running) with the task's outcome: it becomes
+    /// finished, everything waiting on it wakes up, and the done callbacks run in this thread.
+    /// If the future was cancelled meanwhile, the outcome is dropped.
+    pub fn complete(self, outcome: Result<TaskValue, TaskError>) {
+        let inner = self.future.lock();
+        if !inner.state.is_done() {
+            self.future
+                .finish(inner, FutureState::Finished, Some(outcome));
+        }
+    }
+
+    /// Like [`complete`](Self::complete), and records how the task ran: the report is in
+    /// place before anyone waiting on the future wakes up.
+    pub fn complete_with_report(self, outcome: Result<TaskValue, TaskError>, report: TaskReport) {
+        self.future.extras().report = Some(report);
+        self.complete(outcome);
+    }
+
+    /// Completes the future with a value; see [`complete`](Self::complete).
+    pub fn set_result(self, value: TaskValue) {
+        self.complete(Ok(value));
+    }
+
+    /// Completes the future with an error; see [`complete`](Self::complete).
+    pub fn set_error(self, error: TaskError) {
+        self.complete(Err(error));
+    }
+}
+
+impl fmt::Debug for Promise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Promise").field(&self.future).finish()
+    }
+}
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        let inner = self.future.lock();
+        if !inner.state.is_done() {
+            let error = TaskError::BrokenPool {
+                reason: "the executor dropped the task before it finished".into(),
+            };
+            self.future
+                .finish(inner, FutureState::Finished, Some(Err(error)));
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Crate-private extension point: a per-future report slot and an abort hook.
+//
+// They live behind their own lock, apart from the state machine above, so that an abort hook
+// can be called without holding the state lock. Nothing here is interpreted yet: the report
+// slot is a placeholder (to be given its concrete type) and `TaskFuture::abort()`, which will
+// call the hook to stop a running task, is still to be written. `finish` does not touch them.
+// -------------------------------------------------------------------------------------------
+
+/// Stops the running task of a future (set by the executor that runs it).
+pub(crate) type AbortHook = Box<dyn Fn() + Send + Sync>;
+
+/// Per-future data for the executors, beside the state machine.
+#[derive(Default)]
+#[allow(dead_code)] // used by the executors (in progress)
+pub(crate) struct Extras {
+    /// How the task ran; set just before the future finishes.
+    pub(crate) report: Option<TaskReport>,
+    /// Called by `TaskFuture::abort()` to stop the task while it runs.
+    pub(crate) abort_hook: Option<AbortHook>,
+}
+
+impl TaskFuture {
+    /// The future's [`Extras`], locked. Do not hold this guard while calling into user code
+    /// that might lock it again.
+    #[allow(dead_code)] // used by the executors (in progress)
+    pub(crate) fn extras(&self) -> MutexGuard<'_, Extras> {
+        self.shared
+            .extras
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,46 @@
+//! wasmpool: Python's `concurrent.futures`, rebuilt in Rust for WebAssembly components.
+//!
+//! Load a task component, build an executor, submit calls, wait on futures:
+//!
+//! ```no_run
+//! use wasmpool::{Executor, TaskComponent, ThreadPoolExecutor};
+//! let component = TaskComponent::from_file("seed_tasks.wasm")?;
+//! let pool = ThreadPoolExecutor::new(2)?;
+//! let calls = (1..=5).rev().map(|n| component.call_wave(&format!("sleep-task({n})")));
+//! let calls: Vec<_> = calls.collect::<Result<_, _>>()?;
+//! let results: Vec<f64> = pool
+//!     .map(calls)?
+//!     .map(|r| r.map(|v| v.as_f64().unwrap_or_default()))
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(results, [0.5, 0.4, 0.3, 0.2, 0.1]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod call;
+mod component;
+mod error;
+mod executor;
+mod future;
+mod output;
+mod report;
+mod sandbox;
+mod thread_pool;
+pub mod types;
+mod value;
+mod wait;
+
+pub use call::Call;
+pub use component::{ExportedFunction, Runtime, TaskComponent};
+pub use error::{
+    BuildError, CallError, LoadError, SubmitError, TaskError, TaskErrorKind, WaitTimeout,
+};
+pub use executor::{Executor, Map};
+pub use future::{FutureState, Promise, ResultFuture, TaskFuture, promise};
+pub use output::OutputMode;
+pub use report::TaskReport;
+pub use sandbox::{Budget, Capabilities, DirGrant};
+pub use thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
+pub use value::TaskValue;
+pub use wait::{AsCompleted, ReturnWhen, WaitResult, as_completed, wait};
+/// The component-value type of arguments and results, re-exported from wasmtime.
+pub use wasmtime::component::Val;

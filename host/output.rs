@@ -1,0 +1,203 @@
+//! Where a task's stdout and stderr go.
+//!
+//! Each task gets its own [`LineSink`] per stream. A sink cuts the guest's bytes into lines
+//! and forwards each whole line in one write, under the host stream's lock, with a prefix
+//! naming the worker. Tasks running at the same time therefore never interleave mid-line.
+//! Stderr also keeps a bounded tail, so a guest panic message can go into the task error.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// What happens to the stdout and stderr of tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OutputMode {
+    /// Forward each line to the host's stdout/stderr, prefixed with the worker's name
+    /// (`worker-1: sleeping 5`). The default.
+    #[default]
+    Prefixed,
+    /// Forward each line unchanged.
+    Plain,
+    /// Drop the output.
+    Discard,
+}
+
+/// How much of stderr is kept to explain a trap.
+const STDERR_TAIL: usize = 4096;
+/// A line longer than this is forwarded in pieces, so a guest cannot make the host buffer
+/// without bound by never writing a newline.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostStream {
+    Stdout,
+    Stderr,
+}
+
+/// One stream of one task. Cheap to clone: clones share the buffer.
+#[derive(Clone)]
+pub(crate) struct LineSink {
+    state: Arc<Mutex<SinkState>>,
+}
+
+struct SinkState {
+    /// `None`: discard. `Some(p)`: forward with prefix `p` (may be empty).
+    prefix: Option<Arc<str>>,
+    host: HostStream,
+    /// Bytes after the last newline written so far.
+    partial: Vec<u8>,
+    /// When `Some`, the last `STDERR_TAIL` bytes written.
+    tail: Option<Vec<u8>>,
+}
+
+impl LineSink {
+    pub(crate) fn new(mode: OutputMode, worker_name: &Arc<str>, host: HostStream) -> Self {
+        let prefix = match mode {
+            OutputMode::Prefixed => Some(Arc::from(format!("{worker_name}: "))),
+            OutputMode::Plain => Some(Arc::from("")),
+            OutputMode::Discard => None,
+        };
+        let tail = (host == HostStream::Stderr).then(Vec::new);
+        LineSink {
+            state: Arc::new(Mutex::new(SinkState {
+                prefix,
+                host,
+                partial: Vec::new(),
+                tail,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        self.lock().push(bytes);
+    }
+
+    /// Forwards an unterminated last line; call when the task ends.
+    pub(crate) fn finish(&self) {
+        let mut state = self.lock();
+        if !state.partial.is_empty() {
+            state.partial.push(b'\n');
+            let line = std::mem::take(&mut state.partial);
+            state.emit(&line);
+        }
+    }
+
+    /// The last few KiB the guest wrote to this stream (stderr only), as text.
+    pub(crate) fn tail(&self) -> String {
+        let state = self.lock();
+        String::from_utf8_lossy(state.tail.as_deref().unwrap_or_default()).into_owned()
+    }
+}
+
+impl SinkState {
+    fn push(&mut self, mut bytes: &[u8]) {
+        if let Some(tail) = &mut self.tail {
+            tail.extend_from_slice(bytes);
+            if tail.len() > STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+        }
+        if self.prefix.is_none() {
+            return;
+        }
+        while let Some(pos) = bytes.iter().position(|&b| b == b'\n') {
+            let (line, rest) = bytes.split_at(pos + 1);
+            if self.partial.is_empty() {
+                self.emit(line);
+            } else {
+                self.partial.extend_from_slice(line);
+                let whole = std::mem::take(&mut self.partial);
+                self.emit(&whole);
+            }
+            bytes = rest;
+        }
+        self.partial.extend_from_slice(bytes);
+        if self.partial.len() >= MAX_LINE {
+            self.partial.push(b'\n');
+            let chunk = std::mem::take(&mut self.partial);
+            self.emit(&chunk);
+        }
+    }
+
+    /// Writes one newline-terminated line with the prefix, in a single locked write.
+    fn emit(&self, line: &[u8]) {
+        let Some(prefix) = &self.prefix else { return };
+        let mut out = Vec::with_capacity(prefix.len() + line.len());
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(line);
+        // A closed host stdout (e.g. `| head`) must not fail the task: the output is lost,
+        // as it would be for a native program.
+        let _ = match self.host {
+            HostStream::Stdout => std::io::stdout().lock().write_all(&out),
+            HostStream::Stderr => std::io::stderr().lock().write_all(&out),
+        };
+    }
+}
+
+impl IsTerminal for LineSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LineSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+/// How many bytes a guest may write in one `write` call.
+const WRITE_PERMIT: usize = 64 * 1024;
+
+impl OutputStream for LineSink {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LineSink {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for LineSink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,28 @@
+//! What a finished task tells about its run.
+
+use std::time::Duration;
+
+/// How one task ran: where, how long, and what it used. Available from
+/// [`TaskFuture::report`](crate::TaskFuture::report) once the task has finished (with a
+/// value or an error); a task cancelled before it started has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskReport {
+    /// The worker's name (`worker-1`, ...).
+    pub worker: String,
+    /// The worker's process id: the pool's own process for the thread pool, the worker
+    /// process's for the process pool.
+    pub pid: u32,
+    /// Wall time from the start of instantiation to the end of the call.
+    pub elapsed: Duration,
+    /// Fuel consumed, when fuel was metered.
+    pub fuel_consumed: Option<u64>,
+    /// The largest linear memory the instance reached, in bytes.
+    pub peak_memory: u64,
+    /// 1 for the first run of a call; more when a pool ran it again.
+    pub attempt: u32,
+    /// The task's stdout, when the executor captures output.
+    pub stdout: Option<String>,
+    /// The task's stderr, when the executor captures output.
+    pub stderr: Option<String>,
+}

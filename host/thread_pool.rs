@@ -1,0 +1,230 @@
+//! The thread pool: worker threads that each run one task at a time, every task in a
+//! fresh wasm instance.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::call::Call;
+use crate::component::TaskEnv;
+use crate::error::{BuildError, SubmitError, TaskError};
+use crate::executor::Executor;
+use crate::future::{Promise, TaskFuture, promise};
+use crate::output::OutputMode;
+
+/// Settings of a [`ThreadPoolExecutor`].
+///
+/// ```
+/// let pool = wasmpool::ThreadPoolExecutor::builder()
+///     .workers(2)
+///     .thread_name_prefix("task")
+///     .build()?;
+/// # Ok::<(), wasmpool::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ThreadPoolBuilder {
+    workers: Option<usize>,
+    name_prefix: String,
+    output: OutputMode,
+}
+
+impl Default for ThreadPoolBuilder {
+    fn default() -> Self {
+        ThreadPoolBuilder {
+            workers: None,
+            name_prefix: "worker".to_string(),
+            output: OutputMode::default(),
+        }
+    }
+}
+
+impl ThreadPoolBuilder {
+    /// Default settings: one worker per CPU, workers named `worker-1`, `worker-2`, ...
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many worker threads (at least 1). Default: the number of CPUs.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Workers are named `{prefix}-1`, `{prefix}-2`, ...; the name is the thread's name and
+    /// prefixes the lines the worker's tasks print.
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// What happens to the stdout/stderr of tasks (default: forwarded, prefixed).
+    pub fn output(mut self, mode: OutputMode) -> Self {
+        self.output = mode;
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
+        let workers = match self.workers {
+            Some(0) => return Err(BuildError::Invalid("workers must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+        let mut threads = Vec::with_capacity(workers);
+        for i in 1..=workers {
+            let name = format!("{}-{i}", self.name_prefix);
+            let env = TaskEnv {
+                worker_name: Arc::from(name.as_str()),
+                output: self.output,
+            };
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || worker_loop(&receiver, &env));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    // Let the threads already started exit before reporting.
+                    drop(sender);
+                    threads.into_iter().for_each(|t| {
+                        let _ = t.join();
+                    });
+                    return Err(BuildError::Spawn(e));
+                }
+            }
+        }
+        Ok(ThreadPoolExecutor {
+            queue: Mutex::new(Some(sender)),
+            backlog: receiver,
+            threads: Mutex::new(threads),
+            workers,
+        })
+    }
+}
+
+/// A task waiting in the queue.
+struct Job {
+    promise: Promise,
+    call: Call,
+}
+
+/// Runs jobs until the queue is closed and empty.
+fn worker_loop(jobs: &Receiver<Job>, env: &TaskEnv) {
+    for job in jobs.iter() {
+        if !job.promise.set_running_or_notify_cancel() {
+            continue;
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            job.call.component().run(&job.call, env)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(TaskError::BrokenPool {
+                reason: format!(
+                    "{} panicked while running the task: {}",
+                    env.worker_name,
+                    panic_text(&*panic)
+                ),
+            })
+        });
+        job.promise.complete(outcome);
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs calls on a pool of threads, each task in a fresh instance of its component:
+/// `concurrent.futures.ThreadPoolExecutor` for wasm components.
+///
+/// Dropping the executor is the `with` block's exit: it waits for every submitted task.
+///
+/// ```no_run
+/// use wasmpool::{Executor, TaskComponent, ThreadPoolExecutor};
+/// let component = TaskComponent::from_file("seed_tasks.wasm")?;
+/// let pool = ThreadPoolExecutor::builder().workers(2).build()?;
+/// let future = pool.submit(component.call_wave("sleep-task(5)")?)?;
+/// assert_eq!(future.result()?.as_f64(), Some(0.5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ThreadPoolExecutor {
+    /// `None` once shut down. Held while sending so no job slips in after shutdown.
+    queue: Mutex<Option<Sender<Job>>>,
+    /// The receiving end, kept to cancel the backlog on `shutdown(cancel_futures)`.
+    backlog: Receiver<Job>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    workers: usize,
+}
+
+impl ThreadPoolExecutor {
+    /// A builder with default settings.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::new()
+    }
+
+    /// A pool with `workers` threads and otherwise default settings.
+    pub fn new(workers: usize) -> Result<ThreadPoolExecutor, BuildError> {
+        ThreadPoolBuilder::new().workers(workers).build()
+    }
+
+    /// How many worker threads the pool has.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+}
+
+impl Executor for ThreadPoolExecutor {
+    fn submit(&self, call: Call) -> Result<TaskFuture, SubmitError> {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = queue.as_ref() else {
+            return Err(SubmitError::Shutdown);
+        };
+        let (promise, future) = promise();
+        sender
+            .send(Job { promise, call })
+            .map_err(|_| SubmitError::Shutdown)?;
+        Ok(future)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        let sender = self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if cancel_futures {
+            while let Ok(job) = self.backlog.try_recv() {
+                job.promise.future().cancel();
+            }
+        }
+        // Closing the queue lets each worker exit once the backlog is done.
+        drop(sender);
+        if wait {
+            let threads =
+                std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+            let me = std::thread::current().id();
+            for t in threads {
+                // A done-callback running on a worker may shut the pool down: never join
+                // the calling thread itself.
+                if t.thread().id() != me {
+                    let _ = t.join();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ThreadPoolExecutor {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}

@@ -1,0 +1,297 @@
+//! The executor test suite, written once and run against every pool (the way CPython's
+//! `test_concurrent_futures` mixes executor tests into each pool's test case).
+//!
+//! Ported in part from CPython's Lib/test/test_concurrent_futures/executor.py and
+//! test_shutdown.py (behaviour, rewritten for wasmpool).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wasmpool::{Executor, SubmitError, TaskError, TaskErrorKind, Val};
+
+use crate::common::{SOON, call, fixtures, seed, until_started};
+
+/// Runs the suite against the executor type made by `$make(workers)`.
+macro_rules! executor_suite {
+    ($pool:ident, $make:expr) => {
+        mod $pool {
+            use super::*;
+            fn make(workers: usize) -> impl Executor + 'static {
+                ($make)(workers)
+            }
+            #[test]
+            fn submit_returns_the_value() {
+                super::submit_returns_the_value(make(2));
+            }
+            #[test]
+            fn map_yields_in_input_order() {
+                super::map_yields_in_input_order(make(2));
+            }
+            #[test]
+            fn map_yields_errors_where_they_occur() {
+                super::map_yields_errors_where_they_occur(make(2));
+            }
+            #[test]
+            fn map_buffered_keeps_few_tasks_in_flight() {
+                super::map_buffered_keeps_few_tasks_in_flight(make(2));
+            }
+            #[test]
+            fn dropping_a_map_cancels_what_has_not_started() {
+                super::dropping_a_map_cancels_what_has_not_started(make(1));
+            }
+            #[test]
+            fn submit_after_shutdown_is_refused() {
+                super::submit_after_shutdown_is_refused(make(2));
+            }
+            #[test]
+            fn shutdown_waits_for_queued_work() {
+                super::shutdown_waits_for_queued_work(make(2));
+            }
+            #[test]
+            fn shutdown_cancel_futures_cancels_the_backlog() {
+                super::shutdown_cancel_futures_cancels_the_backlog(make(1));
+            }
+            #[test]
+            fn shutdown_without_wait_still_finishes_the_work() {
+                super::shutdown_without_wait_still_finishes_the_work(make(2));
+            }
+            #[test]
+            fn cancel_only_while_pending_two_workers_eight_of_ten() {
+                super::cancel_only_while_pending_two_workers_eight_of_ten(make(2));
+            }
+            #[test]
+            fn callbacks_run_exactly_once_for_every_outcome() {
+                super::callbacks_run_exactly_once_for_every_outcome(make(2));
+            }
+            #[test]
+            fn many_tasks_all_resolve() {
+                super::many_tasks_all_resolve(make(2));
+            }
+            #[test]
+            fn shutdown_from_a_callback_does_not_deadlock() {
+                super::shutdown_from_a_callback_does_not_deadlock(make(1));
+            }
+        }
+    };
+}
+
+executor_suite!(thread_pool, |n| wasmpool::ThreadPoolExecutor::builder()
+    .workers(n)
+    .output(wasmpool::OutputMode::Discard)
+    .build()
+    .expect("thread pool"));
+
+fn submit_returns_the_value(pool: impl Executor) {
+    let f = pool.submit(call(seed(), "sleep-task(1)")).unwrap();
+    assert_eq!(f.result().unwrap().as_f64(), Some(0.1));
+    assert!(f.is_done() && !f.is_cancelled() && !f.is_running());
+    let f = pool.submit(call(fixtures(), "fib(15)")).unwrap();
+    assert_eq!(f.result().unwrap().as_i64(), Some(610));
+}
+
+fn map_yields_in_input_order(pool: impl Executor) {
+    // Longer tasks first: they finish last, but map still yields in input order.
+    let calls: Vec<_> = [5u32, 4, 3, 2, 1]
+        .iter()
+        .map(|n| seed().call("sleep-task", [Val::U32(*n)]).unwrap())
+        .collect();
+    let results: Vec<f64> = pool
+        .map(calls)
+        .unwrap()
+        .map(|r| r.unwrap().as_f64().unwrap())
+        .collect();
+    assert_eq!(results, [0.5, 0.4, 0.3, 0.2, 0.1]);
+}
+
+fn map_yields_errors_where_they_occur(pool: impl Executor) {
+    let calls: Vec<_> = (1..=7)
+        .map(|n| call(seed(), &format!("check-task({n})")))
+        .collect();
+    let outcomes: Vec<_> = pool.map(calls).unwrap().collect();
+    assert_eq!(outcomes.len(), 7);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let n = i + 1;
+        if n == 5 {
+            let err = outcome.as_ref().unwrap_err();
+            assert_eq!(err.to_string(), "the value 5 is no good");
+        } else {
+            assert_eq!(outcome.as_ref().unwrap().as_f64(), Some(n as f64 / 10.0));
+        }
+    }
+    // Collecting into a Result stops at the first error, like iterating Python's map.
+    let calls: Vec<_> = (1..=7)
+        .map(|n| call(seed(), &format!("check-task({n})")))
+        .collect();
+    let err = pool
+        .map(calls)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_err();
+    assert_eq!(err.kind(), TaskErrorKind::Failed);
+}
+
+fn map_buffered_keeps_few_tasks_in_flight(pool: impl Executor) {
+    // An endless input: only a lazy, bounded map can take a prefix of it.
+    let submitted = Arc::new(AtomicUsize::new(0));
+    let counter = submitted.clone();
+    let calls = (0u32..).map(move |n| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        seed().call("quick-task", [Val::U32(n)]).unwrap()
+    });
+    let mut results = pool.map_buffered(calls, 4);
+    for expected in 0..20 {
+        let v = results.next().unwrap().unwrap();
+        assert_eq!(v.as_i64(), Some(expected));
+        // Yielded `expected + 1`; at most 4 more submitted ahead.
+        assert!(submitted.load(Ordering::SeqCst) <= expected as usize + 1 + 4);
+    }
+}
+
+fn dropping_a_map_cancels_what_has_not_started(pool: impl Executor) {
+    let blocker = pool.submit(call(fixtures(), "sleep-ms(300)")).unwrap();
+    until_started(&blocker);
+    let calls: Vec<_> = (0..10)
+        .map(|n| call(seed(), &format!("quick-task({n})")))
+        .collect();
+    let map = pool.map(calls).unwrap();
+    let futures: Vec<_> = map.in_flight().cloned().collect();
+    assert_eq!(futures.len(), 10);
+    drop(map);
+    // The one worker was busy, so none of the ten had started: all were cancelled, and the
+    // pool is free for new work right after the blocker.
+    assert!(futures.iter().all(|f| f.is_cancelled()));
+    let after = pool.submit(call(seed(), "quick-task(99)")).unwrap();
+    assert_eq!(after.result().unwrap().as_i64(), Some(99));
+    assert!(blocker.result().is_ok());
+}
+
+fn submit_after_shutdown_is_refused(pool: impl Executor) {
+    pool.shutdown(true, false);
+    let err = pool.submit(call(seed(), "noop()")).unwrap_err();
+    assert_eq!(err, SubmitError::Shutdown);
+    assert!(pool.map(vec![call(seed(), "noop()")]).is_err());
+    pool.shutdown(true, false); // twice is harmless
+}
+
+fn shutdown_waits_for_queued_work(pool: impl Executor) {
+    let futures: Vec<_> = (0..20)
+        .map(|_| pool.submit(call(fixtures(), "sleep-ms(5)")).unwrap())
+        .collect();
+    pool.shutdown(true, false);
+    for f in &futures {
+        assert!(f.is_done(), "{f:?}");
+        assert_eq!(f.result().unwrap().as_i64(), Some(5));
+    }
+}
+
+fn shutdown_cancel_futures_cancels_the_backlog(pool: impl Executor) {
+    let running = pool.submit(call(fixtures(), "sleep-ms(200)")).unwrap();
+    until_started(&running);
+    let queued: Vec<_> = (0..10)
+        .map(|_| pool.submit(call(fixtures(), "sleep-ms(200)")).unwrap())
+        .collect();
+    pool.shutdown(true, true);
+    assert_eq!(running.result().unwrap().as_i64(), Some(200));
+    for f in &queued {
+        assert!(f.is_cancelled(), "{f:?}");
+        assert_eq!(f.result().unwrap_err(), TaskError::Cancelled);
+    }
+}
+
+fn shutdown_without_wait_still_finishes_the_work(pool: impl Executor) {
+    let futures: Vec<_> = (0..6)
+        .map(|n| {
+            pool.submit(call(seed(), &format!("quick-task({n})")))
+                .unwrap()
+        })
+        .collect();
+    pool.shutdown(false, false);
+    for (n, f) in futures.iter().enumerate() {
+        assert_eq!(
+            f.result_timeout(SOON).expect("resolves").unwrap().as_i64(),
+            Some(n as i64)
+        );
+    }
+}
+
+fn cancel_only_while_pending_two_workers_eight_of_ten(pool: impl Executor) {
+    // The reference's "Canceling Tasks": ten half-second tasks on two workers; once the
+    // first two have started, cancel all ten in reverse order: eight succeed.
+    let tasks: Vec<_> = (1..=10)
+        .rev()
+        .map(|n| {
+            pool.submit(call(seed(), &format!("labeled-task({n})")))
+                .unwrap()
+        })
+        .collect();
+    until_started(&tasks[0]);
+    until_started(&tasks[1]);
+    let cancelled = tasks.iter().rev().filter(|f| f.cancel()).count();
+    assert_eq!(cancelled, 8);
+    assert!(tasks[2..].iter().all(|f| f.is_cancelled()));
+    assert_eq!(tasks[0].result().unwrap().as_f64(), Some(1.0));
+    assert_eq!(tasks[1].result().unwrap().as_f64(), Some(0.9));
+}
+
+fn callbacks_run_exactly_once_for_every_outcome(pool: impl Executor) {
+    let calls = [
+        "add(1, 2)",
+        "trap-unreachable()",
+        "fail-with(4)",
+        "sleep-ms(1)",
+    ];
+    let count = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for c in calls {
+        let f = pool.submit(call(fixtures(), c)).unwrap();
+        let (count, tx) = (count.clone(), tx.clone());
+        f.add_done_callback(move |f| {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(f.error().map(|e| e.kind()));
+        });
+    }
+    let mut kinds: Vec<_> = (0..calls.len())
+        .map(|_| rx.recv_timeout(SOON).expect("callback ran"))
+        .collect();
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(
+        kinds,
+        [
+            None,
+            None,
+            Some(TaskErrorKind::Failed),
+            Some(TaskErrorKind::Trap)
+        ]
+    );
+    pool.shutdown(true, false);
+    assert_eq!(count.load(Ordering::SeqCst), calls.len());
+}
+
+fn many_tasks_all_resolve(pool: impl Executor) {
+    let futures: Vec<_> = (0..500)
+        .map(|n| {
+            pool.submit(call(seed(), &format!("quick-task({n})")))
+                .unwrap()
+        })
+        .collect();
+    for (n, f) in futures.iter().enumerate() {
+        assert_eq!(f.result().unwrap().as_i64(), Some(n as i64));
+    }
+}
+
+fn shutdown_from_a_callback_does_not_deadlock(pool: impl Executor + 'static) {
+    let pool = Arc::new(pool);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let f = pool.submit(call(seed(), "quick-task(1)")).unwrap();
+    let inner = pool.clone();
+    f.add_done_callback(move |_| {
+        inner.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(SOON)
+        .expect("callback finished its shutdown");
+    assert_eq!(
+        pool.submit(call(seed(), "noop()")).unwrap_err(),
+        SubmitError::Shutdown
+    );
+}

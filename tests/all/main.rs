@@ -1,0 +1,7 @@
+mod as_completed;
+mod common;
+mod components;
+mod examples;
+mod executor_suite;
+mod futures;
+mod wait;
