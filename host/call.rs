@@ -6,6 +6,7 @@ use wasmtime::component::{Type, Val};
 
 use crate::component::{ExportedFunction, TaskComponent};
 use crate::error::CallError;
+use crate::sandbox::Budget;
 use crate::types::check_val;
 
 /// One checked call of an exported function: what a task runs.
@@ -17,6 +18,8 @@ pub struct Call {
     component: TaskComponent,
     function: usize,
     args: Vec<Val>,
+    budget: Budget,
+    argv: Option<Vec<String>>,
 }
 
 impl Call {
@@ -37,6 +40,38 @@ impl Call {
 
     pub(crate) fn function_index(&self) -> usize {
         self.function
+    }
+
+    /// This call with its own budget: each field set here overrides the executor's.
+    ///
+    /// ```no_run
+    /// # let component = wasmpool::TaskComponent::from_file("fixture_tasks.wasm")?;
+    /// use std::time::Duration;
+    /// let call = component
+    ///     .call_wave("fib(40)")?
+    ///     .with_budget(wasmpool::Budget::default().timeout(Duration::from_millis(100)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// This call's own budget (fields left unset take the executor's).
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// This call with its own command-line arguments (`argv`), e.g. for a command
+    /// component's `wasi:cli/run#run`; replaces the executor's.
+    pub fn with_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.argv = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// This call's own arguments, if set.
+    pub fn argv(&self) -> Option<&[String]> {
+        self.argv.as_deref()
     }
 }
 
@@ -69,6 +104,8 @@ impl TaskComponent {
             component: self.clone(),
             function,
             args,
+            budget: Budget::default(),
+            argv: None,
         })
     }
 
@@ -117,6 +154,8 @@ impl TaskComponent {
             component: self.clone(),
             function,
             args,
+            budget: Budget::default(),
+            argv: None,
         })
     }
 

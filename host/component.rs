@@ -1,20 +1,43 @@
 //! Loading task components: reading, compiling, linking and pre-instantiating them once,
-//! listing their exported functions, and running one call in a fresh instance.
-//! Every wasmtime error becomes a [`TaskError`] here, in [`task_error`], and nowhere else.
+//! and listing their exported functions. Running a call is `run.rs`.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type, Val};
-use wasmtime::{Engine, Store, Trap, WasmBacktrace};
-use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
 
-use crate::call::Call;
-use crate::error::{LoadError, TaskError};
-use crate::output::{HostStream, LineSink, OutputMode};
+use crate::error::LoadError;
+use crate::run::TaskState;
+use crate::ticker::Ticker;
 use crate::types::wit_signature;
-use crate::value::TaskValue;
+
+/// Engine settings of a [`Runtime`]: what can be metered and interrupted. Each costs
+/// speed on call-heavy guests (see the README), so each can be turned off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// Meter fuel, so [`Budget::fuel`](crate::Budget) can be enforced (default: off;
+    /// +40–75% on call-heavy code).
+    pub fuel: bool,
+    /// Check for deadlines and aborts at every epoch tick, so a task's timeout and
+    /// [`TaskFuture::abort`](crate::TaskFuture::abort) stop a spinning guest (default: on;
+    /// +35–60% on call-heavy code, ~0% on loops).
+    pub interruptible: bool,
+    /// The most wasm stack a task may use, in bytes (default: wasmtime's 512 KiB).
+    pub max_wasm_stack: Option<usize>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            fuel: false,
+            interruptible: true,
+            max_wasm_stack: None,
+        }
+    }
+}
 
 /// A wasm engine and the host functions (WASI 0.2) that task components link against.
 /// Components loaded by one runtime share its engine and compiled-code caches.
@@ -25,21 +48,52 @@ pub struct Runtime {
     inner: Arc<RuntimeInner>,
 }
 
-struct RuntimeInner {
-    engine: Engine,
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) config: RuntimeConfig,
     linker: Linker<TaskState>,
+    /// For tasks with a deadline: WASI's async host functions, which a timer can cut short.
+    linker_async: Linker<TaskState>,
+    /// Present when `config.interruptible`.
+    pub(crate) ticker: Option<Ticker>,
 }
 
 impl Runtime {
     /// A runtime with the default engine settings.
     pub fn new() -> Result<Runtime, LoadError> {
-        let config = wasmtime::Config::new();
-        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        Runtime::with_config(RuntimeConfig::default())
+    }
+
+    /// A runtime with the given engine settings.
+    pub fn with_config(config: RuntimeConfig) -> Result<Runtime, LoadError> {
+        let engine_error = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let mut wasm = wasmtime::Config::new();
+        wasm.consume_fuel(config.fuel);
+        wasm.epoch_interruption(config.interruptible);
+        if let Some(size) = config.max_wasm_stack {
+            wasm.max_wasm_stack(size);
+        }
+        let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        let mut linker_async = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker_async).map_err(engine_error)?;
+        let ticker =
+            if config.interruptible {
+                Some(Ticker::start(engine.clone()).map_err(|e| {
+                    LoadError::Engine(format!("cannot start the epoch ticker: {e}"))
+                })?)
+            } else {
+                None
+            };
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { engine, linker }),
+            inner: Arc::new(RuntimeInner {
+                engine,
+                config,
+                linker,
+                linker_async,
+                ticker,
+            }),
         })
     }
 
@@ -50,6 +104,15 @@ impl Runtime {
             .get_or_init(|| Runtime::new().map_err(|e| e.to_string()))
             .clone()
             .map_err(LoadError::Engine)
+    }
+
+    /// The engine settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn inner(&self) -> &RuntimeInner {
+        &self.inner
     }
 
     /// Loads a component from a `.wasm` file.
@@ -121,6 +184,7 @@ impl Runtime {
                 origin,
                 runtime: self.clone(),
                 pre,
+                pre_async: OnceLock::new(),
                 functions,
                 precompiled: OnceLock::new(),
             }),
@@ -193,8 +257,8 @@ fn read_leb_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
 pub struct ExportedFunction {
     name: String,
     interface: Option<String>,
-    index: ComponentExportIndex,
-    ty: ComponentFunc,
+    pub(crate) index: ComponentExportIndex,
+    pub(crate) ty: ComponentFunc,
 }
 
 impl ExportedFunction {
@@ -291,6 +355,8 @@ struct ComponentInner {
     origin: String,
     runtime: Runtime,
     pre: InstancePre<TaskState>,
+    /// Linked against the async WASI host functions; made on the first task with a deadline.
+    pre_async: OnceLock<Result<InstancePre<TaskState>, String>>,
     functions: Vec<ExportedFunction>,
     /// The compiled code in wasmtime's serialized form, made on first use (for worker
     /// processes and the compilation cache).
@@ -372,140 +438,30 @@ impl TaskComponent {
         &self.inner.functions[index]
     }
 
-    /// Runs one call in a fresh instance. Never panics on guest behaviour.
-    pub(crate) fn run(&self, call: &Call, env: &TaskEnv) -> Result<TaskValue, TaskError> {
-        let stdout = LineSink::new(env.output, &env.worker_name, HostStream::Stdout);
-        let stderr = LineSink::new(env.output, &env.worker_name, HostStream::Stderr);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        let state = TaskState {
-            wasi,
-            table: ResourceTable::new(),
-        };
-        let mut store = Store::new(&self.inner.runtime.inner.engine, state);
-        let function = self.function_at(call.function_index());
-        let outcome = self
-            .inner
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| TaskError::Start {
-                message: format!("{e:#}"),
+    pub(crate) fn instance_pre(&self) -> &InstancePre<TaskState> {
+        &self.inner.pre
+    }
+
+    /// The pre-instantiated component for the async path (tasks with a deadline).
+    pub(crate) fn instance_pre_async(&self) -> Result<&InstancePre<TaskState>, String> {
+        self.inner
+            .pre_async
+            .get_or_init(|| {
+                self.inner
+                    .runtime
+                    .inner
+                    .linker_async
+                    .instantiate_pre(self.inner.pre.component())
+                    .map_err(|e| format!("{e:#}"))
             })
-            .and_then(|instance| {
-                let func = instance
-                    .get_func(&mut store, function.index)
-                    .ok_or_else(|| TaskError::Start {
-                        message: format!("export `{}` vanished", function.name),
-                    })?;
-                let mut results = vec![Val::Bool(false); function.ty.results().len()];
-                func.call(&mut store, call.args(), &mut results)
-                    .map_err(|e| task_error(&e, &stderr.tail()))?;
-                Ok(results.pop())
-            });
-        stdout.finish();
-        stderr.finish();
-        outcome.and_then(unwrap_result)
-    }
-}
-
-/// A `result<T, E>` return becomes the task's value (`ok`) or a `Failed` error (`err`).
-fn unwrap_result(value: Option<Val>) -> Result<TaskValue, TaskError> {
-    match value {
-        Some(Val::Result(Ok(payload))) => Ok(TaskValue::from(payload.map(|b| *b))),
-        Some(Val::Result(Err(payload))) => Err(failed(payload.map(|b| *b))),
-        other => Ok(TaskValue::from(other)),
-    }
-}
-
-fn failed(payload: Option<Val>) -> TaskError {
-    let value = payload
-        .as_ref()
-        .map(crate::value::wave_text)
-        .unwrap_or_default();
-    let message = match &payload {
-        Some(Val::String(s)) => s.clone(),
-        None => "the task returned err".to_string(),
-        Some(_) => value.clone(),
-    };
-    TaskError::Failed { message, value }
-}
-
-/// The one place where wasmtime's errors become task errors.
-fn task_error(err: &wasmtime::Error, stderr_tail: &str) -> TaskError {
-    let backtrace = err
-        .downcast_ref::<WasmBacktrace>()
-        .map(|bt| bt.to_string())
-        .unwrap_or_default();
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => TaskError::StackOverflow { backtrace },
-        Some(trap) => {
-            let text = trap.to_string();
-            let trap_text = text
-                .strip_prefix("wasm trap: ")
-                .unwrap_or(&text)
-                .to_string();
-            TaskError::Trap {
-                trap: trap_text,
-                panic: panic_message(stderr_tail),
-                backtrace,
-            }
-        }
-        None => TaskError::Trap {
-            trap: format!("{err:#}"),
-            panic: panic_message(stderr_tail),
-            backtrace,
-        },
-    }
-}
-
-/// The message of a Rust guest's panic, from what it printed on stderr:
-/// `thread '...' panicked at src/lib.rs:1:2:\n<message>\nnote: ...`.
-fn panic_message(stderr: &str) -> Option<String> {
-    let start = stderr.rfind("panicked at ")?;
-    let after = &stderr[start..];
-    let body = after.split_once('\n')?.1;
-    let message: Vec<&str> = body
-        .lines()
-        .take_while(|l| !l.starts_with("note: "))
-        .collect();
-    let message = message.join("\n").trim().to_string();
-    (!message.is_empty()).then_some(message)
-}
-
-/// What a worker tells a task about where it runs.
-#[derive(Clone)]
-pub(crate) struct TaskEnv {
-    pub(crate) worker_name: Arc<str>,
-    pub(crate) output: OutputMode,
-}
-
-/// The data of one task's store.
-pub(crate) struct TaskState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for TaskState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn panic_message_is_read_from_rust_panic_output() {
-        let stderr = "thread '<unnamed>' panicked at src/lib.rs:20:9:\nboom here\nnote: run with `RUST_BACKTRACE=1`\n";
-        assert_eq!(panic_message(stderr).as_deref(), Some("boom here"));
-        assert_eq!(panic_message("nothing"), None);
-    }
 
     #[test]
     fn header_classification() {

@@ -186,6 +186,34 @@ impl TaskFuture {
         }
     }
 
+    /// Cancels the task even if it is running: beyond `concurrent.futures`, whose `cancel`
+    /// stops only pending tasks. A running task is interrupted through the same mechanism
+    /// as its deadline (in either pool) and its future becomes cancelled at once; the
+    /// guest stops within a few milliseconds. Returns `false` if the task had already
+    /// finished.
+    ///
+    /// ```
+    /// let (promise, future) = wasmpool::promise();
+    /// assert!(promise.set_running_or_notify_cancel());
+    /// assert!(future.abort());
+    /// assert!(future.is_cancelled());
+    /// ```
+    pub fn abort(&self) -> bool {
+        let inner = self.lock();
+        match inner.state {
+            FutureState::Pending | FutureState::Running => {
+                self.finish(inner, FutureState::Cancelled, None);
+                let hook = self.extras().abort_hook.take();
+                if let Some(hook) = hook {
+                    hook();
+                }
+                true
+            }
+            FutureState::Cancelled => true,
+            FutureState::Finished => false,
+        }
+    }
+
     /// Whether the future was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.state() == FutureState::Cancelled
@@ -615,8 +643,7 @@ impl Drop for Promise {
 //
 // They live behind their own lock, apart from the state machine above, so that an abort hook
 // can be called without holding the state lock. Nothing here is interpreted yet: the report
-// slot is a placeholder (to be given its concrete type) and `TaskFuture::abort()`, which will
-// call the hook to stop a running task, is still to be written. `finish` does not touch them.
+// `finish` does not touch them.
 // -------------------------------------------------------------------------------------------
 
 /// Stops the running task of a future (set by the executor that runs it).
@@ -624,18 +651,17 @@ pub(crate) type AbortHook = Box<dyn Fn() + Send + Sync>;
 
 /// Per-future data for the executors, beside the state machine.
 #[derive(Default)]
-#[allow(dead_code)] // used by the executors (in progress)
 pub(crate) struct Extras {
     /// How the task ran; set just before the future finishes.
     pub(crate) report: Option<TaskReport>,
-    /// Called by `TaskFuture::abort()` to stop the task while it runs.
+    /// Called by `TaskFuture::abort()` to stop the task while it runs. Executors set it
+    /// before the task can start, so no abort slips between start and registration.
     pub(crate) abort_hook: Option<AbortHook>,
 }
 
 impl TaskFuture {
     /// The future's [`Extras`], locked. Do not hold this guard while calling into user code
     /// that might lock it again.
-    #[allow(dead_code)] // used by the executors (in progress)
     pub(crate) fn extras(&self) -> MutexGuard<'_, Extras> {
         self.shared
             .extras

@@ -23,14 +23,16 @@ mod executor;
 mod future;
 mod output;
 mod report;
+mod run;
 mod sandbox;
 mod thread_pool;
+mod ticker;
 pub mod types;
 mod value;
 mod wait;
 
 pub use call::Call;
-pub use component::{ExportedFunction, Runtime, TaskComponent};
+pub use component::{ExportedFunction, Runtime, RuntimeConfig, TaskComponent};
 pub use error::{
     BuildError, CallError, LoadError, SubmitError, TaskError, TaskErrorKind, WaitTimeout,
 };
@@ -38,6 +40,7 @@ pub use executor::{Executor, Map};
 pub use future::{FutureState, Promise, ResultFuture, TaskFuture, promise};
 pub use output::OutputMode;
 pub use report::TaskReport;
+pub use run::DEFAULT_MAX_MEMORY;
 pub use sandbox::{Budget, Capabilities, DirGrant};
 pub use thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use value::TaskValue;

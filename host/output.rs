@@ -26,6 +26,12 @@ pub enum OutputMode {
     Plain,
     /// Drop the output.
     Discard,
+    /// Keep each task's stdout and stderr, up to `limit` bytes each (the rest is dropped),
+    /// and return them in its [`TaskReport`](crate::TaskReport).
+    Capture {
+        /// Bytes kept per stream.
+        limit: usize,
+    },
 }
 
 /// How much of stderr is kept to explain a trap.
@@ -54,6 +60,8 @@ struct SinkState {
     partial: Vec<u8>,
     /// When `Some`, the last `STDERR_TAIL` bytes written.
     tail: Option<Vec<u8>>,
+    /// When capturing: what was kept, and how much may be kept.
+    capture: Option<(Vec<u8>, usize)>,
 }
 
 impl LineSink {
@@ -61,7 +69,11 @@ impl LineSink {
         let prefix = match mode {
             OutputMode::Prefixed => Some(Arc::from(format!("{worker_name}: "))),
             OutputMode::Plain => Some(Arc::from("")),
-            OutputMode::Discard => None,
+            OutputMode::Discard | OutputMode::Capture { .. } => None,
+        };
+        let capture = match mode {
+            OutputMode::Capture { limit } => Some((Vec::new(), limit)),
+            _ => None,
         };
         let tail = (host == HostStream::Stderr).then(Vec::new);
         LineSink {
@@ -70,6 +82,7 @@ impl LineSink {
                 host,
                 partial: Vec::new(),
                 tail,
+                capture,
             })),
         }
     }
@@ -92,6 +105,13 @@ impl LineSink {
         }
     }
 
+    /// What was captured, as text (`None` unless the mode is `Capture`).
+    pub(crate) fn captured(&self) -> Option<String> {
+        let state = self.lock();
+        let (bytes, _) = state.capture.as_ref()?;
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+
     /// The last few KiB the guest wrote to this stream (stderr only), as text.
     pub(crate) fn tail(&self) -> String {
         let state = self.lock();
@@ -106,6 +126,10 @@ impl SinkState {
             if tail.len() > STDERR_TAIL {
                 tail.drain(..tail.len() - STDERR_TAIL);
             }
+        }
+        if let Some((kept, limit)) = &mut self.capture {
+            let room = limit.saturating_sub(kept.len());
+            kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
         if self.prefix.is_none() {
             return;

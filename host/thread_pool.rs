@@ -8,11 +8,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::call::Call;
-use crate::component::TaskEnv;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
 use crate::future::{Promise, TaskFuture, promise};
 use crate::output::OutputMode;
+use crate::run::{TaskControl, TaskEnv, run_task};
+use crate::sandbox::{Budget, Capabilities};
 
 /// Settings of a [`ThreadPoolExecutor`].
 ///
@@ -28,6 +29,8 @@ pub struct ThreadPoolBuilder {
     workers: Option<usize>,
     name_prefix: String,
     output: OutputMode,
+    budget: Budget,
+    capabilities: Capabilities,
 }
 
 impl Default for ThreadPoolBuilder {
@@ -36,6 +39,8 @@ impl Default for ThreadPoolBuilder {
             workers: None,
             name_prefix: "worker".to_string(),
             output: OutputMode::default(),
+            budget: Budget::default(),
+            capabilities: Capabilities::default(),
         }
     }
 }
@@ -65,6 +70,19 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// The budget of every task (a call's own budget overrides it field by field).
+    /// Default: no deadline, no fuel limit, [`DEFAULT_MAX_MEMORY`](crate::DEFAULT_MAX_MEMORY).
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// What every task may reach (default: nothing but clocks and random).
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
         let workers = match self.workers {
@@ -73,17 +91,21 @@ impl ThreadPoolBuilder {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+        let running = Arc::new(Mutex::new(vec![None; workers]));
         let mut threads = Vec::with_capacity(workers);
         for i in 1..=workers {
             let name = format!("{}-{i}", self.name_prefix);
             let env = TaskEnv {
                 worker_name: Arc::from(name.as_str()),
                 output: self.output,
+                budget: self.budget.clone(),
+                capabilities: self.capabilities.clone(),
             };
             let receiver = receiver.clone();
+            let running = running.clone();
             let spawned = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || worker_loop(&receiver, &env));
+                .spawn(move || worker_loop(&receiver, &env, &running, i - 1));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -100,6 +122,7 @@ impl ThreadPoolBuilder {
             queue: Mutex::new(Some(sender)),
             backlog: receiver,
             threads: Mutex::new(threads),
+            running,
             workers,
         })
     }
@@ -109,28 +132,40 @@ impl ThreadPoolBuilder {
 struct Job {
     promise: Promise,
     call: Call,
+    control: Arc<TaskControl>,
 }
 
+/// The future each worker is running, by worker index (for aborting on shutdown).
+type RunningSlots = Arc<Mutex<Vec<Option<TaskFuture>>>>;
+
 /// Runs jobs until the queue is closed and empty.
-fn worker_loop(jobs: &Receiver<Job>, env: &TaskEnv) {
+fn worker_loop(jobs: &Receiver<Job>, env: &TaskEnv, running: &RunningSlots, slot: usize) {
+    let pid = std::process::id();
     for job in jobs.iter() {
         if !job.promise.set_running_or_notify_cancel() {
             continue;
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            job.call.component().run(&job.call, env)
-        }))
-        .unwrap_or_else(|panic| {
-            Err(TaskError::BrokenPool {
+        lock(running)[slot] = Some(job.promise.future());
+        let run = catch_unwind(AssertUnwindSafe(|| run_task(&job.call, env, &job.control)));
+        lock(running)[slot] = None;
+        match run {
+            Ok(run) => {
+                let report = run.report(&env.worker_name, pid, 1);
+                job.promise.complete_with_report(run.outcome, report);
+            }
+            Err(panic) => job.promise.set_error(TaskError::BrokenPool {
                 reason: format!(
                     "{} panicked while running the task: {}",
                     env.worker_name,
                     panic_text(&*panic)
                 ),
-            })
-        });
-        job.promise.complete(outcome);
+            }),
+        }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -162,6 +197,7 @@ pub struct ThreadPoolExecutor {
     /// The receiving end, kept to cancel the backlog on `shutdown(cancel_futures)`.
     backlog: Receiver<Job>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    running: RunningSlots,
     workers: usize,
 }
 
@@ -189,8 +225,15 @@ impl Executor for ThreadPoolExecutor {
             return Err(SubmitError::Shutdown);
         };
         let (promise, future) = promise();
+        let control = Arc::new(TaskControl::default());
+        let hook = control.clone();
+        future.extras().abort_hook = Some(Box::new(move || hook.abort()));
         sender
-            .send(Job { promise, call })
+            .send(Job {
+                promise,
+                call,
+                control,
+            })
             .map_err(|_| SubmitError::Shutdown)?;
         Ok(future)
     }
@@ -220,6 +263,19 @@ impl Executor for ThreadPoolExecutor {
                 }
             }
         }
+    }
+}
+
+impl ThreadPoolExecutor {
+    /// Stops now: refuses new work, cancels the backlog, aborts the running tasks, and
+    /// waits for the workers to exit.
+    pub fn shutdown_now(&self) {
+        self.shutdown(false, true);
+        let running: Vec<TaskFuture> = lock(&self.running).iter().flatten().cloned().collect();
+        for future in running {
+            future.abort();
+        }
+        self.shutdown(true, true);
     }
 }
 
