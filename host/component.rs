@@ -39,6 +39,26 @@ impl Default for RuntimeConfig {
     }
 }
 
+impl RuntimeConfig {
+    /// Turns fuel metering on or off.
+    pub fn fuel(mut self, on: bool) -> Self {
+        self.fuel = on;
+        self
+    }
+
+    /// Turns deadline and abort checks on or off.
+    pub fn interruptible(mut self, on: bool) -> Self {
+        self.interruptible = on;
+        self
+    }
+
+    /// Sets the wasm stack limit in bytes.
+    pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
+        self.max_wasm_stack = Some(bytes);
+        self
+    }
+}
+
 /// A wasm engine and the host functions (WASI 0.2) that task components link against.
 /// Components loaded by one runtime share its engine and compiled-code caches.
 ///
@@ -427,6 +447,11 @@ impl TaskComponent {
     /// The runtime that loaded this component.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
+    }
+
+    /// True when both handles are the same loaded component.
+    pub fn same_component(&self, other: &TaskComponent) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// True when both components were loaded by the same runtime.

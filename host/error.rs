@@ -291,4 +291,63 @@ pub enum BuildError {
     /// A worker thread or process could not be started.
     #[error("cannot start a worker: {0}")]
     Spawn(#[from] std::io::Error),
+    /// A worker process started but did not complete its handshake: it is not a wasmpool
+    /// worker, speaks another protocol version, died, or did not answer in time.
+    #[error("worker {worker} did not start: {reason}")]
+    Worker {
+        /// The worker's name (`worker-1`, ...).
+        worker: String,
+        /// What went wrong, in words.
+        reason: String,
+        /// The protocol error behind it, if that is what it was.
+        #[source]
+        source: Option<ProtocolError>,
+    },
+}
+
+/// The channel to a process-pool worker carried something that is not a well-formed frame
+/// of the wasmpool worker protocol. The connection cannot be trusted after it: the pool stops
+/// that worker, and the message ends up in a [`TaskError::BrokenPool`] or a
+/// [`BuildError::Worker`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The stream ended in the middle of a frame.
+    #[error("truncated frame: {0}")]
+    Truncated(String),
+    /// A frame announced a size beyond the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The announced size.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A frame kind this side does not know (or does not expect here).
+    #[error("unexpected frame kind {0}")]
+    UnexpectedFrame(u8),
+    /// A frame's content does not decode.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A value nests deeper than the limit.
+    #[error("a value nests deeper than {0} levels")]
+    TooDeep(usize),
+    /// The first frame was not a wasmpool worker's greeting.
+    #[error("not a wasmpool worker: {0}")]
+    NotAWorker(String),
+    /// The worker speaks another version of the protocol.
+    #[error("the worker speaks protocol version {theirs}, this pool speaks version {ours}")]
+    VersionMismatch {
+        /// This side's version.
+        ours: u32,
+        /// The worker's version.
+        theirs: u32,
+    },
+    /// A value that cannot cross a process boundary (a resource, stream, future or
+    /// error-context handle).
+    #[error("cannot send {0} to another process")]
+    Unsendable(&'static str),
+    /// Reading from or writing to the channel failed.
+    #[error("i/o error on the worker channel: {0}")]
+    Io(String),
 }

@@ -22,6 +22,8 @@ mod error;
 mod executor;
 mod future;
 mod output;
+#[cfg(unix)]
+mod process_pool;
 mod report;
 mod run;
 mod sandbox;
@@ -34,16 +36,26 @@ mod wait;
 pub use call::Call;
 pub use component::{ExportedFunction, Runtime, RuntimeConfig, TaskComponent};
 pub use error::{
-    BuildError, CallError, LoadError, SubmitError, TaskError, TaskErrorKind, WaitTimeout,
+    BuildError, CallError, LoadError, ProtocolError, SubmitError, TaskError, TaskErrorKind,
+    WaitTimeout,
 };
 pub use executor::{Executor, Map};
 pub use future::{FutureState, Promise, ResultFuture, TaskFuture, promise};
 pub use output::OutputMode;
+#[cfg(unix)]
+pub use process_pool::{
+    PROTOCOL_VERSION as PROCESS_POOL_PROTOCOL_VERSION, ProcessPoolBuilder, ProcessPoolExecutor,
+    WORKER_ENV, serve_worker_if_requested,
+};
 pub use report::TaskReport;
-pub use run::DEFAULT_MAX_MEMORY;
+pub use run::{DEFAULT_MAX_MEMORY, InstancePolicy};
 pub use sandbox::{Budget, Capabilities, DirGrant};
 pub use thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use value::TaskValue;
 pub use wait::{AsCompleted, ReturnWhen, WaitResult, as_completed, wait};
 /// The component-value type of arguments and results, re-exported from wasmtime.
 pub use wasmtime::component::Val;
+
+/// Process pools need Unix; elsewhere there is no worker mode to serve.
+#[cfg(not(unix))]
+pub fn serve_worker_if_requested() {}

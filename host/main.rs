@@ -1,1 +1,23 @@
-fn main() {}
+//! `wasmpool`, the command line: run functions of WebAssembly components, one call
+//! (`run`) or one function over many inputs on a pool (`map`); list what a component
+//! exports (`inspect`); precompile it (`compile`). See `wasmpool --help` and `host/cli/`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Keep this the first statement: a process pool started this binary as its worker
+    // when WASMPOOL_WORKER is set; then this serves tasks and exits (see host/process_pool/).
+    wasmpool::serve_worker_if_requested();
+    let cli = cli::args::Cli::parse();
+    match cli::dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasmpool: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

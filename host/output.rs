@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -44,6 +44,18 @@ const MAX_LINE: usize = 64 * 1024;
 pub(crate) enum HostStream {
     Stdout,
     Stderr,
+}
+
+/// Where forwarded lines go instead of this process's own stdout/stderr. Set once, by a
+/// process-pool worker, whose stdout carries the protocol: it sends each line to the pool,
+/// which prints it.
+type Redirect = Box<dyn Fn(HostStream, &[u8]) + Send + Sync>;
+static REDIRECT: OnceLock<Redirect> = OnceLock::new();
+
+/// Sends every forwarded line (prefix and newline included) to `sink` from now on, for the
+/// rest of the process. Only the first call has an effect.
+pub(crate) fn redirect_host_output(sink: impl Fn(HostStream, &[u8]) + Send + Sync + 'static) {
+    let _ = REDIRECT.set(Box::new(sink));
 }
 
 /// One stream of one task. Cheap to clone: clones share the buffer.
@@ -105,11 +117,12 @@ impl LineSink {
         }
     }
 
-    /// What was captured, as text (`None` unless the mode is `Capture`).
-    pub(crate) fn captured(&self) -> Option<String> {
-        let state = self.lock();
-        let (bytes, _) = state.capture.as_ref()?;
-        Some(String::from_utf8_lossy(bytes).into_owned())
+    /// What was captured since the last call, as text (`None` unless the mode is
+    /// `Capture`); the buffer starts empty again for the next task.
+    pub(crate) fn take_captured(&self) -> Option<String> {
+        let mut state = self.lock();
+        let (bytes, _) = state.capture.as_mut()?;
+        Some(String::from_utf8_lossy(&std::mem::take(bytes)).into_owned())
     }
 
     /// The last few KiB the guest wrote to this stream (stderr only), as text.
@@ -159,6 +172,10 @@ impl SinkState {
         let mut out = Vec::with_capacity(prefix.len() + line.len());
         out.extend_from_slice(prefix.as_bytes());
         out.extend_from_slice(line);
+        if let Some(redirect) = REDIRECT.get() {
+            redirect(self.host, &out);
+            return;
+        }
         // A closed host stdout (e.g. `| head`) must not fail the task: the output is lost,
         // as it would be for a native program.
         let _ = match self.host {

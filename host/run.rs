@@ -42,6 +42,9 @@ pub(crate) struct TaskEnv {
     /// The executor's budget; a call's own budget overrides it field by field.
     pub(crate) budget: Budget,
     pub(crate) capabilities: Capabilities,
+    pub(crate) policy: InstancePolicy,
+    /// An export called once on every new instance before its first task.
+    pub(crate) initializer: Option<String>,
 }
 
 /// Lets another thread stop a running task (`TaskFuture::abort`, shutdown).
@@ -71,6 +74,8 @@ pub(crate) struct TaskRun {
     pub(crate) peak_memory: u64,
     pub(crate) stdout: Option<String>,
     pub(crate) stderr: Option<String>,
+    /// The initializer failed: the pool must break.
+    pub(crate) breaks_pool: bool,
 }
 
 impl TaskRun {
@@ -94,6 +99,9 @@ pub(crate) struct TaskState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// The current task's abort flag and deadline, read by the epoch callback.
+    control: Arc<TaskControl>,
+    deadline: Option<Instant>,
 }
 
 impl WasiView for TaskState {
@@ -153,14 +161,52 @@ enum Failure {
     Call(wasmtime::Error),
 }
 
-/// Runs `call` in a fresh instance under `env`. Never panics on guest behaviour.
-pub(crate) fn run_task(call: &Call, env: &TaskEnv, control: &Arc<TaskControl>) -> TaskRun {
+/// Which instance a task runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum InstancePolicy {
+    /// A fresh instance for every task: nothing a task leaves in its memory is seen by
+    /// the next. The default.
+    #[default]
+    Fresh,
+    /// A worker keeps its instance for up to `max_tasks` tasks of the same component,
+    /// trading isolation between tasks for speed (no instantiation per task). An instance
+    /// that trapped or hit a limit is always discarded. Tasks with a deadline or their own
+    /// arguments still get a fresh instance.
+    Reuse {
+        /// How many tasks one instance serves at most.
+        max_tasks: usize,
+    },
+}
+
+/// A worker's kept instance (for [`InstancePolicy::Reuse`]).
+pub(crate) struct KeptInstance {
+    component: crate::TaskComponent,
+    store: Store<TaskState>,
+    instance: Instance,
+    uses: usize,
+    stdout: LineSink,
+    stderr: LineSink,
+}
+
+/// Where a worker keeps its instance between tasks; empty under [`InstancePolicy::Fresh`].
+#[derive(Default)]
+pub(crate) struct InstanceSlot {
+    kept: Option<KeptInstance>,
+}
+
+/// Runs `call` under `env`, in a fresh instance or the worker's kept one. Never panics on
+/// guest behaviour.
+pub(crate) fn run_task(
+    call: &Call,
+    env: &TaskEnv,
+    control: &Arc<TaskControl>,
+    slot: &mut InstanceSlot,
+) -> TaskRun {
     let started = Instant::now();
     let component = call.component();
     let runtime = component.runtime().inner();
     let budget = call.budget().or(&env.budget);
-    let stdout = LineSink::new(env.output, &env.worker_name, HostStream::Stdout);
-    let stderr = LineSink::new(env.output, &env.worker_name, HostStream::Stderr);
     let failed_start = |message: String| TaskRun {
         outcome: Err(TaskError::Start { message }),
         elapsed: started.elapsed(),
@@ -168,6 +214,7 @@ pub(crate) fn run_task(call: &Call, env: &TaskEnv, control: &Arc<TaskControl>) -
         peak_memory: 0,
         stdout: None,
         stderr: None,
+        breaks_pool: false,
     };
     if budget.fuel.is_some() && !runtime.config.fuel {
         return failed_start(
@@ -175,10 +222,108 @@ pub(crate) fn run_task(call: &Call, env: &TaskEnv, control: &Arc<TaskControl>) -
                 .into(),
         );
     }
-    let wasi = match wasi_context(&env.capabilities, call.argv(), &stdout, &stderr) {
-        Ok(wasi) => wasi,
-        Err(message) => return failed_start(message),
+    let deadline = budget.timeout.map(|t| started + t);
+    let _ticking = runtime.ticker.as_ref().map(|t| t.running());
+    let max_tasks = match env.policy {
+        InstancePolicy::Reuse { max_tasks } if deadline.is_none() && call.argv().is_none() => {
+            max_tasks.max(1)
+        }
+        _ => 0,
     };
+
+    // Take the kept instance if it fits, or make a new one (kept or not).
+    let kept = slot
+        .kept
+        .take()
+        .filter(|k| k.component.same_component(component) && k.uses < max_tasks);
+    let mut live = match kept {
+        Some(kept) => kept,
+        None => match new_instance(call, env, &budget, deadline, control) {
+            Ok(live) => live,
+            Err((message, breaks_pool)) => {
+                let mut run = failed_start(message.clone());
+                if breaks_pool {
+                    run.outcome = Err(TaskError::BrokenPool { reason: message });
+                    run.breaks_pool = true;
+                }
+                return run;
+            }
+        },
+    };
+    let fuel_budget = budget.fuel.unwrap_or(u64::MAX);
+    {
+        let state = live.store.data_mut();
+        state.control = control.clone();
+        state.deadline = deadline;
+        state.limiter.max = budget.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
+    }
+    if runtime.config.fuel {
+        if let Err(e) = live.store.set_fuel(fuel_budget) {
+            return failed_start(format!("{e:#}"));
+        }
+    }
+
+    let function = call.function();
+    let result = match deadline {
+        None => call_sync(&mut live.store, &live.instance, function, call.args()),
+        Some(deadline) => call_async(
+            &mut live.store,
+            &live.instance,
+            function,
+            call.args(),
+            deadline,
+            control,
+        ),
+    };
+    live.stdout.finish();
+    live.stderr.finish();
+
+    let fuel_consumed = runtime
+        .config
+        .fuel
+        .then(|| live.store.get_fuel().ok().map(|left| fuel_budget - left))
+        .flatten();
+    let limiter = &live.store.data().limiter;
+    let peak_memory = limiter.peak;
+    let outcome = match result {
+        Ok(value) => command_outcome(function, value),
+        Err(Failure::Start(message)) => Err(TaskError::Start { message }),
+        Err(Failure::Call(err)) => classify(&err, &budget, limiter, &live.stderr.tail()),
+    };
+    let run = TaskRun {
+        outcome: outcome.and_then(unwrap_result),
+        elapsed: started.elapsed(),
+        fuel_consumed,
+        peak_memory,
+        stdout: live.stdout.take_captured(),
+        stderr: live.stderr.take_captured(),
+        breaks_pool: false,
+    };
+    // A trap, an interrupt or a limit leaves the store unusable: only a clean finish keeps it.
+    let clean = matches!(&run.outcome, Ok(_) | Err(TaskError::Failed { .. }));
+    live.uses += 1;
+    if clean && live.uses < max_tasks {
+        slot.kept = Some(live);
+    }
+    run
+}
+
+/// A new store and instance for `call`, with the initializer (if any) run. The error says
+/// why, and whether it breaks the pool (a failing initializer does, as in
+/// `concurrent.futures`).
+fn new_instance(
+    call: &Call,
+    env: &TaskEnv,
+    budget: &Budget,
+    deadline: Option<Instant>,
+    control: &Arc<TaskControl>,
+) -> Result<KeptInstance, (String, bool)> {
+    let component = call.component();
+    let runtime = component.runtime().inner();
+    let stdout = LineSink::new(env.output, &env.worker_name, HostStream::Stdout);
+    let stderr = LineSink::new(env.output, &env.worker_name, HostStream::Stderr);
+    let wasi =
+        wasi_context(&env.capabilities, call.argv(), &stdout, &stderr).map_err(|m| (m, false))?;
     let mut store = Store::new(
         &runtime.engine,
         TaskState {
@@ -189,23 +334,22 @@ pub(crate) fn run_task(call: &Call, env: &TaskEnv, control: &Arc<TaskControl>) -
                 peak: 0,
                 denied: false,
             },
+            control: control.clone(),
+            deadline,
         },
     );
     store.limiter(|state| &mut state.limiter);
-    let fuel_budget = budget.fuel.unwrap_or(u64::MAX);
     if runtime.config.fuel {
-        if let Err(e) = store.set_fuel(fuel_budget) {
-            return failed_start(format!("{e:#}"));
-        }
+        store
+            .set_fuel(u64::MAX)
+            .map_err(|e| (format!("{e:#}"), false))?;
     }
-    let deadline = budget.timeout.map(|t| started + t);
-    let _ticking = runtime.ticker.as_ref().map(|t| t.running());
     if runtime.config.interruptible {
-        let control = control.clone();
-        store.epoch_deadline_callback(move |_| {
-            if control.is_aborted() {
+        store.epoch_deadline_callback(|store| {
+            let state = store.data();
+            if state.control.is_aborted() {
                 Err(Interrupted::Aborted.into())
-            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            } else if state.deadline.is_some_and(|d| Instant::now() >= d) {
                 Err(Interrupted::Deadline.into())
             } else {
                 Ok(UpdateDeadline::Continue(1))
@@ -213,49 +357,72 @@ pub(crate) fn run_task(call: &Call, env: &TaskEnv, control: &Arc<TaskControl>) -
         });
         store.set_epoch_deadline(1);
     }
-
-    let function = call.function();
-    let result = match deadline {
-        None => call_sync(&mut store, component.instance_pre(), function, call.args()),
-        Some(deadline) => match component.instance_pre_async() {
-            Ok(pre) => call_async(&mut store, pre, function, call.args(), deadline, control),
-            Err(message) => Err(Failure::Start(message)),
-        },
-    };
-    stdout.finish();
-    stderr.finish();
-
-    let fuel_consumed = runtime
-        .config
-        .fuel
-        .then(|| store.get_fuel().ok().map(|left| fuel_budget - left))
-        .flatten();
-    let limiter = &store.data().limiter;
-    let outcome = match result {
-        Ok(value) => command_outcome(function, value),
-        Err(Failure::Start(message)) => Err(TaskError::Start { message }),
-        Err(Failure::Call(err)) => classify(&err, &budget, limiter, &stderr.tail()),
-    };
-    TaskRun {
-        outcome: outcome.and_then(unwrap_result),
-        elapsed: started.elapsed(),
-        fuel_consumed,
-        peak_memory: limiter.peak,
-        stdout: stdout.captured(),
-        stderr: stderr.captured(),
+    let instance = if deadline.is_some() {
+        let pre = component.instance_pre_async().map_err(|m| (m, false))?;
+        instantiate_async(&mut store, pre, control, deadline)
+    } else {
+        component
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| format!("{e:#}"))
     }
+    .map_err(|m| (m, false))?;
+    let mut kept = KeptInstance {
+        component: component.clone(),
+        store,
+        instance,
+        uses: 0,
+        stdout,
+        stderr,
+    };
+    if let Some(name) = &env.initializer {
+        initialize(&mut kept, name, deadline, control).map_err(|m| (m, true))?;
+    }
+    Ok(kept)
+}
+
+/// Calls the initializer export `name` (no arguments) on a new instance.
+fn initialize(
+    kept: &mut KeptInstance,
+    name: &str,
+    deadline: Option<Instant>,
+    control: &TaskControl,
+) -> Result<(), String> {
+    let function = kept
+        .component
+        .function(name)
+        .map_err(|e| format!("initializer: {e}"))?
+        .clone();
+    if function.params().len() != 0 {
+        return Err(format!(
+            "the initializer `{name}` must take no arguments; it is {}",
+            function.signature()
+        ));
+    }
+    let result = match deadline {
+        None => call_sync(&mut kept.store, &kept.instance, &function, &[]),
+        Some(d) => call_async(&mut kept.store, &kept.instance, &function, &[], d, control),
+    };
+    let outcome = match result {
+        Ok(value) => unwrap_result(value).map(drop),
+        Err(Failure::Start(m)) => Err(TaskError::Start { message: m }),
+        Err(Failure::Call(err)) => {
+            let limiter = &kept.store.data().limiter;
+            classify(&err, &Budget::default(), limiter, &kept.stderr.tail()).map(drop)
+        }
+    };
+    kept.stdout.finish();
+    kept.stderr.finish();
+    outcome.map_err(|e| format!("the initializer `{name}` failed: {e}"))
 }
 
 fn call_sync(
     store: &mut Store<TaskState>,
-    pre: &InstancePre<TaskState>,
+    instance: &Instance,
     function: &ExportedFunction,
     args: &[Val],
 ) -> Result<Option<Val>, Failure> {
-    let instance = pre
-        .instantiate(&mut *store)
-        .map_err(|e| Failure::Start(format!("{e:#}")))?;
-    let func = export(&mut *store, &instance, function)?;
+    let func = export(&mut *store, instance, function)?;
     let mut results = vec![Val::Bool(false); function.ty.results().len()];
     func.call(&mut *store, args, &mut results)
         .map_err(Failure::Call)?;
@@ -281,29 +448,16 @@ thread_local! {
             .map_err(|e| format!("cannot start the async runtime: {e}"));
 }
 
-fn call_async(
-    store: &mut Store<TaskState>,
-    pre: &InstancePre<TaskState>,
-    function: &ExportedFunction,
-    args: &[Val],
+/// Runs `work` on this thread's async executor until it finishes, the deadline passes,
+/// or the task is aborted, whichever comes first.
+fn until_deadline<T>(
     deadline: Instant,
     control: &TaskControl,
-) -> Result<Option<Val>, Failure> {
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
     ASYNC_RUNTIME.with(|rt| {
         let rt = rt.as_ref().map_err(|e| Failure::Start(e.clone()))?;
         rt.block_on(async {
-            let work = async {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(|e| Failure::Start(format!("{e:#}")))?;
-                let func = export(&mut *store, &instance, function)?;
-                let mut results = vec![Val::Bool(false); function.ty.results().len()];
-                func.call_async(&mut *store, args, &mut results)
-                    .await
-                    .map_err(Failure::Call)?;
-                Ok(results.pop())
-            };
             tokio::select! {
                 outcome = work => outcome,
                 () = tokio::time::sleep_until(deadline.into()) => {
@@ -315,8 +469,46 @@ fn call_async(
     })
 }
 
+fn instantiate_async(
+    store: &mut Store<TaskState>,
+    pre: &InstancePre<TaskState>,
+    control: &TaskControl,
+    deadline: Option<Instant>,
+) -> Result<Instance, String> {
+    let work = async {
+        pre.instantiate_async(&mut *store)
+            .await
+            .map_err(|e| Failure::Start(format!("{e:#}")))
+    };
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+    until_deadline(deadline, control, work).map_err(|f| match f {
+        Failure::Start(m) => m,
+        Failure::Call(e) => format!("{e:#}"),
+    })
+}
+
+fn call_async(
+    store: &mut Store<TaskState>,
+    instance: &Instance,
+    function: &ExportedFunction,
+    args: &[Val],
+    deadline: Instant,
+    control: &TaskControl,
+) -> Result<Option<Val>, Failure> {
+    let work = async {
+        let func = export(&mut *store, instance, function)?;
+        let mut results = vec![Val::Bool(false); function.ty.results().len()];
+        func.call_async(&mut *store, args, &mut results)
+            .await
+            .map_err(Failure::Call)?;
+        Ok(results.pop())
+    };
+    until_deadline(deadline, control, work)
+}
+
 /// Builds the task's WASI context: its output sinks, and nothing of the host but what
-/// `caps` grants. Sockets stay closed (wasmtime-wasi denies every address by default).
+/// `caps` grants. Without the network grant every socket address is refused
+/// (wasmtime-wasi's default check) and name lookup is off.
 fn wasi_context(
     caps: &Capabilities,
     argv: Option<&[String]>,
@@ -327,9 +519,20 @@ fn wasi_context(
     builder
         .stdout(stdout.clone())
         .stderr(stderr.clone())
-        .allow_ip_name_lookup(false)
         .envs(&caps.env)
         .args(argv.unwrap_or(&caps.args));
+    if caps.network {
+        builder
+            .inherit_network()
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(true);
+    } else {
+        builder
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+    }
     for grant in &caps.dirs {
         let perms = if grant.writable {
             FsPerms::ReadWrite

@@ -77,6 +77,8 @@ pub struct Capabilities {
     pub env: Vec<(String, String)>,
     /// The guest's command-line arguments (`argv`).
     pub args: Vec<String>,
+    /// Whether the guest may open TCP/UDP sockets and resolve names (default: no).
+    pub network: bool,
 }
 
 impl Capabilities {
@@ -103,6 +105,12 @@ impl Capabilities {
     /// Sets one environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Lets the guest use the network (TCP, UDP, name lookup) with the host's reach.
+    pub fn network(mut self, allowed: bool) -> Self {
+        self.network = allowed;
         self
     }
 

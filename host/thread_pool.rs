@@ -12,7 +12,7 @@ use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
 use crate::future::{Promise, TaskFuture, promise};
 use crate::output::OutputMode;
-use crate::run::{TaskControl, TaskEnv, run_task};
+use crate::run::{InstancePolicy, InstanceSlot, TaskControl, TaskEnv, run_task};
 use crate::sandbox::{Budget, Capabilities};
 
 /// Settings of a [`ThreadPoolExecutor`].
@@ -31,6 +31,8 @@ pub struct ThreadPoolBuilder {
     output: OutputMode,
     budget: Budget,
     capabilities: Capabilities,
+    policy: InstancePolicy,
+    initializer: Option<String>,
 }
 
 impl Default for ThreadPoolBuilder {
@@ -41,6 +43,8 @@ impl Default for ThreadPoolBuilder {
             output: OutputMode::default(),
             budget: Budget::default(),
             capabilities: Capabilities::default(),
+            policy: InstancePolicy::default(),
+            initializer: None,
         }
     }
 }
@@ -83,6 +87,20 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// Fresh instance per task (the default), or reuse of a worker's instance.
+    pub fn instance_policy(mut self, policy: InstancePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// An export (taking no arguments) called once on every new instance before its first
+    /// task: `concurrent.futures`' `initializer=`. If it fails, the pool breaks: the task
+    /// and every queued one fail with [`TaskError::BrokenPool`], and `submit` is refused.
+    pub fn initializer(mut self, export: impl Into<String>) -> Self {
+        self.initializer = Some(export.into());
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
         let workers = match self.workers {
@@ -92,6 +110,7 @@ impl ThreadPoolBuilder {
         };
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         let running = Arc::new(Mutex::new(vec![None; workers]));
+        let broken = Arc::new(Mutex::new(None));
         let mut threads = Vec::with_capacity(workers);
         for i in 1..=workers {
             let name = format!("{}-{i}", self.name_prefix);
@@ -100,12 +119,18 @@ impl ThreadPoolBuilder {
                 output: self.output,
                 budget: self.budget.clone(),
                 capabilities: self.capabilities.clone(),
+                policy: self.policy,
+                initializer: self.initializer.clone(),
             };
             let receiver = receiver.clone();
-            let running = running.clone();
+            let watch = Watch {
+                running: running.clone(),
+                slot: i - 1,
+                broken: broken.clone(),
+            };
             let spawned = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || worker_loop(&receiver, &env, &running, i - 1));
+                .spawn(move || worker_loop(&receiver, &env, &watch));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -123,6 +148,7 @@ impl ThreadPoolBuilder {
             backlog: receiver,
             threads: Mutex::new(threads),
             running,
+            broken,
             workers,
         })
     }
@@ -138,28 +164,54 @@ struct Job {
 /// The future each worker is running, by worker index (for aborting on shutdown).
 type RunningSlots = Arc<Mutex<Vec<Option<TaskFuture>>>>;
 
+/// Why the pool is broken, once it is (a failed initializer).
+type Broken = Arc<Mutex<Option<String>>>;
+
+/// What a worker shares with the pool.
+struct Watch {
+    running: RunningSlots,
+    slot: usize,
+    broken: Broken,
+}
+
 /// Runs jobs until the queue is closed and empty.
-fn worker_loop(jobs: &Receiver<Job>, env: &TaskEnv, running: &RunningSlots, slot: usize) {
+fn worker_loop(jobs: &Receiver<Job>, env: &TaskEnv, watch: &Watch) {
     let pid = std::process::id();
+    let mut instances = InstanceSlot::default();
     for job in jobs.iter() {
+        if let Some(reason) = lock(&watch.broken).clone() {
+            job.promise.set_error(TaskError::BrokenPool { reason });
+            continue;
+        }
         if !job.promise.set_running_or_notify_cancel() {
             continue;
         }
-        lock(running)[slot] = Some(job.promise.future());
-        let run = catch_unwind(AssertUnwindSafe(|| run_task(&job.call, env, &job.control)));
-        lock(running)[slot] = None;
+        lock(&watch.running)[watch.slot] = Some(job.promise.future());
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            run_task(&job.call, env, &job.control, &mut instances)
+        }));
+        lock(&watch.running)[watch.slot] = None;
         match run {
             Ok(run) => {
+                if run.breaks_pool {
+                    if let Err(TaskError::BrokenPool { reason }) = &run.outcome {
+                        lock(&watch.broken).get_or_insert_with(|| reason.clone());
+                    }
+                }
                 let report = run.report(&env.worker_name, pid, 1);
                 job.promise.complete_with_report(run.outcome, report);
             }
-            Err(panic) => job.promise.set_error(TaskError::BrokenPool {
-                reason: format!(
-                    "{} panicked while running the task: {}",
-                    env.worker_name,
-                    panic_text(&*panic)
-                ),
-            }),
+            Err(panic) => {
+                // The kept instance may be mid-call: never reuse it.
+                instances = InstanceSlot::default();
+                job.promise.set_error(TaskError::BrokenPool {
+                    reason: format!(
+                        "{} panicked while running the task: {}",
+                        env.worker_name,
+                        panic_text(&*panic)
+                    ),
+                });
+            }
         }
     }
 }
@@ -198,6 +250,7 @@ pub struct ThreadPoolExecutor {
     backlog: Receiver<Job>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     running: RunningSlots,
+    broken: Broken,
     workers: usize,
 }
 
@@ -224,6 +277,9 @@ impl Executor for ThreadPoolExecutor {
         let Some(sender) = queue.as_ref() else {
             return Err(SubmitError::Shutdown);
         };
+        if let Some(reason) = lock(&self.broken).clone() {
+            return Err(SubmitError::BrokenPool(reason));
+        }
         let (promise, future) = promise();
         let control = Arc::new(TaskControl::default());
         let hook = control.clone();

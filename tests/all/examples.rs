@@ -192,3 +192,39 @@ fn context_manager() {
     printed.sort();
     assert_eq!(printed, ["1", "2", "3", "4"]);
 }
+
+#[test]
+fn process_pool_map() {
+    let lines = run_example("process_pool_map");
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let mut pids = std::collections::HashSet::new();
+    for (line, n) in lines.iter().zip((1..=5).rev()) {
+        let pid = line
+            .strip_prefix(&format!("ran task {n} in process "))
+            .unwrap_or_else(|| panic!("{line:?}"));
+        let pid: u32 = pid.parse().unwrap_or_else(|_| panic!("{line:?}"));
+        assert_ne!(pid, 0);
+        pids.insert(pid);
+    }
+    // Five tasks, two worker processes: workers are reused.
+    assert!(pids.len() <= 2, "{lines:#?}");
+}
+
+#[test]
+fn process_pool_broken() {
+    let lines = run_example("process_pool_broken");
+    assert_eq!(lines[0], "getting the pid for one worker");
+    let pid = lines[1]
+        .strip_prefix("killing process ")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(lines[2], "submitting another task");
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(
+        lines[3].starts_with("could not start new tasks: ")
+            && lines[3].contains("broken pool: worker-")
+            && lines[3].contains(&format!("(pid {pid}) terminated abruptly"))
+            && lines[3].contains("killed by signal 9 (SIGKILL)"),
+        "{}",
+        lines[3]
+    );
+}

@@ -3,17 +3,23 @@
 //!
 //! Ported in part from CPython's Lib/test/test_concurrent_futures/executor.py and
 //! test_shutdown.py (behaviour, rewritten for wasmpool).
+//!
+//! Each pool states how many tasks it hands to a worker at once (`handed_per_worker`): a
+//! handed task counts as running and can no longer be cancelled. The thread pool hands one
+//! (a worker takes a task when it is free); the process pool pipelines two per worker, as
+//! CPython's process pool queues calls ahead of its workers. The cancellation tests check
+//! that exactly the tasks not handed yet are cancelled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmpool::{Executor, SubmitError, TaskError, TaskErrorKind, Val};
+use wasmpool::{Executor, FutureState, SubmitError, TaskError, TaskErrorKind, Val};
 
 use crate::common::{SOON, call, fixtures, seed, until_started};
 
 /// Runs the suite against the executor type made by `$make(workers)`.
 macro_rules! executor_suite {
-    ($pool:ident, $make:expr) => {
+    ($pool:ident, $make:expr, handed_per_worker = $handed:expr) => {
         mod $pool {
             use super::*;
             fn make(workers: usize) -> impl Executor + 'static {
@@ -37,7 +43,7 @@ macro_rules! executor_suite {
             }
             #[test]
             fn dropping_a_map_cancels_what_has_not_started() {
-                super::dropping_a_map_cancels_what_has_not_started(make(1));
+                super::dropping_a_map_cancels_what_has_not_started(make(1), $handed);
             }
             #[test]
             fn submit_after_shutdown_is_refused() {
@@ -49,7 +55,7 @@ macro_rules! executor_suite {
             }
             #[test]
             fn shutdown_cancel_futures_cancels_the_backlog() {
-                super::shutdown_cancel_futures_cancels_the_backlog(make(1));
+                super::shutdown_cancel_futures_cancels_the_backlog(make(1), $handed);
             }
             #[test]
             fn shutdown_without_wait_still_finishes_the_work() {
@@ -57,7 +63,7 @@ macro_rules! executor_suite {
             }
             #[test]
             fn cancel_only_while_pending_two_workers_eight_of_ten() {
-                super::cancel_only_while_pending_two_workers_eight_of_ten(make(2));
+                super::cancel_only_while_pending_two_workers_eight_of_ten(make(2), $handed);
             }
             #[test]
             fn callbacks_run_exactly_once_for_every_outcome() {
@@ -75,11 +81,26 @@ macro_rules! executor_suite {
     };
 }
 
-executor_suite!(thread_pool, |n| wasmpool::ThreadPoolExecutor::builder()
-    .workers(n)
-    .output(wasmpool::OutputMode::Discard)
-    .build()
-    .expect("thread pool"));
+executor_suite!(
+    thread_pool,
+    |n| wasmpool::ThreadPoolExecutor::builder()
+        .workers(n)
+        .output(wasmpool::OutputMode::Discard)
+        .build()
+        .expect("thread pool"),
+    handed_per_worker = 1
+);
+
+executor_suite!(
+    process_pool,
+    |n| wasmpool::ProcessPoolExecutor::builder()
+        .workers(n)
+        .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
+        .output(wasmpool::OutputMode::Discard)
+        .build()
+        .expect("process pool"),
+    handed_per_worker = 2
+);
 
 fn submit_returns_the_value(pool: impl Executor) {
     let f = pool.submit(call(seed(), "sleep-task(1)")).unwrap();
@@ -147,7 +168,7 @@ fn map_buffered_keeps_few_tasks_in_flight(pool: impl Executor) {
     }
 }
 
-fn dropping_a_map_cancels_what_has_not_started(pool: impl Executor) {
+fn dropping_a_map_cancels_what_has_not_started(pool: impl Executor, handed: usize) {
     let blocker = pool.submit(call(fixtures(), "sleep-ms(300)")).unwrap();
     until_started(&blocker);
     let calls: Vec<_> = (0..10)
@@ -156,10 +177,22 @@ fn dropping_a_map_cancels_what_has_not_started(pool: impl Executor) {
     let map = pool.map(calls).unwrap();
     let futures: Vec<_> = map.in_flight().cloned().collect();
     assert_eq!(futures.len(), 10);
+    // The one worker was busy: of the ten, only those its pipeline took (none in the
+    // thread pool) have started; dropping the map cancels all the others, and the pool is
+    // free for new work right after the blocker and those.
+    let started = handed - 1;
+    let pending: Vec<bool> = futures
+        .iter()
+        .map(|f| f.state() == FutureState::Pending)
+        .collect();
+    assert_eq!(pending.iter().filter(|p| !**p).count(), started);
     drop(map);
-    // The one worker was busy, so none of the ten had started: all were cancelled, and the
-    // pool is free for new work right after the blocker.
-    assert!(futures.iter().all(|f| f.is_cancelled()));
+    for (f, was_pending) in futures.iter().zip(&pending) {
+        assert_eq!(f.is_cancelled(), *was_pending, "{f:?}");
+    }
+    for (n, f) in futures[..started].iter().enumerate() {
+        assert_eq!(f.result().unwrap().as_i64(), Some(n as i64));
+    }
     let after = pool.submit(call(seed(), "quick-task(99)")).unwrap();
     assert_eq!(after.result().unwrap().as_i64(), Some(99));
     assert!(blocker.result().is_ok());
@@ -184,7 +217,7 @@ fn shutdown_waits_for_queued_work(pool: impl Executor) {
     }
 }
 
-fn shutdown_cancel_futures_cancels_the_backlog(pool: impl Executor) {
+fn shutdown_cancel_futures_cancels_the_backlog(pool: impl Executor, handed: usize) {
     let running = pool.submit(call(fixtures(), "sleep-ms(200)")).unwrap();
     until_started(&running);
     let queued: Vec<_> = (0..10)
@@ -192,7 +225,12 @@ fn shutdown_cancel_futures_cancels_the_backlog(pool: impl Executor) {
         .collect();
     pool.shutdown(true, true);
     assert_eq!(running.result().unwrap().as_i64(), Some(200));
-    for f in &queued {
+    // What the worker's pipeline had taken ran; the backlog behind it was cancelled.
+    let (taken, backlog) = queued.split_at(handed - 1);
+    for f in taken {
+        assert_eq!(f.result().unwrap().as_i64(), Some(200));
+    }
+    for f in backlog {
         assert!(f.is_cancelled(), "{f:?}");
         assert_eq!(f.result().unwrap_err(), TaskError::Cancelled);
     }
@@ -214,9 +252,10 @@ fn shutdown_without_wait_still_finishes_the_work(pool: impl Executor) {
     }
 }
 
-fn cancel_only_while_pending_two_workers_eight_of_ten(pool: impl Executor) {
+fn cancel_only_while_pending_two_workers_eight_of_ten(pool: impl Executor, handed: usize) {
     // The reference's "Canceling Tasks": ten half-second tasks on two workers; once the
-    // first two have started, cancel all ten in reverse order: eight succeed.
+    // first two have started, cancel all ten in reverse order: eight succeed (in the thread
+    // pool; in general, exactly those not handed to a worker yet: 10 - 2 * handed).
     let tasks: Vec<_> = (1..=10)
         .rev()
         .map(|n| {
@@ -226,11 +265,22 @@ fn cancel_only_while_pending_two_workers_eight_of_ten(pool: impl Executor) {
         .collect();
     until_started(&tasks[0]);
     until_started(&tasks[1]);
-    let cancelled = tasks.iter().rev().filter(|f| f.cancel()).count();
-    assert_eq!(cancelled, 8);
-    assert!(tasks[2..].iter().all(|f| f.is_cancelled()));
-    assert_eq!(tasks[0].result().unwrap().as_f64(), Some(1.0));
-    assert_eq!(tasks[1].result().unwrap().as_f64(), Some(0.9));
+    let started = 2 * handed;
+    let pending: Vec<bool> = tasks
+        .iter()
+        .map(|f| f.state() == FutureState::Pending)
+        .collect();
+    let cancelled: Vec<bool> = tasks.iter().rev().map(|f| f.cancel()).collect();
+    let cancelled: Vec<bool> = cancelled.into_iter().rev().collect();
+    assert_eq!(
+        cancelled, pending,
+        "exactly the pending tasks are cancelled"
+    );
+    assert_eq!(cancelled.iter().filter(|c| **c).count(), 10 - started);
+    assert!(tasks[started..].iter().all(|f| f.is_cancelled()));
+    for (i, f) in tasks[..started].iter().enumerate() {
+        assert_eq!(f.result().unwrap().as_f64(), Some((10 - i) as f64 / 10.0));
+    }
 }
 
 fn callbacks_run_exactly_once_for_every_outcome(pool: impl Executor) {

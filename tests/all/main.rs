@@ -1,7 +1,12 @@
 mod as_completed;
+mod capabilities;
+mod cli;
 mod common;
 mod components;
 mod examples;
 mod executor_suite;
 mod futures;
+mod instances;
+mod process_pool;
+mod sandbox_suite;
 mod wait;

@@ -1,0 +1,378 @@
+//! The command line, as clap sees it: the four subcommands, their flags, and the parsers
+//! of flag values (durations, sizes, directory grants, environment variables).
+//!
+//! Nothing here touches a component; `limits.rs` turns these values into the library's
+//! `Budget`, `Capabilities` and `RuntimeConfig`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run functions of WebAssembly components: one call, or one function over many inputs on a
+/// pool of sandboxed workers (GNU parallel for wasm components).
+#[derive(Debug, Parser)]
+#[command(name = "wasmpool", version, propagate_version = true)]
+#[command(
+    after_help = "Exit status: 0 when every task succeeded, 1 when any task failed, \
+2 for usage errors and components that cannot be loaded, 130 when interrupted."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Say on stderr what happens behind the scenes (compilation cache hits and misses).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Call one exported function and print its result as WAVE.
+    ///
+    /// CALL is a WAVE function call, as `wasmtime run --invoke` takes it:
+    /// 'fib(30)', 'greet("ann")', 'math.add(1, 2)'. A function without parameters may be
+    /// named alone ('noop').
+    Run(RunArgs),
+    /// Call one function once per input line, in parallel on a pool of workers.
+    ///
+    /// Each non-blank line of INPUTS holds the call's arguments in WAVE, exactly what would
+    /// stand between the parentheses: `30`, or `"ann", 3`. Input is streamed: at most a few
+    /// tasks per worker are read ahead. Results are printed as WAVE, one line per task, in
+    /// input order (or completion order with --as-completed).
+    Map(MapArgs),
+    /// List a component's exported functions with their WIT signatures, and its imports.
+    Inspect(InspectArgs),
+    /// Precompile a component to a `.cwasm` file (wasmtime's native-code format).
+    ///
+    /// `run` and `map` take it with --allow-precompiled. They also keep their own cache of
+    /// compiled components, so compiling ahead of time is only needed to ship one.
+    Compile(CompileArgs),
+}
+
+/// How to load the component (shared by every subcommand that runs one).
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The component: a `.wasm` file (or a `.cwasm` with --allow-precompiled).
+    #[arg(value_name = "COMPONENT")]
+    pub component: PathBuf,
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/wasmpool, or
+    /// ~/.cache/wasmpool].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the component afresh and keep nothing.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Accept a component precompiled by `wasmpool compile` (a `.cwasm`). Its machine code
+    /// runs as it is: only for files you made or trust.
+    #[arg(long)]
+    pub allow_precompiled: bool,
+}
+
+/// What each task may use: its budget and its capabilities (the same for `run` and `map`).
+#[derive(Debug, Args, Default)]
+pub struct SandboxArgs {
+    /// Wall-clock limit per task, e.g. 250ms, 2s, 1m, 1m30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Fuel per task (about one unit per wasm instruction); turns on fuel metering.
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+    /// Linear-memory cap per task, e.g. 64MiB, 1G, 500MB (K/M/G and KiB/MiB/GiB are powers
+    /// of 1024, kB/MB/GB of 1000) [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Let tasks read the host directory HOST, seen as GUEST (default: the same path).
+    /// Read-only; repeatable.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+    pub dirs: Vec<DirSpec>,
+    /// Like --dir, but the tasks may also create, write and delete files in it.
+    #[arg(long = "dir-rw", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+    pub dirs_rw: Vec<DirSpec>,
+    /// Set an environment variable for the tasks; KEY alone passes on the host's value
+    /// (if it has one). Repeatable. Tasks see no other variable.
+    #[arg(long = "env", value_name = "KEY[=VAL]", value_parser = parse_env)]
+    pub env: Vec<EnvSpec>,
+    /// Let tasks open TCP and UDP sockets and look up names, with this host's reach.
+    #[arg(long)]
+    pub network: bool,
+}
+
+/// `wasmpool run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// The call, in WAVE: 'fib(30)', 'greet("ann")', 'math.add(1, 2)'.
+    #[arg(value_name = "CALL")]
+    pub call: String,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// How to print the result: the WAVE text, or one JSON object with the report.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `wasmpool map`.
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// The function to call: `fib`, or `math.add` inside an exported interface.
+    #[arg(value_name = "FUNC")]
+    pub function: String,
+    /// The arguments, one call per line ('-' or absent: stdin).
+    #[arg(value_name = "INPUTS")]
+    pub inputs: Option<PathBuf>,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Which pool runs the tasks: threads of this process, or worker processes.
+    #[arg(long, value_enum, default_value_t = PoolKind::Thread)]
+    pub pool: PoolKind,
+    /// How many tasks run at once [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
+    /// Print each result as soon as its task finishes, instead of in input order.
+    #[arg(long)]
+    pub as_completed: bool,
+    /// `text`: one WAVE result a line (failures on stderr); `json`: one object per task
+    /// and line, with "index", "ok" or "error" {"kind", "message"}, and the task's report.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// No progress bar (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Run a task again, up to N more times, when it timed out or its worker crashed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+    /// Write one line per printed task (index, outcome, attempts, time, input) to FILE,
+    /// which is emptied first (unless --resume).
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+    /// Skip the inputs that --joblog FILE lists as finished (a map that was stopped goes on
+    /// where it stopped); keeps appending to FILE.
+    #[arg(long, requires = "joblog", conflicts_with = "resume_failed")]
+    pub resume: bool,
+    /// Like --resume, but run the inputs that failed again.
+    #[arg(long, requires = "joblog")]
+    pub resume_failed: bool,
+}
+
+/// `wasmpool inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// `text` for people, `json` for programs.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `wasmpool compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The component (`.wasm`).
+    #[arg(value_name = "COMPONENT")]
+    pub component: PathBuf,
+    /// Where to write the precompiled component [default: COMPONENT with the extension
+    /// `.cwasm`].
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Compile with fuel metering, for runs with --fuel.
+    #[arg(long)]
+    pub fuel_metering: bool,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Pool kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolKind {
+    /// Worker threads in this process.
+    Thread,
+    /// Worker processes.
+    Process,
+}
+
+/// A `--dir` or `--dir-rw` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSpec {
+    /// The host directory.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+}
+
+/// An `--env` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSpec {
+    /// The variable's name.
+    pub key: String,
+    /// Its value; `None` passes on the host's.
+    pub value: Option<String>,
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `1m`, `1h`, `1m30s`, `100us`, `10ns`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let usage = || format!("`{text}` is not a duration; write e.g. 250ms, 2s, 1m, 1m30s");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(usage());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{text}` needs a unit (ms, s, m, h)"))?;
+        let (number, after) = rest.split_at(number_len);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let value: f64 = number.parse().map_err(|_| usage())?;
+        let seconds_per_unit = match unit.trim() {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(usage()),
+        };
+        total += Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| usage())?;
+        rest = after.trim_start();
+    }
+    Ok(total)
+}
+
+/// Parses `64MiB`, `1G`, `512k`, `500MB`, `4096` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let usage = || format!("`{text}` is not a size; write e.g. 64MiB, 1G, 500MB, 4096");
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let value: u64 = number.parse().map_err(|_| usage())?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "K" | "k" | "KiB" | "Ki" => 1 << 10,
+        "M" | "MiB" | "Mi" => 1 << 20,
+        "G" | "GiB" | "Gi" => 1 << 30,
+        "T" | "TiB" | "Ti" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(usage()),
+    };
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses `HOST[::GUEST]`.
+pub fn parse_dir(text: &str) -> Result<DirSpec, String> {
+    let (host, guest) = match text.split_once("::") {
+        Some((host, guest)) => (host, guest),
+        None => (text, text),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("`{text}` is not HOST[::GUEST]"));
+    }
+    Ok(DirSpec {
+        host: PathBuf::from(host),
+        guest: guest.to_string(),
+    })
+}
+
+/// Parses `KEY=VAL` or `KEY`.
+pub fn parse_env(text: &str) -> Result<EnvSpec, String> {
+    let (key, value) = match text.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_string())),
+        None => (text, None),
+    };
+    if key.is_empty() {
+        return Err(format!("`{text}` is not KEY[=VAL]"));
+    }
+    Ok(EnvSpec {
+        key: key.to_string(),
+        value,
+    })
+}
+
+/// Parses a worker count: at least 1.
+pub fn parse_workers(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("a pool needs at least 1 worker".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("`{text}`: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("2 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn dirs_and_env() {
+        assert_eq!(
+            parse_dir("/tmp/x::/data"),
+            Ok(DirSpec {
+                host: "/tmp/x".into(),
+                guest: "/data".into()
+            })
+        );
+        assert_eq!(parse_dir("data").map(|d| d.guest), Ok("data".to_string()));
+        assert!(parse_dir("::/data").is_err());
+        assert_eq!(
+            parse_env("A=b=c"),
+            Ok(EnvSpec {
+                key: "A".into(),
+                value: Some("b=c".into())
+            })
+        );
+        assert_eq!(parse_env("HOME").map(|e| e.value), Ok(None));
+        assert!(parse_env("=x").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,188 @@
+//! `map`'s input: the lines of a file or of stdin, read on a thread of their own and handed
+//! over through a bounded channel, so that the input is never read far ahead of the tasks
+//! (a million-line input is never in memory) and the main loop never blocks on a read.
+//!
+//! Each non-blank line is one task; its index counts the non-blank lines from 0. The line's
+//! text is parsed here as the WAVE arguments of the function: a line that does not parse is
+//! an input of its own, that fails alone as `invalid-input`.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::Receiver;
+use wasmpool::{Call, TaskComponent};
+
+/// The longest line read; longer ones are an `invalid-input` of their own.
+const MAX_LINE: usize = 16 << 20;
+
+/// One input line.
+#[derive(Debug)]
+pub struct Input {
+    /// Its position among the non-blank lines, from 0.
+    pub index: u64,
+    /// The arguments, as written (trimmed).
+    pub text: String,
+    /// The checked call, or why the line is not one.
+    pub call: Result<Call, String>,
+}
+
+/// What the reader sends: an input, or the read error that ended the input.
+pub type Message = Result<Input, io::Error>;
+
+/// Starts reading `source` on a new thread. The channel holds at most `capacity` parsed
+/// lines; it is closed at the end of the input (after an error, if one happened). Lines
+/// whose index is in `skip` are counted and dropped.
+pub fn spawn(
+    source: Box<dyn BufRead + Send>,
+    component: TaskComponent,
+    function: String,
+    skip: Arc<HashSet<u64>>,
+    capacity: usize,
+) -> io::Result<Receiver<Message>> {
+    let (sender, receiver) = crossbeam_channel::bounded(capacity);
+    thread::Builder::new().name("input".into()).spawn(move || {
+        let mut lines = Lines::new(source);
+        let mut index = 0;
+        loop {
+            let line = match lines.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+            };
+            let text = match &line {
+                Ok(text) => text.trim(),
+                Err(_) => "",
+            };
+            if line.is_ok() && text.is_empty() {
+                continue;
+            }
+            let this = index;
+            index += 1;
+            if skip.contains(&this) {
+                continue;
+            }
+            let input = match &line {
+                Ok(_) => Input {
+                    index: this,
+                    text: text.to_string(),
+                    call: component
+                        .call_wave_args(&function, text)
+                        .map_err(|e| e.to_string()),
+                },
+                Err(why) => Input {
+                    index: this,
+                    text: String::new(),
+                    call: Err(why.clone()),
+                },
+            };
+            // The receiver is gone when the map stopped early: stop reading.
+            if sender.send(Ok(input)).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(receiver)
+}
+
+/// Counts the non-blank lines of a file that are not in `skip` (for the progress bar's
+/// total), reading it once more in constant memory.
+pub fn count_tasks(source: impl BufRead, skip: &HashSet<u64>) -> io::Result<u64> {
+    let mut lines = Lines::new(source);
+    let (mut index, mut count) = (0u64, 0u64);
+    while let Some(line) = lines.next_line()? {
+        if matches!(&line, Ok(text) if text.trim().is_empty()) {
+            continue;
+        }
+        if !skip.contains(&index) {
+            count += 1;
+        }
+        index += 1;
+    }
+    Ok(count)
+}
+
+/// Splits a byte stream into lines of bounded length.
+struct Lines<R> {
+    source: R,
+    buffer: Vec<u8>,
+}
+
+/// A line: its text, or why it is unusable (not UTF-8, too long).
+type Line = Result<String, String>;
+
+impl<R: BufRead> Lines<R> {
+    fn new(source: R) -> Self {
+        Lines {
+            source,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next line, `None` at the end.
+    fn next_line(&mut self) -> io::Result<Option<Line>> {
+        self.buffer.clear();
+        let limit = MAX_LINE as u64 + 1;
+        let read = <&mut R as io::Read>::take(&mut self.source, limit)
+            .read_until(b'\n', &mut self.buffer)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if self.buffer.last() == Some(&b'\n') {
+            self.buffer.pop();
+        } else if self.buffer.len() > MAX_LINE {
+            self.skip_rest_of_line()?;
+            return Ok(Some(Err(format!(
+                "the line is longer than {MAX_LINE} bytes"
+            ))));
+        }
+        Ok(Some(match std::str::from_utf8(&self.buffer) {
+            Ok(text) => Ok(text.to_string()),
+            Err(_) => Err("the line is not valid UTF-8".to_string()),
+        }))
+    }
+
+    fn skip_rest_of_line(&mut self) -> io::Result<()> {
+        loop {
+            let chunk = self.source.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(pos) => {
+                    self.source.consume(pos + 1);
+                    return Ok(());
+                }
+                None => {
+                    let len = chunk.len();
+                    self.source.consume(len);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_checked() {
+        let mut lines = Lines::new(&b"1\r\n\n \xff\nlast"[..]);
+        assert_eq!(lines.next_line().ok().flatten(), Some(Ok("1\r".into())));
+        assert_eq!(lines.next_line().ok().flatten(), Some(Ok(String::new())));
+        assert!(matches!(lines.next_line(), Ok(Some(Err(_)))));
+        assert_eq!(lines.next_line().ok().flatten(), Some(Ok("last".into())));
+        assert!(matches!(lines.next_line(), Ok(None)));
+    }
+
+    #[test]
+    fn counting_skips_blank_and_logged_lines() {
+        let skip = HashSet::from([1]);
+        assert_eq!(count_tasks(&b"a\n\n b\nc\n  \n"[..], &skip).ok(), Some(2));
+    }
+}

@@ -1,0 +1,222 @@
+//! What a finished task looks like on the way out: as text for people, or as one JSON
+//! object per line for programs. `run` and `map` print through here.
+//!
+//! JSON fields (one object per task and line):
+//! - `index`: the task's position among the non-blank input lines, from 0 (`map` only);
+//! - `input`: the line's arguments, as given (`map` only);
+//! - `ok`: the result as WAVE text (`""` for a function without a result), or
+//! - `error`: `{"kind": K, "message": M}` (and `"backtrace"` for a trap or a stack overflow,
+//!   when wasmtime captured one), K one of `failed`, `trap`, `timeout`,
+//!   `out-of-fuel`, `memory-limit`, `stack-overflow`, `cancelled`, `broken-pool`, `start`,
+//!   `invalid-input`;
+//! - the task's report, when it ran: `elapsed_ms`, `worker`, `pid`, `fuel` (with `--fuel`),
+//!   `peak_memory` (bytes), `attempt` (1, or more after `--retries`), and `stdout`/`stderr`
+//!   (what the task printed, when it printed anything).
+
+use std::io::{self, Write};
+
+use serde_json::{Map, Value, json};
+use wasmpool::{TaskError, TaskReport, TaskValue};
+
+/// How much a task may print that is kept to go with its result, per stream.
+pub const CAPTURE_LIMIT: usize = 1 << 20;
+
+/// Why a task gave no value.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The task ran (or was meant to) and failed.
+    Task(TaskError),
+    /// Its input line was not a valid call; it never ran.
+    InvalidInput(String),
+}
+
+impl Failure {
+    /// The stable name of the kind of failure (the JSON `kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Task(e) => e.kind().as_str(),
+            Failure::InvalidInput(_) => "invalid-input",
+        }
+    }
+
+    /// What went wrong, in one message.
+    pub fn message(&self) -> String {
+        match self {
+            // Its display carries the backtrace too; that is `backtrace()`.
+            Failure::Task(TaskError::StackOverflow { .. }) => "task overflowed its stack".into(),
+            Failure::Task(e) => e.to_string(),
+            Failure::InvalidInput(message) => message.clone(),
+        }
+    }
+
+    /// The wasm backtrace of a trap or a stack overflow, if one was captured.
+    pub fn backtrace(&self) -> Option<&str> {
+        match self {
+            Failure::Task(
+                TaskError::Trap { backtrace, .. } | TaskError::StackOverflow { backtrace },
+            ) if !backtrace.is_empty() => Some(backtrace),
+            _ => None,
+        }
+    }
+
+    /// Whether running the task again may help: a timeout, or a worker that died.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Failure::Task(TaskError::Timeout { .. } | TaskError::BrokenPool { .. })
+        )
+    }
+}
+
+/// One finished task, ready to print.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    /// Position among the non-blank input lines (`map`).
+    pub index: Option<u64>,
+    /// The arguments as given (`map`).
+    pub input: Option<String>,
+    /// The value or the failure.
+    pub outcome: Result<TaskValue, Failure>,
+    /// How the (last) run went; `None` for a task that never ran.
+    pub report: Option<TaskReport>,
+    /// Which run this outcome is from: 1, or more after retries.
+    pub attempt: u32,
+}
+
+impl TaskRecord {
+    /// Whether the task produced a value.
+    pub fn is_ok(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// `ok`, or the kind of failure.
+    pub fn status(&self) -> &'static str {
+        match &self.outcome {
+            Ok(_) => "ok",
+            Err(failure) => failure.kind(),
+        }
+    }
+
+    /// The elapsed time in milliseconds (microsecond precision), if the task ran.
+    pub fn elapsed_ms(&self) -> Option<f64> {
+        self.report
+            .as_ref()
+            .map(|r| (r.elapsed.as_secs_f64() * 1e6).round() / 1e3)
+    }
+
+    /// The JSON object of this task.
+    pub fn json(&self) -> Value {
+        let mut object = Map::new();
+        if let Some(index) = self.index {
+            object.insert("index".into(), json!(index));
+        }
+        if let Some(input) = &self.input {
+            object.insert("input".into(), json!(input));
+        }
+        match &self.outcome {
+            Ok(value) => object.insert("ok".into(), json!(value.to_wave())),
+            Err(failure) => {
+                let mut error = json!({"kind": failure.kind(), "message": failure.message()});
+                if let Some(backtrace) = failure.backtrace() {
+                    error["backtrace"] = json!(backtrace);
+                }
+                object.insert("error".into(), error)
+            }
+        };
+        if let Some(report) = &self.report {
+            object.insert("elapsed_ms".into(), json!(self.elapsed_ms()));
+            object.insert("worker".into(), json!(report.worker));
+            object.insert("pid".into(), json!(report.pid));
+            if let Some(fuel) = report.fuel_consumed {
+                object.insert("fuel".into(), json!(fuel));
+            }
+            object.insert("peak_memory".into(), json!(report.peak_memory));
+            for (name, text) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
+                if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
+                    object.insert(name.into(), json!(text));
+                }
+            }
+        }
+        object.insert("attempt".into(), json!(self.attempt));
+        Value::Object(object)
+    }
+
+    /// Writes the task as one JSON line.
+    pub fn write_json(&self, stdout: &mut dyn Write) -> io::Result<()> {
+        writeln!(stdout, "{}", self.json())
+    }
+
+    /// Writes the task for people: what it printed (when captured), then its result on
+    /// stdout, or a line naming the task and its failure on stderr. `function` names the
+    /// call in that line.
+    pub fn write_text(
+        &self,
+        function: &str,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> io::Result<()> {
+        if let Some(report) = &self.report {
+            if let Some(text) = report.stdout.as_deref().filter(|t| !t.is_empty()) {
+                stdout.write_all(text.as_bytes())?;
+            }
+            if let Some(text) = report.stderr.as_deref().filter(|t| !t.is_empty()) {
+                stderr.write_all(text.as_bytes())?;
+            }
+        }
+        match &self.outcome {
+            Ok(value) => {
+                let wave = value.to_wave();
+                if !wave.is_empty() {
+                    writeln!(stdout, "{wave}")?;
+                }
+            }
+            Err(failure) => {
+                let call = match (&self.index, &self.input) {
+                    (Some(index), Some(input)) => format!("task {index}: {function}({input})"),
+                    _ => function.to_string(),
+                };
+                writeln!(
+                    stderr,
+                    "wasmpool: {call} failed [{}]: {}",
+                    failure.kind(),
+                    failure.message()
+                )?;
+                // One call: its backtrace helps. Many: one line per failure.
+                if let Some(backtrace) = failure.backtrace().filter(|_| self.index.is_none()) {
+                    writeln!(stderr, "{}", backtrace.trim_end())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmpool::Val;
+
+    #[test]
+    fn json_shape() {
+        let record = TaskRecord {
+            index: Some(3),
+            input: Some("\"x\"".into()),
+            outcome: Err(Failure::InvalidInput("bad".into())),
+            report: None,
+            attempt: 1,
+        };
+        assert_eq!(
+            record.json().to_string(),
+            r#"{"index":3,"input":"\"x\"","error":{"kind":"invalid-input","message":"bad"},"attempt":1}"#
+        );
+        let ok = TaskRecord {
+            index: None,
+            input: None,
+            outcome: Ok(TaskValue::from(Val::U32(7))),
+            report: None,
+            attempt: 1,
+        };
+        assert_eq!(ok.json()["ok"], "7");
+        assert_eq!(ok.status(), "ok");
+    }
+}

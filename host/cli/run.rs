@@ -1,0 +1,69 @@
+//! `wasmpool run`: one call, its result printed as WAVE (or as one JSON object).
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use wasmpool::OutputMode;
+
+use super::args::{OutputFormat, PoolKind, RunArgs};
+use super::cache;
+use super::output::{CAPTURE_LIMIT, Failure, TaskRecord};
+use super::pool::PoolSettings;
+
+/// Runs `wasmpool run`.
+pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
+    let sandbox = args.sandbox.resolve()?;
+    let component = cache::load(&args.load, sandbox.runtime, verbose)?;
+    let text = args.call.trim();
+    // `noop` alone is `noop()`.
+    let text = if text.contains('(') {
+        text.to_string()
+    } else {
+        format!("{text}()")
+    };
+    let call = component
+        .call_wave(&text)
+        .map_err(|e| anyhow!("{}: {e}", component.origin()))?;
+    let function = text
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+
+    let settings = PoolSettings {
+        kind: PoolKind::Thread,
+        workers: Some(1),
+        budget: sandbox.budget,
+        capabilities: sandbox.capabilities,
+        // Text: the task's output goes straight through, as it is printed. JSON: it goes
+        // into the object, so that stdout holds exactly one JSON object.
+        output: match args.output {
+            OutputFormat::Text => OutputMode::Plain,
+            OutputFormat::Json => OutputMode::Capture {
+                limit: CAPTURE_LIMIT,
+            },
+        },
+    };
+    let pool = settings.build()?;
+    let future = pool.submit(call)?;
+    let record = TaskRecord {
+        index: None,
+        input: None,
+        outcome: future.result().map_err(Failure::Task),
+        report: future.report(),
+        attempt: 1,
+    };
+    let mut stdout = io::stdout().lock();
+    let written = match args.output {
+        OutputFormat::Text => record.write_text(&function, &mut stdout, &mut io::stderr().lock()),
+        OutputFormat::Json => record.write_json(&mut stdout),
+    };
+    written.and_then(|()| stdout.flush())?;
+    Ok(if record.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

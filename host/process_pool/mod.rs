@@ -1,0 +1,391 @@
+//! The process pool: each worker is a separate process that embeds wasmtime, so a task
+//! that crashes its host code, or a worker that is killed, cannot take the pool's process
+//! down with it.
+//!
+//! - `mod.rs` (this file): the public API, [`ProcessPoolBuilder`] and [`ProcessPoolExecutor`].
+//! - `pool.rs`: the bookkeeping: queue, scheduling, results, broken-pool and respawn rules.
+//! - `process.rs`: starting a worker process, its writer and reader threads, reaping it.
+//! - `protocol.rs` and `wire.rs`: the frames on the channel and the encoding of values.
+//! - `worker.rs`: the loop a worker process runs.
+//!
+//! ## Workers
+//!
+//! A worker is the program at [`ProcessPoolBuilder::worker_program`] (by default the running
+//! program itself, [`std::env::current_exe`]) started with the environment variable
+//! [`WORKER_ENV`] set. A program becomes a worker by calling
+//! [`serve_worker_if_requested`] as the first statement of `main`, the way a Python program
+//! guards its pool with `if __name__ == "__main__"` so that *spawn* can re-run it as a
+//! worker. The `wasmpool` binary does, so it can serve as anybody's worker program.
+//!
+//! The pool compiles each component once (in the pool's process) and sends the compiled
+//! code to each worker once, before the first task that needs it; workers never compile.
+//!
+//! ## Channel
+//!
+//! The pool writes frames to the worker's stdin and reads frames from its stdout (see
+//! `protocol.rs`); the worker's stderr is the pool's stderr. The lines a task prints do not
+//! go to the worker's stdout: they come back as frames and the pool prints them, prefixed
+//! with the worker's name, on its own stdout or stderr, one whole line per write (as the
+//! thread pool does). A worker moves the channel off fd 1 at start and points fd 1 at
+//! stderr, so that nothing can print into the channel by mistake.
+//!
+//! ## When is a task running?
+//!
+//! As in CPython's `ProcessPoolExecutor`, a task becomes *running* when it is handed to a
+//! worker, not when the worker starts it. Each worker takes up to
+//! [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth) tasks at a time (default 2), so
+//! that it can start the next one while the result of the last one travels back; a task
+//! further back in the queue stays pending, and [`TaskFuture::cancel`] succeeds on it. Use a
+//! depth of 1 if `cancel` should succeed on every task that has not really started.
+//! [`TaskFuture::abort`] stops a handed task wherever it is.
+//!
+//! ## Broken pool
+//!
+//! If a worker dies abruptly (killed, aborted, crashed, or exits while it still has tasks)
+//! or breaks the protocol, the pool is *broken*: every pending and running future fails at
+//! once with [`TaskError::BrokenPool`](crate::TaskError::BrokenPool), whose reason names
+//! the worker and how it ended, the other workers are killed, and every later `submit`
+//! returns [`SubmitError::BrokenPool`]. With [`respawn`](ProcessPoolBuilder::respawn), only
+//! the dead worker's tasks fail and a new worker takes its place.
+
+mod pool;
+mod process;
+mod protocol;
+mod wire;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::call::Call;
+use crate::error::{BuildError, SubmitError};
+use crate::executor::Executor;
+use crate::future::TaskFuture;
+use crate::output::OutputMode;
+use crate::run::InstancePolicy;
+use crate::sandbox::{Budget, Capabilities};
+
+pub use process::WORKER_ENV;
+pub use protocol::PROTOCOL_VERSION;
+
+use pool::{Settings, Shared, StartError};
+
+/// Turns this process into a process-pool worker if a pool started it as one, and never
+/// returns in that case; otherwise returns at once and does nothing.
+///
+/// Call it as the **first statement of `main`** of any program whose process pools use it
+/// as their worker program (by default, pools use the running program itself):
+///
+/// ```no_run
+/// fn main() {
+///     wasmpool::serve_worker_if_requested();
+///     // ... the program, which may build a ProcessPoolExecutor ...
+/// }
+/// ```
+///
+/// A pool starts its workers with the environment variable [`WORKER_ENV`] set; this
+/// function checks for it, serves tasks on stdin/stdout until the pool closes the
+/// channel, and exits the process.
+// The example is about where the call goes in `main`.
+#[allow(clippy::needless_doctest_main)]
+pub fn serve_worker_if_requested() {
+    if std::env::var_os(WORKER_ENV).is_none() {
+        return;
+    }
+    std::process::exit(worker::serve());
+}
+
+/// Settings of a [`ProcessPoolExecutor`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let pool = wasmpool::ProcessPoolExecutor::builder()
+///     .workers(2)
+///     .worker_program("/usr/local/bin/wasmpool")
+///     .budget(wasmpool::Budget::default().timeout(Duration::from_secs(5)))
+///     .max_tasks_per_worker(1000)
+///     .build()?;
+/// # Ok::<(), wasmpool::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProcessPoolBuilder {
+    workers: Option<usize>,
+    program: Option<PathBuf>,
+    name_prefix: String,
+    output: OutputMode,
+    budget: Budget,
+    capabilities: Capabilities,
+    policy: InstancePolicy,
+    initializer: Option<String>,
+    respawn: bool,
+    max_tasks_per_worker: Option<usize>,
+    pipeline_depth: usize,
+    handshake_timeout: Duration,
+}
+
+impl Default for ProcessPoolBuilder {
+    fn default() -> Self {
+        ProcessPoolBuilder {
+            workers: None,
+            program: None,
+            name_prefix: "worker".to_string(),
+            output: OutputMode::default(),
+            budget: Budget::default(),
+            capabilities: Capabilities::default(),
+            policy: InstancePolicy::default(),
+            initializer: None,
+            respawn: false,
+            max_tasks_per_worker: None,
+            pipeline_depth: 2,
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ProcessPoolBuilder {
+    /// Default settings: one worker per CPU, running this program as the worker program.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many worker processes (at least 1). Default: the number of CPUs.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The program to start as a worker: one whose `main` begins with
+    /// [`serve_worker_if_requested`], such as the `wasmpool` binary. Default: the running
+    /// program ([`std::env::current_exe`]).
+    pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.program = Some(path.into());
+        self
+    }
+
+    /// Workers are named `{prefix}-1`, `{prefix}-2`, ... (replacements get the next
+    /// numbers); the name prefixes the lines their tasks print and is in each task report.
+    pub fn worker_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// What happens to the stdout/stderr of tasks (default: printed by the pool's process,
+    /// prefixed with the worker's name).
+    pub fn output(mut self, mode: OutputMode) -> Self {
+        self.output = mode;
+        self
+    }
+
+    /// The budget of every task (a call's own budget overrides it field by field).
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// What every task may reach (default: nothing but clocks and random).
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Fresh instance per task (the default), or reuse of a worker's instance.
+    pub fn instance_policy(mut self, policy: InstancePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// An export (taking no arguments) called once on every new instance before its first
+    /// task: `concurrent.futures`' `initializer=`. If it fails, the pool breaks.
+    pub fn initializer(mut self, export: impl Into<String>) -> Self {
+        self.initializer = Some(export.into());
+        self
+    }
+
+    /// Self-healing instead of `concurrent.futures`' broken pool: when a worker dies, only
+    /// the tasks it was running fail (with a [`BrokenPool`](crate::TaskError::BrokenPool)
+    /// error that names the crash), a new worker takes its place, and the pool goes on.
+    /// Default: off. A worker that dies before its handshake breaks the pool in either mode.
+    pub fn respawn(mut self, on: bool) -> Self {
+        self.respawn = on;
+        self
+    }
+
+    /// Replaces each worker after it has been handed `n` tasks (at least 1): it finishes
+    /// them and exits, and a fresh process takes its place. Default: never.
+    pub fn max_tasks_per_worker(mut self, n: usize) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// How many tasks a worker is handed at a time (at least 1; default 2). Handed tasks
+    /// count as running (see the module docs); more depth hides the round trip between
+    /// tasks, less keeps more tasks cancellable.
+    pub fn pipeline_depth(mut self, n: usize) -> Self {
+        self.pipeline_depth = n;
+        self
+    }
+
+    /// How long `build` waits for the workers to answer the handshake (default 30 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Starts the workers and waits until each has answered the handshake.
+    ///
+    /// Fails with [`BuildError::Invalid`] for a setting out of range, [`BuildError::Spawn`]
+    /// if a worker process cannot be started, and [`BuildError::Worker`] if one does not
+    /// answer as a wasmpool worker of this protocol version.
+    pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
+        let workers = match self.workers {
+            Some(0) => return Err(BuildError::Invalid("workers must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.pipeline_depth == 0 {
+            return Err(BuildError::Invalid(
+                "pipeline_depth must be at least 1".into(),
+            ));
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(BuildError::Invalid(
+                "max_tasks_per_worker must be at least 1".into(),
+            ));
+        }
+        let program = match self.program {
+            Some(path) => path,
+            None => std::env::current_exe()?,
+        };
+        let shared = Shared::new(Settings {
+            workers,
+            program,
+            name_prefix: self.name_prefix,
+            output: self.output,
+            budget: self.budget,
+            capabilities: self.capabilities,
+            policy: self.policy,
+            initializer: self.initializer,
+            respawn: self.respawn,
+            max_tasks_per_worker: self.max_tasks_per_worker,
+            pipeline_depth: self.pipeline_depth,
+            handshake_timeout: self.handshake_timeout,
+        });
+        match shared.start() {
+            Ok(()) => Ok(ProcessPoolExecutor { shared }),
+            Err(StartError::Spawn(e)) => Err(BuildError::Spawn(e)),
+            Err(StartError::Worker(failure)) => Err(BuildError::Worker {
+                worker: failure.worker,
+                reason: failure.reason,
+                source: failure.source,
+            }),
+        }
+    }
+}
+
+/// Runs calls on a pool of worker processes, each task in a fresh instance of its
+/// component: `concurrent.futures.ProcessPoolExecutor` for wasm components. The same API as
+/// [`ThreadPoolExecutor`](crate::ThreadPoolExecutor), through the [`Executor`] trait.
+///
+/// Each finished future's [`report`](TaskFuture::report) names the worker and its process
+/// id. Dropping the executor is the `with` block's exit: it waits for every submitted task
+/// and for the worker processes to exit. See the [module docs](self) for the worker
+/// program, the channel, and the broken-pool rules.
+///
+/// ```no_run
+/// use wasmpool::{Executor, ProcessPoolExecutor, TaskComponent};
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     wasmpool::serve_worker_if_requested(); // this program is also the worker program
+///     let component = TaskComponent::from_file("seed_tasks.wasm")?;
+///     let pool = ProcessPoolExecutor::new(2)?;
+///     let future = pool.submit(component.call_wave("quick-task(5)")?)?;
+///     let value = future.result()?;
+///     let pid = future.report().map(|r| r.pid).unwrap_or_default();
+///     println!("ran task {value} in process {pid}");
+///     Ok(())
+/// }
+/// ```
+pub struct ProcessPoolExecutor {
+    shared: Arc<Shared>,
+}
+
+impl ProcessPoolExecutor {
+    /// A builder with default settings.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::new()
+    }
+
+    /// A pool of `workers` processes running this program as the worker program, with
+    /// otherwise default settings.
+    pub fn new(workers: usize) -> Result<ProcessPoolExecutor, BuildError> {
+        ProcessPoolBuilder::new().workers(workers).build()
+    }
+
+    /// How many worker processes the pool keeps.
+    pub fn workers(&self) -> usize {
+        self.shared.settings.workers
+    }
+
+    /// The process ids of the worker processes alive now (including one that is finishing
+    /// its last tasks before being replaced).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared.worker_pids()
+    }
+
+    /// Why the pool is broken, if it is.
+    pub fn broken_reason(&self) -> Option<String> {
+        self.shared.broken_reason()
+    }
+
+    /// Shuts the pool down without waiting (cancelling the tasks not started) and kills
+    /// every worker with `SIGKILL`, like CPython's `kill_workers`. The running tasks fail
+    /// with a broken-pool error.
+    pub fn kill_workers(&self) {
+        self.shared.shutdown(false, true);
+        self.shared.signal_workers(rustix::process::Signal::KILL);
+    }
+
+    /// Like [`kill_workers`](Self::kill_workers), with `SIGTERM`.
+    pub fn terminate_workers(&self) {
+        self.shared.shutdown(false, true);
+        self.shared.signal_workers(rustix::process::Signal::TERM);
+    }
+
+    /// Stops now: refuses new work, cancels the tasks not started, aborts the running ones
+    /// (their futures become cancelled at once; the workers stop them within milliseconds),
+    /// and waits for the workers to exit.
+    pub fn shutdown_now(&self) {
+        self.shared.shutdown(false, true);
+        for future in self.shared.running() {
+            future.abort();
+        }
+        self.shared.shutdown(true, true);
+    }
+}
+
+impl std::fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPoolExecutor")
+            .field("workers", &self.workers())
+            .field("pids", &self.worker_pids())
+            .field("broken", &self.broken_reason())
+            .finish()
+    }
+}
+
+impl Executor for ProcessPoolExecutor {
+    fn submit(&self, call: Call) -> Result<TaskFuture, SubmitError> {
+        self.shared.submit(call)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.shared.shutdown(wait, cancel_futures);
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        self.shared.shutdown(true, false);
+    }
+}

@@ -1,0 +1,718 @@
+//! The pool's bookkeeping: which tasks wait, which worker runs what, and what happens when
+//! a result arrives, a worker dies, or the pool shuts down.
+//!
+//! All of it lives in one [`State`] behind one lock. Nothing that can block or run user code
+//! happens under that lock: frames go to the workers' writer threads through channels, and
+//! whatever must happen afterwards (resolving futures, which runs their done callbacks;
+//! starting or killing processes) is collected as [`Effects`] and done by
+//! [`Shared::settle`] once the lock is released.
+//!
+//! Scheduling: a task is handed to the ready worker with the fewest tasks in flight, as long as
+//! that worker has fewer than `pipeline_depth`; it becomes *running* at that moment, as in
+//! CPython's process pool (tasks still in the queue can be cancelled, handed ones cannot).
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::call::Call;
+use crate::component::{RuntimeConfig, TaskComponent};
+use crate::error::{ProtocolError, SubmitError, TaskError};
+use crate::future::{Promise, TaskFuture, promise};
+use crate::output::OutputMode;
+use crate::run::{InstancePolicy, TaskRun};
+use crate::sandbox::{Budget, Capabilities};
+
+use super::process::{self, Outgoing, exit_text};
+use super::protocol::{MAX_FRAME, abort_frame, load_frame_header, task_frame};
+
+/// The settings a pool was built with.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) workers: usize,
+    pub(crate) program: PathBuf,
+    pub(crate) name_prefix: String,
+    pub(crate) output: OutputMode,
+    pub(crate) budget: Budget,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) policy: InstancePolicy,
+    pub(crate) initializer: Option<String>,
+    pub(crate) respawn: bool,
+    pub(crate) max_tasks_per_worker: Option<usize>,
+    pub(crate) pipeline_depth: usize,
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// Everything the executor handle, the abort hooks and the reader threads share.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    state: Mutex<State>,
+    /// Notified when a worker becomes ready or goes away, and when the pool breaks.
+    changed: Condvar,
+    /// Components the workers may need, by the address of their precompiled bytes (kept
+    /// alive here, so an address is never reused for another component).
+    registry: Mutex<HashMap<usize, Arc<ComponentEntry>>>,
+    next_task: AtomicU64,
+    pub(crate) next_serial: AtomicU64,
+}
+
+/// A component as the workers know it.
+pub(crate) struct ComponentEntry {
+    id: u64,
+    /// The LOAD frame without the code.
+    header: Vec<u8>,
+    code: Arc<[u8]>,
+}
+
+enum Phase {
+    Open,
+    ShuttingDown,
+    Broken(String),
+}
+
+struct State {
+    phase: Phase,
+    /// Tasks not handed to a worker yet (pending; cancellable).
+    queue: VecDeque<Job>,
+    workers: Vec<Worker>,
+    /// Worker processes being started, not in `workers` yet.
+    spawning: usize,
+    /// Why the first worker that failed its handshake did (for the build error).
+    startup_failure: Option<StartupFailure>,
+}
+
+pub(crate) struct StartupFailure {
+    pub(crate) worker: String,
+    pub(crate) reason: String,
+    pub(crate) source: Option<ProtocolError>,
+}
+
+struct Job {
+    id: u64,
+    promise: Promise,
+    frame: Vec<u8>,
+    component: Arc<ComponentEntry>,
+}
+
+/// One worker process, as the pool sees it.
+pub(crate) struct Worker {
+    pub(crate) serial: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) pid: u32,
+    pub(crate) child: Arc<Mutex<Child>>,
+    /// Frames to the worker's writer thread; `None` once the pool closed the worker (its
+    /// stdin is then closed, and it exits after its last task).
+    pub(crate) tx: Option<Sender<Outgoing>>,
+    /// Handshake done: tasks may be handed to it.
+    pub(crate) ready: bool,
+    /// Ran its share of tasks (`max_tasks_per_worker`): gets no more, exits when idle.
+    pub(crate) retiring: bool,
+    pub(crate) assigned: usize,
+    pub(crate) loaded: HashSet<u64>,
+    /// Tasks handed to it and not answered yet, in the order they were sent.
+    pub(crate) in_flight: Vec<(u64, Promise)>,
+}
+
+/// How a worker's channel ended, as its reader thread saw it.
+pub(crate) enum End {
+    /// End of stream between frames: the process exited (or closed its stdout).
+    Eof,
+    /// The first frame was not a valid greeting.
+    Handshake(ProtocolError),
+    /// A malformed frame, or a read error, after the handshake.
+    Protocol(ProtocolError),
+}
+
+/// What to do once the state lock is released.
+#[derive(Default)]
+#[must_use]
+pub(crate) struct Effects {
+    failed: Vec<(Promise, TaskError)>,
+    kill: Vec<Arc<Mutex<Child>>>,
+    spawn: usize,
+}
+
+impl Effects {
+    fn merge(&mut self, other: Effects) {
+        self.failed.extend(other.failed);
+        self.kill.extend(other.kill);
+        self.spawn += other.spawn;
+    }
+}
+
+thread_local! {
+    /// The pool whose reader thread this is (its address), 0 elsewhere: a done callback
+    /// running on a reader thread must not wait for that same thread to exit.
+    static READER_OF: Cell<usize> = const { Cell::new(0) };
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(settings: Settings) -> Arc<Shared> {
+        Arc::new(Shared {
+            settings,
+            state: Mutex::new(State {
+                phase: Phase::Open,
+                queue: VecDeque::new(),
+                workers: Vec::new(),
+                spawning: 0,
+                startup_failure: None,
+            }),
+            changed: Condvar::new(),
+            registry: Mutex::new(HashMap::new()),
+            next_task: AtomicU64::new(1),
+            next_serial: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Marks the calling thread as a reader thread of this pool.
+    pub(crate) fn enter_reader_thread(self: &Arc<Self>) {
+        READER_OF.set(Arc::as_ptr(self) as usize);
+    }
+
+    fn on_reader_thread(self: &Arc<Self>) -> bool {
+        READER_OF.get() == Arc::as_ptr(self) as usize
+    }
+
+    // --- starting -------------------------------------------------------------------------
+
+    /// Starts the pool's workers and waits for their handshakes.
+    pub(crate) fn start(self: &Arc<Self>) -> Result<(), StartError> {
+        let n = self.settings.workers;
+        self.lock().spawning = n;
+        for started in 0..n {
+            if let Err(e) = process::start(self) {
+                // The ones not attempted are not coming either.
+                self.lock().spawning -= n - started - 1;
+                self.abandon();
+                return Err(StartError::Spawn(e));
+            }
+        }
+        let deadline = Instant::now() + self.settings.handshake_timeout;
+        let mut st = self.lock();
+        loop {
+            if let Phase::Broken(reason) = &st.phase {
+                let reason = reason.clone();
+                let failure = st.startup_failure.take().unwrap_or(StartupFailure {
+                    worker: "a worker".into(),
+                    reason,
+                    source: None,
+                });
+                drop(st);
+                self.abandon();
+                return Err(StartError::Worker(failure));
+            }
+            if st.spawning == 0 && st.workers.iter().all(|w| w.ready) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let worker = st
+                    .workers
+                    .iter()
+                    .find(|w| !w.ready)
+                    .map_or_else(|| "a worker".to_string(), |w| w.name.to_string());
+                drop(st);
+                self.abandon();
+                return Err(StartError::Worker(StartupFailure {
+                    worker,
+                    reason: format!(
+                        "it did not answer the handshake within {:?}; is {} a wasmpool \
+                         worker (a program that calls wasmpool::serve_worker_if_requested)?",
+                        self.settings.handshake_timeout,
+                        self.settings.program.display()
+                    ),
+                    source: None,
+                }));
+            }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Gives up on a pool that could not start: stops every worker and waits for them.
+    fn abandon(self: &Arc<Self>) {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        st.break_pool("the pool could not start".into(), &mut fx);
+        drop(st);
+        self.settle(fx);
+        self.wait_for_workers();
+    }
+
+    /// Registers a worker whose process was just started (`spawning` counted it).
+    /// Returns `false`, registering nothing, if the pool broke meanwhile.
+    pub(crate) fn add_worker(&self, worker: Worker) -> bool {
+        let mut st = self.lock();
+        st.spawning -= 1;
+        let added = !matches!(st.phase, Phase::Broken(_));
+        if added {
+            st.workers.push(worker);
+        }
+        self.changed.notify_all();
+        added
+    }
+
+    /// A start that failed before the worker was registered.
+    pub(crate) fn spawn_failed(self: &Arc<Self>, error: &std::io::Error) {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        st.spawning -= 1;
+        st.break_pool(format!("cannot start a new worker: {error}"), &mut fx);
+        self.changed.notify_all();
+        drop(st);
+        self.settle(fx);
+    }
+
+    // --- submitting -----------------------------------------------------------------------
+
+    pub(crate) fn submit(self: &Arc<Self>, call: Call) -> Result<TaskFuture, SubmitError> {
+        self.lock().phase.check()?;
+        let component = self.register(call.component())?;
+        let id = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let frame = task_frame(
+            id,
+            component.id,
+            call.function_index(),
+            call.budget(),
+            call.argv(),
+            call.args(),
+        )
+        .map_err(|e| {
+            SubmitError::Incompatible(format!("the call cannot be sent to a worker: {e}"))
+        })?;
+        let (promise, future) = promise();
+        let pool = Arc::downgrade(self);
+        // Before the task can start, so that no abort slips between start and registration.
+        future.extras().abort_hook = Some(Box::new(move || abort_task(&pool, id)));
+        let mut st = self.lock();
+        st.phase.check()?;
+        st.queue.push_back(Job {
+            id,
+            promise,
+            frame,
+            component,
+        });
+        let fx = st.pump(&self.settings);
+        drop(st);
+        self.settle(fx);
+        Ok(future)
+    }
+
+    /// The workers' id of `component`, registering it on first use.
+    fn register(&self, component: &TaskComponent) -> Result<Arc<ComponentEntry>, SubmitError> {
+        let code = component.precompiled().map_err(|e| {
+            SubmitError::Incompatible(format!("cannot precompile it for the workers: {e}"))
+        })?;
+        let key = Arc::as_ptr(&code) as *const u8 as usize;
+        let mut registry = lock(&self.registry);
+        if let Some(entry) = registry.get(&key) {
+            return Ok(entry.clone());
+        }
+        let id = registry.len() as u64 + 1;
+        let config: &RuntimeConfig = component.runtime().config();
+        let header = load_frame_header(id, config, component.origin(), code.len())
+            .ok()
+            .filter(|h| h.len() + code.len() < MAX_FRAME as usize)
+            .ok_or_else(|| {
+                SubmitError::Incompatible(format!(
+                    "{} is too large to send to the workers ({} bytes compiled)",
+                    component.origin(),
+                    code.len()
+                ))
+            })?;
+        let entry = Arc::new(ComponentEntry { id, header, code });
+        registry.insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    // --- what the reader threads report ---------------------------------------------------
+
+    /// The worker answered the handshake.
+    pub(crate) fn worker_ready(self: &Arc<Self>, serial: u64) {
+        let mut st = self.lock();
+        if let Some(w) = st.worker_mut(serial) {
+            w.ready = true;
+        }
+        let fx = st.pump(&self.settings);
+        self.changed.notify_all();
+        drop(st);
+        self.settle(fx);
+    }
+
+    /// Results arrived. Fails if the worker answered a task it was not running.
+    pub(crate) fn tasks_done(
+        self: &Arc<Self>,
+        serial: u64,
+        results: Vec<(u64, TaskRun)>,
+    ) -> Result<(), ProtocolError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        let broken = matches!(st.phase, Phase::Broken(_));
+        let Some(w) = st.worker_mut(serial) else {
+            return Ok(());
+        };
+        let (name, pid) = (w.name.clone(), w.pid);
+        let mut done = Vec::with_capacity(results.len());
+        let mut breaks_pool = None;
+        let mut error = None;
+        for (id, run) in results {
+            let Some(i) = w.in_flight.iter().position(|(t, _)| *t == id) else {
+                // A broken pool failed the task already and is stopping this worker.
+                if !broken {
+                    error = Some(ProtocolError::Malformed(format!(
+                        "a result for task {id}, which it was not running"
+                    )));
+                    break;
+                }
+                continue;
+            };
+            let (_, promise) = w.in_flight.remove(i);
+            if run.breaks_pool {
+                // The pool's initializer failed: concurrent.futures breaks the pool.
+                breaks_pool = Some(match &run.outcome {
+                    Err(TaskError::BrokenPool { reason }) => reason.clone(),
+                    _ => format!("the initializer failed in {name}"),
+                });
+            }
+            done.push((promise, run));
+        }
+        let mut fx = Effects::default();
+        if let Some(reason) = breaks_pool {
+            st.break_pool(reason, &mut fx);
+        }
+        fx.merge(st.pump(&self.settings));
+        drop(st);
+        self.settle(fx);
+        for (promise, run) in done {
+            let report = run.report(&name, pid, 1);
+            promise.complete_with_report(run.outcome, report);
+        }
+        error.map_or(Ok(()), Err)
+    }
+
+    /// The worker's channel ended; `status` is how its process ended. Decides whether that
+    /// was expected (the pool closed it, or is broken already) or breaks the pool, or, in
+    /// respawn mode, fails only the worker's own tasks and starts a replacement.
+    pub(crate) fn worker_gone(self: &Arc<Self>, serial: u64, end: End, status: Option<ExitStatus>) {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let Some(i) = st.workers.iter().position(|w| w.serial == serial) else {
+            return;
+        };
+        let worker = st.workers.remove(i);
+        let closed_by_us = worker.tx.is_none() && worker.in_flight.is_empty();
+        let expected =
+            matches!(st.phase, Phase::Broken(_)) || (matches!(end, End::Eof) && closed_by_us);
+        if !expected {
+            let reason = describe(&worker, &end, status);
+            if !worker.ready && st.startup_failure.is_none() {
+                st.startup_failure = Some(StartupFailure {
+                    worker: worker.name.to_string(),
+                    reason: describe_start(&end, status),
+                    source: match &end {
+                        End::Handshake(e) | End::Protocol(e) => Some(e.clone()),
+                        End::Eof => None,
+                    },
+                });
+            }
+            if self.settings.respawn && worker.ready {
+                let replace =
+                    !worker.retiring && (matches!(st.phase, Phase::Open) || !st.queue.is_empty());
+                let error = TaskError::BrokenPool {
+                    reason: if replace {
+                        format!("{reason}; a new worker takes its place (respawn mode)")
+                    } else {
+                        reason
+                    },
+                };
+                for (_, promise) in worker.in_flight {
+                    fx.failed.push((promise, error.clone()));
+                }
+                if replace {
+                    st.spawning += 1;
+                    fx.spawn += 1;
+                }
+            } else {
+                let error = TaskError::BrokenPool {
+                    reason: reason.clone(),
+                };
+                for (_, promise) in worker.in_flight {
+                    fx.failed.push((promise, error.clone()));
+                }
+                st.break_pool(reason, &mut fx);
+            }
+        }
+        fx.merge(st.pump(&self.settings));
+        self.changed.notify_all();
+        drop(st);
+        self.settle(fx);
+    }
+
+    // --- shutting down --------------------------------------------------------------------
+
+    pub(crate) fn shutdown(self: &Arc<Self>, wait: bool, cancel_futures: bool) {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Open) {
+            st.phase = Phase::ShuttingDown;
+        }
+        let cancelled: Vec<Job> = if cancel_futures {
+            st.queue.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        let fx = st.pump(&self.settings);
+        drop(st);
+        for job in cancelled {
+            job.promise.future().cancel();
+        }
+        self.settle(fx);
+        if wait {
+            self.wait_for_workers();
+        }
+    }
+
+    /// Blocks until every worker process has exited and been reaped (unless called from
+    /// one of this pool's own reader threads, which would then wait for itself).
+    fn wait_for_workers(self: &Arc<Self>) {
+        if self.on_reader_thread() {
+            return;
+        }
+        let st = self.lock();
+        let _done = self
+            .changed
+            .wait_while(st, |s| !s.workers.is_empty() || s.spawning > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// The futures of the tasks the workers are running now.
+    pub(crate) fn running(&self) -> Vec<TaskFuture> {
+        let st = self.lock();
+        st.workers
+            .iter()
+            .flat_map(|w| w.in_flight.iter().map(|(_, p)| p.future()))
+            .collect()
+    }
+
+    /// Sends `signal` to every worker process still running.
+    pub(crate) fn signal_workers(&self, signal: rustix::process::Signal) {
+        let children: Vec<_> = self
+            .lock()
+            .workers
+            .iter()
+            .map(|w| w.child.clone())
+            .collect();
+        for child in children {
+            process::signal(&child, signal);
+        }
+    }
+
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        self.lock().workers.iter().map(|w| w.pid).collect()
+    }
+
+    pub(crate) fn broken_reason(&self) -> Option<String> {
+        match &self.lock().phase {
+            Phase::Broken(reason) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// Does what the state changes decided, without the lock: kills processes, resolves
+    /// futures (running their callbacks here), starts replacements.
+    fn settle(self: &Arc<Self>, fx: Effects) {
+        for child in &fx.kill {
+            process::signal(child, rustix::process::Signal::KILL);
+        }
+        for (promise, error) in fx.failed {
+            promise.set_error(error);
+        }
+        for _ in 0..fx.spawn {
+            // A failure breaks the pool, with the reason (see `spawn_failed`).
+            let _ = process::start(self);
+        }
+    }
+}
+
+impl Phase {
+    fn check(&self) -> Result<(), SubmitError> {
+        match self {
+            Phase::Open => Ok(()),
+            Phase::ShuttingDown => Err(SubmitError::Shutdown),
+            Phase::Broken(reason) => Err(SubmitError::BrokenPool(reason.clone())),
+        }
+    }
+}
+
+impl State {
+    fn worker_mut(&mut self, serial: u64) -> Option<&mut Worker> {
+        self.workers.iter_mut().find(|w| w.serial == serial)
+    }
+
+    /// Hands queued tasks to workers with room, and closes workers that have nothing more
+    /// to do (retired ones; all idle ones once the pool shuts down and the queue is empty).
+    fn pump(&mut self, settings: &Settings) -> Effects {
+        let mut fx = Effects::default();
+        if matches!(self.phase, Phase::Broken(_)) {
+            return fx;
+        }
+        loop {
+            while self
+                .queue
+                .front()
+                .is_some_and(|job| job.promise.is_cancelled())
+            {
+                self.queue.pop_front();
+            }
+            if self.queue.is_empty() {
+                break;
+            }
+            let Some(w) = self.pick(settings.pipeline_depth) else {
+                break;
+            };
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            if !job.promise.set_running_or_notify_cancel() {
+                continue;
+            }
+            let replace = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
+            let worker = &mut self.workers[w];
+            worker.hand(job);
+            if settings
+                .max_tasks_per_worker
+                .is_some_and(|max| worker.assigned >= max)
+            {
+                worker.retiring = true;
+                if replace {
+                    self.spawning += 1;
+                    fx.spawn += 1;
+                }
+            }
+        }
+        let finished = matches!(self.phase, Phase::ShuttingDown) && {
+            self.queue.retain(|job| !job.promise.is_cancelled());
+            self.queue.is_empty()
+        };
+        for worker in &mut self.workers {
+            if worker.in_flight.is_empty() && (worker.retiring || finished) {
+                worker.tx = None;
+            }
+        }
+        fx
+    }
+
+    /// The ready worker with room and the fewest tasks in flight (the first of equals).
+    fn pick(&self, depth: usize) -> Option<usize> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.ready && w.tx.is_some() && !w.retiring && w.in_flight.len() < depth)
+            .min_by_key(|(_, w)| w.in_flight.len())
+            .map(|(i, _)| i)
+    }
+
+    /// Marks the pool broken: every queued and in-flight task fails with `reason`, every
+    /// worker is killed. Later submits fail at once.
+    fn break_pool(&mut self, reason: String, fx: &mut Effects) {
+        if matches!(self.phase, Phase::Broken(_)) {
+            return;
+        }
+        let error = TaskError::BrokenPool {
+            reason: reason.clone(),
+        };
+        self.phase = Phase::Broken(reason);
+        for job in self.queue.drain(..) {
+            fx.failed.push((job.promise, error.clone()));
+        }
+        for worker in &mut self.workers {
+            for (_, promise) in worker.in_flight.drain(..) {
+                fx.failed.push((promise, error.clone()));
+            }
+            worker.tx = None;
+            fx.kill.push(worker.child.clone());
+        }
+    }
+}
+
+impl Worker {
+    /// Sends `job` to the worker (its component first, if the worker lacks it).
+    fn hand(&mut self, job: Job) {
+        if let Some(tx) = &self.tx {
+            // A send fails only if the writer thread ended, i.e. the process is dying: the
+            // reader thread will see that and fail the task with the rest.
+            if self.loaded.insert(job.component.id) {
+                let _ = tx.send(Outgoing::Code {
+                    header: job.component.header.clone(),
+                    code: job.component.code.clone(),
+                });
+            }
+            let _ = tx.send(Outgoing::Bytes(job.frame));
+        }
+        self.in_flight.push((job.id, job.promise));
+        self.assigned += 1;
+    }
+}
+
+/// The abort hook of a task: asks the worker running it to stop it.
+fn abort_task(pool: &Weak<Shared>, id: u64) {
+    let Some(shared) = pool.upgrade() else {
+        return;
+    };
+    let st = shared.lock();
+    let worker = st
+        .workers
+        .iter()
+        .find(|w| w.in_flight.iter().any(|(t, _)| *t == id));
+    if let Some(tx) = worker.and_then(|w| w.tx.as_ref()) {
+        let _ = tx.send(Outgoing::Bytes(abort_frame(id)));
+    }
+}
+
+/// Why a worker's loss broke the pool, naming the worker and how it ended.
+fn describe(worker: &Worker, end: &End, status: Option<ExitStatus>) -> String {
+    let who = format!("{} (pid {})", worker.name, worker.pid);
+    let during = match worker.in_flight.len() {
+        0 => String::new(),
+        1 => " while running 1 task".to_string(),
+        n => format!(" while running {n} tasks"),
+    };
+    match end {
+        End::Eof => format!("{who} terminated abruptly{during}: {}", exit_text(status)),
+        End::Handshake(e) => format!("{who} failed the handshake: {e}"),
+        End::Protocol(e) => format!("{who} sent a malformed message{during} and was stopped: {e}"),
+    }
+}
+
+fn describe_start(end: &End, status: Option<ExitStatus>) -> String {
+    match end {
+        End::Handshake(ProtocolError::Truncated(_)) | End::Eof => {
+            format!("it ended before the handshake ({})", exit_text(status))
+        }
+        End::Handshake(e) | End::Protocol(e) => e.to_string(),
+    }
+}
+
+/// Why [`Shared::start`] failed.
+pub(crate) enum StartError {
+    Spawn(std::io::Error),
+    Worker(StartupFailure),
+}

@@ -1,0 +1,313 @@
+//! Worker processes from the pool's side: starting one, the writer thread that feeds its
+//! stdin, the reader thread that reads its stdout, and reaping it.
+//!
+//! Detection does not depend on a task finishing: the reader thread blocks on the worker's
+//! stdout, and the kernel ends that read (EOF) the moment the process dies, however it dies.
+//! The reader then reaps the process (its exit status names the cause) and reports the loss.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, unbounded};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::output::HostStream;
+
+use super::pool::{End, Shared, Worker, lock};
+use super::protocol::{
+    FromWorker, PROTOCOL_VERSION, Setup, decode_from_worker, read_frame, read_hello, setup_frame,
+};
+
+/// The environment variable that starts a program in worker mode (its value is the
+/// protocol version the pool speaks). See [`serve_worker_if_requested`](crate::serve_worker_if_requested).
+pub const WORKER_ENV: &str = "WASMPOOL_WORKER";
+
+/// How long a worker whose channel ended may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_millis(250);
+
+/// Buffer size of both directions of the channel.
+const CHANNEL_BUFFER: usize = 64 * 1024;
+
+/// What the writer thread writes to a worker.
+pub(crate) enum Outgoing {
+    /// A whole frame.
+    Bytes(Vec<u8>),
+    /// A LOAD frame: its header, then the precompiled code (shared, not copied).
+    Code { header: Vec<u8>, code: Arc<[u8]> },
+}
+
+/// Starts one worker process with its writer and reader threads, and registers it. The
+/// caller counted it in `spawning`; a failure un-counts it and breaks the pool.
+pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let result = start_inner(shared);
+    if let Err(e) = &result {
+        shared.spawn_failed(e);
+    }
+    result
+}
+
+fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let settings = &shared.settings;
+    let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
+    let name: Arc<str> = Arc::from(format!("{}-{serial}", settings.name_prefix));
+    let setup = setup_frame(&Setup {
+        name: name.to_string(),
+        output: settings.output,
+        budget: settings.budget.clone(),
+        capabilities: settings.capabilities.clone(),
+        policy: settings.policy,
+        initializer: settings.initializer.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    let mut child = Command::new(&settings.program)
+        .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot run {}: {e}", settings.program.display()),
+            )
+        })?;
+    let pid = child.id();
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        kill_and_reap(&mut child);
+        return Err(std::io::Error::other("the worker's pipes were not created"));
+    };
+    let (tx, rx) = unbounded();
+    // The channel is fresh and its receiver alive: this cannot fail.
+    let _ = tx.send(Outgoing::Bytes(setup));
+    let writer = std::thread::Builder::new()
+        .name(format!("{name}-writer"))
+        .spawn(move || write_loop(stdin, &rx));
+    if let Err(e) = writer {
+        kill_and_reap(&mut child);
+        return Err(e);
+    }
+    let child = Arc::new(Mutex::new(child));
+    let added = shared.add_worker(Worker {
+        serial,
+        name: name.clone(),
+        pid,
+        child: child.clone(),
+        tx: Some(tx),
+        ready: false,
+        retiring: false,
+        assigned: 0,
+        loaded: Default::default(),
+        in_flight: Vec::new(),
+    });
+    if !added {
+        kill_and_reap(&mut lock(&child));
+        return Ok(());
+    }
+    let reader_shared = shared.clone();
+    let reader_child = child.clone();
+    let reader = std::thread::Builder::new()
+        .name(format!("{name}-reader"))
+        .spawn(move || read_loop(&reader_shared, serial, stdout, &reader_child));
+    if let Err(e) = reader {
+        let status = reap(&child, true);
+        let error = crate::error::ProtocolError::Io(format!("cannot start its reader: {e}"));
+        shared.worker_gone(serial, End::Protocol(error), status);
+    }
+    Ok(())
+}
+
+/// Feeds the worker's stdin: waits for a frame, writes it and everything else queued, then
+/// flushes, so a burst of tasks costs one write. Ends when the pool drops the sender (the
+/// worker then sees EOF and exits after its last task) or a write fails (it died).
+fn write_loop(stdin: ChildStdin, frames: &Receiver<Outgoing>) {
+    let mut out = BufWriter::with_capacity(CHANNEL_BUFFER, stdin);
+    while let Ok(first) = frames.recv() {
+        let mut next = Some(first);
+        while let Some(frame) = next {
+            let written = match frame {
+                Outgoing::Bytes(bytes) => out.write_all(&bytes),
+                Outgoing::Code { header, code } => {
+                    out.write_all(&header).and_then(|()| out.write_all(&code))
+                }
+            };
+            if written.is_err() {
+                return;
+            }
+            next = frames.try_recv().ok();
+        }
+        if out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the worker's frames until its channel ends, then reaps it and reports.
+fn read_loop(shared: &Arc<Shared>, serial: u64, stdout: ChildStdout, child: &Mutex<Child>) {
+    shared.enter_reader_thread();
+    let mut input = BufReader::with_capacity(CHANNEL_BUFFER, stdout);
+    let end = match read_hello(&mut input) {
+        Err(e) => End::Handshake(e),
+        Ok(_) => {
+            shared.worker_ready(serial);
+            read_results(shared, serial, &mut input)
+        }
+    };
+    // A worker that broke the protocol may still be running: stop it first.
+    let status = reap(child, !matches!(end, End::Eof));
+    shared.worker_gone(serial, end, status);
+}
+
+/// Reads frames until the channel ends. Results that arrive together (already in the
+/// buffer) are handed over together: one lock and one round of dispatch for the lot.
+fn read_results(shared: &Arc<Shared>, serial: u64, input: &mut BufReader<ChildStdout>) -> End {
+    let mut results = Vec::new();
+    let end = loop {
+        let (kind, payload) = match read_frame(input) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break End::Eof,
+            Err(e) => break End::Protocol(e),
+        };
+        match decode_from_worker(kind, &payload) {
+            Ok(FromWorker::Output(stream, line)) => print_line(stream, &line),
+            Ok(FromWorker::Result(id, run)) => results.push((id, run)),
+            Err(e) => break End::Protocol(e),
+        }
+        if !whole_frame_buffered(input.buffer()) {
+            if let Err(e) = shared.tasks_done(serial, std::mem::take(&mut results)) {
+                break End::Protocol(e);
+            }
+        }
+    };
+    match shared.tasks_done(serial, results) {
+        Err(e) if matches!(end, End::Eof) => End::Protocol(e),
+        _ => end,
+    }
+}
+
+/// Whether `buf` starts with a whole frame (so reading it will not block).
+fn whole_frame_buffered(buf: &[u8]) -> bool {
+    match buf.first_chunk::<4>() {
+        Some(len) => buf.len() - 4 >= u32::from_le_bytes(*len) as usize,
+        None => false,
+    }
+}
+
+/// Prints a line a task wrote (prefix and newline included), in one locked write, the same
+/// way the thread pool forwards its tasks' lines.
+fn print_line(stream: HostStream, line: &[u8]) {
+    // A closed stdout of the pool's process must not stop the pool.
+    let _ = match stream {
+        HostStream::Stdout => std::io::stdout().lock().write_all(line),
+        HostStream::Stderr => std::io::stderr().lock().write_all(line),
+    };
+}
+
+/// Waits for the process to exit and returns its status: `kill` first, or after a short
+/// grace if it does not exit by itself (a process that closed its stdout but lives on).
+fn reap(child: &Mutex<Child>, kill: bool) -> Option<ExitStatus> {
+    if kill {
+        let _ = lock(child).kill();
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match lock(child).try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if Instant::now() >= deadline {
+            let mut child = lock(child);
+            let _ = child.kill();
+            return child.wait().ok();
+        }
+        // Polling, not a blocking wait, so that the lock stays free for `kill_workers`.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends `signal` to the process unless it has been reaped (then its pid may belong to
+/// another process already).
+pub(crate) fn signal(child: &Mutex<Child>, signal: Signal) {
+    let mut child = lock(child);
+    if matches!(child.try_wait(), Ok(None)) {
+        let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = kill_process(pid, signal);
+        }
+    }
+}
+
+/// How a process ended, in words: `killed by signal 9 (SIGKILL)`, `exited with code 1`.
+pub(crate) fn exit_text(status: Option<ExitStatus>) -> String {
+    let Some(status) = status else {
+        return "its exit status is unknown".to_string();
+    };
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let core = if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            };
+            format!("killed by signal {sig} ({}{core})", signal_name(sig))
+        }
+        None => format!("ended with status {status}"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        _ => "a signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_well() {
+        assert_eq!(
+            exit_text(Some(ExitStatus::from_raw(9))),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            exit_text(Some(ExitStatus::from_raw(6 | 0x80))),
+            "killed by signal 6 (SIGABRT, core dumped)"
+        );
+        assert_eq!(
+            exit_text(Some(ExitStatus::from_raw(3 << 8))),
+            "exited with code 3"
+        );
+        assert_eq!(exit_text(None), "its exit status is unknown");
+    }
+}

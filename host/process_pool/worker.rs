@@ -1,0 +1,356 @@
+//! The worker process: the loop a program runs when a process pool started it.
+//!
+//! Three threads:
+//! - the main thread reads frames from stdin: components to load and tasks go to the
+//!   executor in order; an abort stops the task it names at once;
+//! - the executor thread runs one task at a time with [`run_task`], exactly as a thread-pool
+//!   worker does, and queues each result;
+//! - the writer thread writes results and output lines to the channel, flushing whenever it
+//!   has nothing more to write.
+//!
+//! The channel to the pool is the process's original stdout. Before anything else runs, the
+//! worker moves it to a private descriptor and points fd 1 at stderr, so nothing printed by
+//! accident can corrupt a frame. The lines tasks print reach the pool as OUTPUT frames (see
+//! `output.rs`), and the pool prints them on its own stdout/stderr.
+//!
+//! When stdin ends (the pool closed it, or died), the worker finishes the tasks it has and
+//! exits with code 0. A malformed frame from the pool makes it exit with code 2.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use crate::call::Call;
+use crate::component::{Runtime, RuntimeConfig, TaskComponent};
+use crate::error::TaskError;
+use crate::output::redirect_host_output;
+use crate::run::{InstanceSlot, TaskControl, TaskEnv, TaskRun, run_task};
+
+use super::protocol::{
+    Load, Task, ToWorker, decode_to_worker, hello_frame, output_frame, read_frame, result_frame,
+};
+
+/// Test hook for the crash tests (never set by the pool): `exit-after:N`, `abort-after:N`
+/// or `garbage-after:N` makes the worker exit with code 0, abort, or write garbage on its
+/// channel when its Nth task arrives.
+const TEST_HOOK_ENV: &str = "WASMPOOL_WORKER_TEST_HOOK";
+
+/// What the writer thread writes.
+enum Out {
+    Bytes(Vec<u8>),
+    /// Flush and stop: the worker is exiting.
+    Finish,
+}
+
+/// What the executor thread does, in order.
+enum Job {
+    Load(Load),
+    Task(Task),
+}
+
+/// Tasks received and not finished, with their abort switches.
+type Controls = Arc<Mutex<HashMap<u64, (Arc<TaskControl>, bool)>>>;
+
+/// Serves the pool on stdin/stdout until stdin ends; returns the exit code.
+pub(crate) fn serve() -> i32 {
+    match serve_inner() {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("wasmpool worker {}: {message}", std::process::id());
+            2
+        }
+    }
+}
+
+fn serve_inner() -> Result<(), String> {
+    let channel = take_stdout().map_err(|e| format!("cannot set up the channel: {e}"))?;
+    let (out, out_rx) = unbounded::<Out>();
+    let writer = std::thread::Builder::new()
+        .name("wasmpool-worker-writer".into())
+        .spawn(move || write_loop(channel, &out_rx))
+        .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+    let _ = out.send(Out::Bytes(hello_frame(std::process::id())));
+
+    let stdin = std::io::stdin();
+    let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+    let setup = match read_frame(&mut input) {
+        // The pool went away before it said anything (e.g. a failed build): nothing to do.
+        Ok(None) => return finish(&out, writer),
+        Ok(Some((kind, payload))) => match decode_to_worker(kind, &payload) {
+            Ok(ToWorker::Setup(setup)) => setup,
+            Ok(_) => return Err("the first frame from the pool is not SETUP".into()),
+            Err(e) => return Err(e.to_string()),
+        },
+        Err(e) => return Err(e.to_string()),
+    };
+    let lines = out.clone();
+    redirect_host_output(move |stream, line| {
+        if let Ok(frame) = output_frame(stream, line) {
+            let _ = lines.send(Out::Bytes(frame));
+        }
+    });
+    let env = TaskEnv {
+        worker_name: Arc::from(setup.name),
+        output: setup.output,
+        budget: setup.budget,
+        capabilities: setup.capabilities,
+        policy: setup.policy,
+        initializer: setup.initializer,
+    };
+
+    let controls: Controls = Arc::default();
+    let (jobs, jobs_rx) = unbounded::<Job>();
+    let executor = {
+        let (out, controls) = (out.clone(), controls.clone());
+        std::thread::Builder::new()
+            .name("wasmpool-worker-executor".into())
+            .spawn(move || execute(&jobs_rx, &out, &controls, &env))
+            .map_err(|e| format!("cannot start the executor thread: {e}"))?
+    };
+
+    let hook = TestHook::from_env();
+    let mut tasks_seen = 0u64;
+    loop {
+        let (kind, payload) = match read_frame(&mut input) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        };
+        match decode_to_worker(kind, &payload).map_err(|e| e.to_string())? {
+            ToWorker::Setup(_) => return Err("a second SETUP frame".into()),
+            ToWorker::Load(load) => {
+                let _ = jobs.send(Job::Load(load));
+            }
+            ToWorker::Task(task) => {
+                tasks_seen += 1;
+                hook.on_task(tasks_seen, &out);
+                lock(&controls).insert(task.id, (Arc::new(TaskControl::default()), false));
+                let _ = jobs.send(Job::Task(task));
+            }
+            ToWorker::Abort(id) => {
+                if let Some((control, aborted)) = lock(&controls).get_mut(&id) {
+                    *aborted = true;
+                    control.abort();
+                }
+            }
+        }
+    }
+    // Stdin ended: finish the tasks received, then exit.
+    drop(jobs);
+    let _ = executor.join();
+    finish(&out, writer)
+}
+
+fn finish(out: &Sender<Out>, writer: std::thread::JoinHandle<()>) -> Result<(), String> {
+    let _ = out.send(Out::Finish);
+    let _ = writer.join();
+    Ok(())
+}
+
+/// Moves the channel off fd 1 and points fd 1 at stderr.
+fn take_stdout() -> std::io::Result<File> {
+    let stdout = std::io::stdout();
+    let channel = rustix::io::fcntl_dupfd_cloexec(&stdout, 3)?;
+    rustix::stdio::dup2_stdout(std::io::stderr())?;
+    Ok(File::from(channel))
+}
+
+fn write_loop(channel: File, frames: &Receiver<Out>) {
+    let mut w = BufWriter::with_capacity(64 * 1024, channel);
+    while let Ok(first) = frames.recv() {
+        let mut next = Some(first);
+        while let Some(frame) = next {
+            match frame {
+                Out::Bytes(bytes) => {
+                    if w.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+                Out::Finish => {
+                    let _ = w.flush();
+                    return;
+                }
+            }
+            next = frames.try_recv().ok();
+        }
+        if w.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the jobs in order until the main thread closes the queue.
+fn execute(jobs: &Receiver<Job>, out: &Sender<Out>, controls: &Controls, env: &TaskEnv) {
+    let mut runtimes: Vec<(RuntimeConfig, Runtime)> = Vec::new();
+    let mut components: HashMap<u64, Result<TaskComponent, String>> = HashMap::new();
+    let mut instances = InstanceSlot::default();
+    for job in jobs.iter() {
+        match job {
+            Job::Load(load) => {
+                let loaded = load_component(&mut runtimes, &load);
+                components.insert(load.id, loaded);
+            }
+            Job::Task(task) => {
+                let id = task.id;
+                let (control, aborted) = lock(controls)
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| (Arc::new(TaskControl::default()), false));
+                let run = if aborted {
+                    failed_run(TaskError::Cancelled)
+                } else {
+                    match make_call(&components, task) {
+                        Ok(call) => guarded_run(&call, env, &control, &mut instances),
+                        Err(message) => failed_run(TaskError::Start { message }),
+                    }
+                };
+                lock(controls).remove(&id);
+                let frame = result_frame(id, &run).or_else(|e| {
+                    result_frame(
+                        id,
+                        &failed_run(TaskError::Start {
+                            message: format!("the task's result cannot be returned: {e}"),
+                        }),
+                    )
+                });
+                if let Ok(frame) = frame {
+                    let _ = out.send(Out::Bytes(frame));
+                }
+            }
+        }
+    }
+}
+
+fn load_component(
+    runtimes: &mut Vec<(RuntimeConfig, Runtime)>,
+    load: &Load,
+) -> Result<TaskComponent, String> {
+    let runtime = match runtimes.iter().find(|(c, _)| *c == load.config) {
+        Some((_, runtime)) => runtime.clone(),
+        None => {
+            let runtime = Runtime::with_config(load.config.clone()).map_err(|e| e.to_string())?;
+            runtimes.push((load.config.clone(), runtime.clone()));
+            runtime
+        }
+    };
+    // SAFETY: the bytes are `TaskComponent::precompiled()` output (wasmtime's `serialize`)
+    // made by the pool process that started this worker, received whole (the frame's length
+    // is checked) over the pipe that process created for this worker alone, and loaded with
+    // a runtime of the same settings. wasmtime also checks the header, its own version and
+    // the engine settings before using them.
+    unsafe { runtime.load_precompiled(&load.code, &load.origin) }.map_err(|e| e.to_string())
+}
+
+/// Builds the checked call the task describes (its arguments are checked again here).
+fn make_call(
+    components: &HashMap<u64, Result<TaskComponent, String>>,
+    task: Task,
+) -> Result<Call, String> {
+    let component = match components.get(&task.component) {
+        Some(Ok(component)) => component,
+        Some(Err(message)) => return Err(message.clone()),
+        None => {
+            return Err(format!(
+                "component {} was never sent to this worker",
+                task.component
+            ));
+        }
+    };
+    let name = component
+        .functions()
+        .get(task.function)
+        .ok_or_else(|| format!("the component has no function #{}", task.function))?
+        .name()
+        .to_string();
+    let call = component
+        .call(&name, task.args)
+        .map_err(|e| e.to_string())?
+        .with_budget(task.budget);
+    Ok(match task.argv {
+        Some(argv) => call.with_args(argv),
+        None => call,
+    })
+}
+
+/// Runs the task; a panic in the host code becomes that task's error, as in the thread pool.
+fn guarded_run(
+    call: &Call,
+    env: &TaskEnv,
+    control: &Arc<TaskControl>,
+    instances: &mut InstanceSlot,
+) -> TaskRun {
+    catch_unwind(AssertUnwindSafe(|| run_task(call, env, control, instances))).unwrap_or_else(
+        |panic| {
+            // The kept instance may be mid-call: never reuse it.
+            *instances = InstanceSlot::default();
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            failed_run(TaskError::BrokenPool {
+                reason: format!(
+                    "{} panicked while running the task: {text}",
+                    env.worker_name
+                ),
+            })
+        },
+    )
+}
+
+fn failed_run(error: TaskError) -> TaskRun {
+    TaskRun {
+        outcome: Err(error),
+        elapsed: Duration::ZERO,
+        fuel_consumed: None,
+        peak_memory: 0,
+        stdout: None,
+        stderr: None,
+        breaks_pool: false,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// See [`TEST_HOOK_ENV`].
+enum TestHook {
+    None,
+    ExitAfter(u64),
+    AbortAfter(u64),
+    GarbageAfter(u64),
+}
+
+impl TestHook {
+    fn from_env() -> TestHook {
+        let Ok(value) = std::env::var(TEST_HOOK_ENV) else {
+            return TestHook::None;
+        };
+        let parsed = value
+            .split_once(':')
+            .and_then(|(what, n)| Some((what, n.parse::<u64>().ok()?)));
+        match parsed {
+            Some(("exit-after", n)) => TestHook::ExitAfter(n),
+            Some(("abort-after", n)) => TestHook::AbortAfter(n),
+            Some(("garbage-after", n)) => TestHook::GarbageAfter(n),
+            _ => TestHook::None,
+        }
+    }
+
+    fn on_task(&self, seen: u64, out: &Sender<Out>) {
+        match *self {
+            TestHook::ExitAfter(n) if seen == n => std::process::exit(0),
+            TestHook::AbortAfter(n) if seen == n => std::process::abort(),
+            TestHook::GarbageAfter(n) if seen == n => {
+                let _ = out.send(Out::Bytes(b"\x07\0\0\0\xffgarbage!".to_vec()));
+            }
+            _ => {}
+        }
+    }
+}
