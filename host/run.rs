@@ -240,12 +240,10 @@ pub(crate) fn run_task(
         Some(kept) => kept,
         None => match new_instance(call, env, &budget, deadline, control) {
             Ok(live) => live,
-            Err((message, breaks_pool)) => {
-                let mut run = failed_start(message.clone());
-                if breaks_pool {
-                    run.outcome = Err(TaskError::BrokenPool { reason: message });
-                    run.breaks_pool = true;
-                }
+            Err((error, breaks_pool)) => {
+                let mut run = failed_start(String::new());
+                run.outcome = Err(error);
+                run.breaks_pool = breaks_pool;
                 return run;
             }
         },
@@ -257,10 +255,10 @@ pub(crate) fn run_task(
         state.deadline = deadline;
         state.limiter.max = budget.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
     }
-    if runtime.config.fuel {
-        if let Err(e) = live.store.set_fuel(fuel_budget) {
-            return failed_start(format!("{e:#}"));
-        }
+    if runtime.config.fuel
+        && let Err(e) = live.store.set_fuel(fuel_budget)
+    {
+        return failed_start(format!("{e:#}"));
     }
 
     let function = call.function();
@@ -317,13 +315,14 @@ fn new_instance(
     budget: &Budget,
     deadline: Option<Instant>,
     control: &Arc<TaskControl>,
-) -> Result<KeptInstance, (String, bool)> {
+) -> Result<KeptInstance, (TaskError, bool)> {
+    let start_error = |message: String| (TaskError::Start { message }, false);
     let component = call.component();
     let runtime = component.runtime().inner();
     let stdout = LineSink::new(env.output, &env.worker_name, HostStream::Stdout);
     let stderr = LineSink::new(env.output, &env.worker_name, HostStream::Stderr);
     let wasi =
-        wasi_context(&env.capabilities, call.argv(), &stdout, &stderr).map_err(|m| (m, false))?;
+        wasi_context(&env.capabilities, call.argv(), &stdout, &stderr).map_err(start_error)?;
     let mut store = Store::new(
         &runtime.engine,
         TaskState {
@@ -342,7 +341,7 @@ fn new_instance(
     if runtime.config.fuel {
         store
             .set_fuel(u64::MAX)
-            .map_err(|e| (format!("{e:#}"), false))?;
+            .map_err(|e| start_error(format!("{e:#}")))?;
     }
     if runtime.config.interruptible {
         store.epoch_deadline_callback(|store| {
@@ -358,15 +357,31 @@ fn new_instance(
         store.set_epoch_deadline(1);
     }
     let instance = if deadline.is_some() {
-        let pre = component.instance_pre_async().map_err(|m| (m, false))?;
+        let pre = component.instance_pre_async().map_err(start_error)?;
         instantiate_async(&mut store, pre, control, deadline)
     } else {
         component
             .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| format!("{e:#}"))
-    }
-    .map_err(|m| (m, false))?;
+    };
+    let instance = instance.map_err(|message| {
+        // Say which limit stopped instantiation, if one did.
+        let error = if control.is_aborted() {
+            TaskError::Cancelled
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            TaskError::Timeout {
+                limit: budget.timeout.unwrap_or_default(),
+            }
+        } else if store.data().limiter.denied {
+            TaskError::MemoryLimit {
+                limit: store.data().limiter.max,
+            }
+        } else {
+            TaskError::Start { message }
+        };
+        (error, false)
+    })?;
     let mut kept = KeptInstance {
         component: component.clone(),
         store,
@@ -376,7 +391,8 @@ fn new_instance(
         stderr,
     };
     if let Some(name) = &env.initializer {
-        initialize(&mut kept, name, deadline, control).map_err(|m| (m, true))?;
+        initialize(&mut kept, name, deadline, control)
+            .map_err(|reason| (TaskError::BrokenPool { reason }, true))?;
     }
     Ok(kept)
 }
@@ -458,12 +474,15 @@ fn until_deadline<T>(
     ASYNC_RUNTIME.with(|rt| {
         let rt = rt.as_ref().map_err(|e| Failure::Start(e.clone()))?;
         rt.block_on(async {
+            // Biased: a deadline already passed, or an abort, wins over work that would
+            // finish in the same poll, so the outcome never depends on chance.
             tokio::select! {
-                outcome = work => outcome,
+                biased;
                 () = tokio::time::sleep_until(deadline.into()) => {
                     Err(Failure::Call(Interrupted::Deadline.into()))
                 }
                 () = control.wake.notified() => Err(Failure::Call(Interrupted::Aborted.into())),
+                outcome = work => outcome,
             }
         })
     })

@@ -193,10 +193,10 @@ fn worker_loop(jobs: &Receiver<Job>, env: &TaskEnv, watch: &Watch) {
         lock(&watch.running)[watch.slot] = None;
         match run {
             Ok(run) => {
-                if run.breaks_pool {
-                    if let Err(TaskError::BrokenPool { reason }) = &run.outcome {
-                        lock(&watch.broken).get_or_insert_with(|| reason.clone());
-                    }
+                if run.breaks_pool
+                    && let Err(TaskError::BrokenPool { reason }) = &run.outcome
+                {
+                    lock(&watch.broken).get_or_insert_with(|| reason.clone());
                 }
                 let report = run.report(&env.worker_name, pid, 1);
                 job.promise.complete_with_report(run.outcome, report);

@@ -1,8 +1,10 @@
 mod as_completed;
+mod bad_inputs;
 mod capabilities;
 mod cli;
 mod common;
 mod components;
+mod escapes;
 mod examples;
 mod executor_suite;
 mod futures;
