@@ -59,6 +59,97 @@ impl RuntimeConfig {
     }
 }
 
+/// How instances get their memory, tables and instance data: from a pool reserved when the
+/// [`Runtime`] starts (the default) or from the operating system per instance.
+///
+/// The pool is the fast default for a fresh instance per task: instantiating takes a slot
+/// instead of `mmap`, and dropping the store resets the slot instead of `munmap`. The
+/// `keep_resident` sizes keep the first bytes of each slot mapped (reset by `memset` or, on
+/// Linux 6.7+, only the dirty pages), so a task costs no `madvise(DONTNEED)`: in a
+/// multi-threaded process each of those sends a TLB shoot-down to every other core, which
+/// made two workers slower than one. Isolation is the same as on demand: every task still
+/// starts from a clean memory image.
+///
+/// The price is address space reserved up front: each memory slot is a 4 GiB reservation
+/// plus a guard region (virtual, `PROT_NONE`, not resident), times `instances`. When every
+/// slot is in use, a task fails to start with [`TaskError::Start`](crate::TaskError)
+/// ("maximum concurrent limit … reached"); it never panics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolingConfig {
+    /// How many component instances may be alive at once (default 1000). A thread pool
+    /// holds one per worker (its running task, or its kept instance under
+    /// [`InstancePolicy::Reuse`](crate::InstancePolicy)); pools sharing a runtime share it.
+    pub instances: u32,
+    /// Bytes of each linear memory kept resident between tasks (default 4 MiB). Up to this
+    /// much of what a task touched is reset in place (`memset`) rather than given back
+    /// with `madvise`; it must cover what a typical task touches, e.g. a Rust guest's
+    /// default 1 MiB stack plus its data and first heap pages (17+ pages of 64 KiB), or
+    /// every task pays a TLB shoot-down. Only pages a task touched ever become resident.
+    pub memory_keep_resident: usize,
+    /// Bytes of each table kept resident between tasks (default 64 KiB).
+    pub table_keep_resident: usize,
+}
+
+impl Default for PoolingConfig {
+    fn default() -> Self {
+        PoolingConfig {
+            instances: 1000,
+            memory_keep_resident: 4 << 20,
+            table_keep_resident: 64 << 10,
+        }
+    }
+}
+
+impl PoolingConfig {
+    /// Sets how many instances may be alive at once.
+    pub fn instances(mut self, count: u32) -> Self {
+        self.instances = count;
+        self
+    }
+
+    /// Sets how many bytes of each linear memory stay resident between tasks.
+    pub fn memory_keep_resident(mut self, bytes: usize) -> Self {
+        self.memory_keep_resident = bytes;
+        self
+    }
+
+    /// Sets how many bytes of each table stay resident between tasks.
+    pub fn table_keep_resident(mut self, bytes: usize) -> Self {
+        self.table_keep_resident = bytes;
+        self
+    }
+
+    /// wasmtime's settings for this pool.
+    fn wasmtime(&self) -> wasmtime::PoolingAllocationConfig {
+        // A wasm32-wasip2 component has a few core instances (the guest, the WASI adapter,
+        // shims) and one or two memories and tables; leave room for that per instance.
+        const CORE_PER_COMPONENT: u32 = 8;
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(self.instances)
+            .total_core_instances(self.instances.saturating_mul(CORE_PER_COMPONENT))
+            .total_memories(self.instances.saturating_mul(2))
+            .total_tables(self.instances.saturating_mul(2))
+            // One async stack per instance for the async path (tasks with a deadline).
+            .total_stacks(self.instances)
+            // 4 GiB: all a 32-bit memory can address, so the per-task cap
+            // (`Budget::max_memory`, default `DEFAULT_MAX_MEMORY` = 1 GiB), enforced by the
+            // store's limiter, always decides first and a grower gets `MemoryLimit`.
+            .max_memory_size(1 << 32)
+            // As many elements as the store's table limit allows.
+            .table_elements(TABLE_ELEMENTS)
+            .max_tables_per_module(2)
+            .max_memories_per_module(1)
+            .linear_memory_keep_resident(self.memory_keep_resident)
+            .table_keep_resident(self.table_keep_resident);
+        pool
+    }
+}
+
+/// Table slots in the pool hold up to this many elements (the same cap as the store's
+/// limiter in `run.rs`, `MAX_TABLE_ELEMENTS`).
+const TABLE_ELEMENTS: usize = 1 << 20;
+
 /// A wasm engine and the host functions (WASI 0.2) that task components link against.
 /// Components loaded by one runtime share its engine and compiled-code caches.
 ///
@@ -71,6 +162,7 @@ pub struct Runtime {
 pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) config: RuntimeConfig,
+    pooling: Option<PoolingConfig>,
     linker: Linker<TaskState>,
     /// For tasks with a deadline: WASI's async host functions, which a timer can cut short.
     linker_async: Linker<TaskState>,
@@ -84,10 +176,26 @@ impl Runtime {
         Runtime::with_config(RuntimeConfig::default())
     }
 
-    /// A runtime with the given engine settings.
+    /// A runtime with the given engine settings and the default instance pool
+    /// ([`PoolingConfig::default`]).
     pub fn with_config(config: RuntimeConfig) -> Result<Runtime, LoadError> {
+        Runtime::with_pooling(config, Some(PoolingConfig::default()))
+    }
+
+    /// A runtime with the given engine settings; `pooling` is the instance pool, or `None`
+    /// to allocate every instance from the operating system on demand (less address space
+    /// reserved, slower per task, and slower still with several worker threads).
+    pub fn with_pooling(
+        config: RuntimeConfig,
+        pooling: Option<PoolingConfig>,
+    ) -> Result<Runtime, LoadError> {
         let engine_error = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut wasm = wasmtime::Config::new();
+        if let Some(pool) = &pooling {
+            wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                pool.wasmtime(),
+            ));
+        }
         wasm.consume_fuel(config.fuel);
         wasm.epoch_interruption(config.interruptible);
         if let Some(size) = config.max_wasm_stack {
@@ -110,6 +218,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 config,
+                pooling,
                 linker,
                 linker_async,
                 ticker,
@@ -129,6 +238,17 @@ impl Runtime {
     /// The engine settings.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// The wasmtime engine behind this runtime, for code that drives wasmtime directly with
+    /// the same settings (the benchmarks' raw-wasmtime baseline).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The instance pool's settings; `None` when instances are allocated on demand.
+    pub fn pooling(&self) -> Option<&PoolingConfig> {
+        self.inner.pooling.as_ref()
     }
 
     pub(crate) fn inner(&self) -> &RuntimeInner {
@@ -503,5 +623,41 @@ mod tests {
             Err(LoadError::Truncated { .. })
         ));
         assert!(classify_header(b"\0asm\x0d\0\x01\0", "f").is_ok());
+    }
+
+    /// A full instance pool fails the task that finds it full, with a clear error.
+    #[test]
+    fn exhausted_pool_is_a_start_error() {
+        use crate::{Executor, OutputMode, TaskError, ThreadPoolExecutor};
+        let runtime = Runtime::with_pooling(
+            RuntimeConfig::default(),
+            Some(PoolingConfig::default().instances(1)),
+        )
+        .unwrap();
+        assert_eq!(runtime.pooling().map(|p| p.instances), Some(1));
+        let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
+        let pool = ThreadPoolExecutor::builder()
+            .workers(2)
+            .output(OutputMode::Discard)
+            .build()
+            .unwrap();
+        // The sleeper holds the only slot while the second task tries to get one.
+        let sleeper = pool
+            .submit(component.call_wave("sleep-ms(400)").unwrap())
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let second = pool.submit(component.call_wave("noop()").unwrap()).unwrap();
+        match second.result() {
+            Err(TaskError::Start { message }) => {
+                assert!(message.contains("maximum concurrent limit"), "{message}")
+            }
+            other => panic!("expected a start error, got {other:?}"),
+        }
+        sleeper.result().unwrap();
+        // The slot is free again.
+        pool.submit(component.call_wave("noop()").unwrap())
+            .unwrap()
+            .result()
+            .unwrap();
     }
 }

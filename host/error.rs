@@ -335,6 +335,12 @@ pub enum ProtocolError {
     /// The first frame was not a wasmpool worker's greeting.
     #[error("not a wasmpool worker: {0}")]
     NotAWorker(String),
+    /// The worker said nothing within the handshake timeout.
+    #[error(
+        "no greeting within {0:?}; is the worker program a wasmpool worker (one whose main \
+         calls wasmpool::serve_worker_if_requested)?"
+    )]
+    HandshakeTimeout(Duration),
     /// The worker speaks another version of the protocol.
     #[error("the worker speaks protocol version {theirs}, this pool speaks version {ours}")]
     VersionMismatch {

@@ -34,7 +34,7 @@ mod value;
 mod wait;
 
 pub use call::Call;
-pub use component::{ExportedFunction, Runtime, RuntimeConfig, TaskComponent};
+pub use component::{ExportedFunction, PoolingConfig, Runtime, RuntimeConfig, TaskComponent};
 pub use error::{
     BuildError, CallError, LoadError, ProtocolError, SubmitError, TaskError, TaskErrorKind,
     WaitTimeout,

@@ -3,54 +3,21 @@
 //! down with it.
 //!
 //! - `mod.rs` (this file): the public API, [`ProcessPoolBuilder`] and [`ProcessPoolExecutor`].
-//! - `pool.rs`: the bookkeeping: queue, scheduling, results, broken-pool and respawn rules.
+//! - `pool.rs`: the pool's life: start, submit, results and losses, shutdown.
+//! - `state.rs`: the bookkeeping rules: queue, scheduling, broken pool, respawn, recycling.
 //! - `process.rs`: starting a worker process, its writer and reader threads, reaping it.
-//! - `protocol.rs` and `wire.rs`: the frames on the channel and the encoding of values.
+//! - `protocol.rs`, `records.rs` and `wire.rs`: the frames on the channel, the encoding of
+//!   settings and errors, and the encoding of values.
 //! - `worker.rs`: the loop a worker process runs.
 //!
-//! ## Workers
-//!
-//! A worker is the program at [`ProcessPoolBuilder::worker_program`] (by default the running
-//! program itself, [`std::env::current_exe`]) started with the environment variable
-//! [`WORKER_ENV`] set. A program becomes a worker by calling
-//! [`serve_worker_if_requested`] as the first statement of `main`, the way a Python program
-//! guards its pool with `if __name__ == "__main__"` so that *spawn* can re-run it as a
-//! worker. The `wasmpool` binary does, so it can serve as anybody's worker program.
-//!
-//! The pool compiles each component once (in the pool's process) and sends the compiled
-//! code to each worker once, before the first task that needs it; workers never compile.
-//!
-//! ## Channel
-//!
-//! The pool writes frames to the worker's stdin and reads frames from its stdout (see
-//! `protocol.rs`); the worker's stderr is the pool's stderr. The lines a task prints do not
-//! go to the worker's stdout: they come back as frames and the pool prints them, prefixed
-//! with the worker's name, on its own stdout or stderr, one whole line per write (as the
-//! thread pool does). A worker moves the channel off fd 1 at start and points fd 1 at
-//! stderr, so that nothing can print into the channel by mistake.
-//!
-//! ## When is a task running?
-//!
-//! As in CPython's `ProcessPoolExecutor`, a task becomes *running* when it is handed to a
-//! worker, not when the worker starts it. Each worker takes up to
-//! [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth) tasks at a time (default 2), so
-//! that it can start the next one while the result of the last one travels back; a task
-//! further back in the queue stays pending, and [`TaskFuture::cancel`] succeeds on it. Use a
-//! depth of 1 if `cancel` should succeed on every task that has not really started.
-//! [`TaskFuture::abort`] stops a handed task wherever it is.
-//!
-//! ## Broken pool
-//!
-//! If a worker dies abruptly (killed, aborted, crashed, or exits while it still has tasks)
-//! or breaks the protocol, the pool is *broken*: every pending and running future fails at
-//! once with [`TaskError::BrokenPool`](crate::TaskError::BrokenPool), whose reason names
-//! the worker and how it ended, the other workers are killed, and every later `submit`
-//! returns [`SubmitError::BrokenPool`]. With [`respawn`](ProcessPoolBuilder::respawn), only
-//! the dead worker's tasks fail and a new worker takes its place.
+//! What users need to know (worker program, channel, when a task is running, broken pool)
+//! is in the docs of [`ProcessPoolExecutor`].
 
 mod pool;
 mod process;
 mod protocol;
+mod records;
+mod state;
 mod wire;
 mod worker;
 
@@ -219,8 +186,10 @@ impl ProcessPoolBuilder {
     }
 
     /// How many tasks a worker is handed at a time (at least 1; default 2). Handed tasks
-    /// count as running (see the module docs); more depth hides the round trip between
-    /// tasks, less keeps more tasks cancellable.
+    /// count as running (see [`ProcessPoolExecutor`]); more depth hides the round trip between
+    /// tasks, less keeps more tasks cancellable. A task handed to a worker waits behind the
+    /// ones before it there, even if another worker is idle: with long or uneven tasks,
+    /// use 1.
     pub fn pipeline_depth(mut self, n: usize) -> Self {
         self.pipeline_depth = n;
         self
@@ -289,8 +258,48 @@ impl ProcessPoolBuilder {
 ///
 /// Each finished future's [`report`](TaskFuture::report) names the worker and its process
 /// id. Dropping the executor is the `with` block's exit: it waits for every submitted task
-/// and for the worker processes to exit. See the [module docs](self) for the worker
-/// program, the channel, and the broken-pool rules.
+/// and for the worker processes to exit.
+///
+/// ## Workers
+///
+/// A worker is the program at [`ProcessPoolBuilder::worker_program`] (by default the running
+/// program itself, [`std::env::current_exe`]) started with the environment variable
+/// [`WORKER_ENV`] set. A program becomes a worker by calling
+/// [`serve_worker_if_requested`] as the first statement of `main`, the way a Python program
+/// guards its pool with `if __name__ == "__main__"` so that *spawn* can re-run it as a
+/// worker. The `wasmpool` binary does, so it can serve as anybody's worker program.
+///
+/// The pool compiles each component once (in the pool's process) and sends the compiled
+/// code to each worker once, before the first task that needs it; workers never compile.
+///
+/// ## Channel
+///
+/// The pool writes length-prefixed binary frames of a versioned protocol to the worker's
+/// stdin and reads frames from its stdout; a worker of another protocol version is refused
+/// at the handshake. The worker's stderr is the pool's stderr. The lines a task prints do
+/// not go to the worker's stdout: they come back as frames and the pool prints them,
+/// prefixed with the worker's name, on its own stdout or stderr, one whole line per write
+/// (as the thread pool does). A worker moves the channel off fd 1 at start and points fd 1
+/// at stderr, so that nothing can print into the channel by mistake.
+///
+/// ## When is a task running?
+///
+/// As in CPython's `ProcessPoolExecutor`, a task becomes *running* when it is handed to a
+/// worker, not when the worker starts it. Each worker takes up to
+/// [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth) tasks at a time (default 2), so
+/// that it can start the next one while the result of the last one travels back; a task
+/// further back in the queue stays pending, and [`TaskFuture::cancel`] succeeds on it. Use a
+/// depth of 1 if `cancel` should succeed on every task that has not really started.
+/// [`TaskFuture::abort`] stops a handed task wherever it is.
+///
+/// ## Broken pool
+///
+/// If a worker dies abruptly (killed, aborted, crashed, or exits while it still has tasks)
+/// or breaks the protocol, the pool is *broken*: every pending and running future fails at
+/// once with [`TaskError::BrokenPool`](crate::TaskError::BrokenPool), whose reason names
+/// the worker and how it ended, the other workers are killed, and every later `submit`
+/// returns [`SubmitError::BrokenPool`]. With [`respawn`](ProcessPoolBuilder::respawn), only
+/// the dead worker's tasks fail and a new worker takes its place.
 ///
 /// ```no_run
 /// use wasmpool::{Executor, ProcessPoolExecutor, TaskComponent};

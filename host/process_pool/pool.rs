@@ -1,36 +1,29 @@
-//! The pool's bookkeeping: which tasks wait, which worker runs what, and what happens when
-//! a result arrives, a worker dies, or the pool shuts down.
-//!
-//! All of it lives in one [`State`] behind one lock. Nothing that can block or run user code
-//! happens under that lock: frames go to the workers' writer threads through channels, and
-//! whatever must happen afterwards (resolving futures, which runs their done callbacks;
-//! starting or killing processes) is collected as [`Effects`] and done by
-//! [`Shared::settle`] once the lock is released.
-//!
-//! Scheduling: a task is handed to the ready worker with the fewest tasks in flight, as long as
-//! that worker has fewer than `pipeline_depth`; it becomes *running* at that moment, as in
-//! CPython's process pool (tasks still in the queue can be cancelled, handed ones cannot).
+//! The pool's life: starting its workers, accepting tasks, taking results and losses from
+//! the reader threads, shutting down. The rules for what each event does to the queue and
+//! the workers are in `state.rs`; this file takes the lock, applies them, and then does
+//! what they decided ([`Shared::settle`]) with the lock released.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::Sender;
+use std::time::Duration;
 
 use crate::call::Call;
 use crate::component::{RuntimeConfig, TaskComponent};
 use crate::error::{ProtocolError, SubmitError, TaskError};
-use crate::future::{Promise, TaskFuture, promise};
+use crate::future::{TaskFuture, promise};
 use crate::output::OutputMode;
 use crate::run::{InstancePolicy, TaskRun};
 use crate::sandbox::{Budget, Capabilities};
 
-use super::process::{self, Outgoing, exit_text};
+use super::process::{self, Outgoing};
 use super::protocol::{MAX_FRAME, abort_frame, load_frame_header, task_frame};
+use super::state::{
+    Effects, End, Job, Phase, StartupFailure, State, Worker, describe, describe_start,
+};
 
 /// The settings a pool was built with.
 #[derive(Debug, Clone)]
@@ -64,86 +57,10 @@ pub(crate) struct Shared {
 
 /// A component as the workers know it.
 pub(crate) struct ComponentEntry {
-    id: u64,
+    pub(crate) id: u64,
     /// The LOAD frame without the code.
-    header: Vec<u8>,
-    code: Arc<[u8]>,
-}
-
-enum Phase {
-    Open,
-    ShuttingDown,
-    Broken(String),
-}
-
-struct State {
-    phase: Phase,
-    /// Tasks not handed to a worker yet (pending; cancellable).
-    queue: VecDeque<Job>,
-    workers: Vec<Worker>,
-    /// Worker processes being started, not in `workers` yet.
-    spawning: usize,
-    /// Why the first worker that failed its handshake did (for the build error).
-    startup_failure: Option<StartupFailure>,
-}
-
-pub(crate) struct StartupFailure {
-    pub(crate) worker: String,
-    pub(crate) reason: String,
-    pub(crate) source: Option<ProtocolError>,
-}
-
-struct Job {
-    id: u64,
-    promise: Promise,
-    frame: Vec<u8>,
-    component: Arc<ComponentEntry>,
-}
-
-/// One worker process, as the pool sees it.
-pub(crate) struct Worker {
-    pub(crate) serial: u64,
-    pub(crate) name: Arc<str>,
-    pub(crate) pid: u32,
-    pub(crate) child: Arc<Mutex<Child>>,
-    /// Frames to the worker's writer thread; `None` once the pool closed the worker (its
-    /// stdin is then closed, and it exits after its last task).
-    pub(crate) tx: Option<Sender<Outgoing>>,
-    /// Handshake done: tasks may be handed to it.
-    pub(crate) ready: bool,
-    /// Ran its share of tasks (`max_tasks_per_worker`): gets no more, exits when idle.
-    pub(crate) retiring: bool,
-    pub(crate) assigned: usize,
-    pub(crate) loaded: HashSet<u64>,
-    /// Tasks handed to it and not answered yet, in the order they were sent.
-    pub(crate) in_flight: Vec<(u64, Promise)>,
-}
-
-/// How a worker's channel ended, as its reader thread saw it.
-pub(crate) enum End {
-    /// End of stream between frames: the process exited (or closed its stdout).
-    Eof,
-    /// The first frame was not a valid greeting.
-    Handshake(ProtocolError),
-    /// A malformed frame, or a read error, after the handshake.
-    Protocol(ProtocolError),
-}
-
-/// What to do once the state lock is released.
-#[derive(Default)]
-#[must_use]
-pub(crate) struct Effects {
-    failed: Vec<(Promise, TaskError)>,
-    kill: Vec<Arc<Mutex<Child>>>,
-    spawn: usize,
-}
-
-impl Effects {
-    fn merge(&mut self, other: Effects) {
-        self.failed.extend(other.failed);
-        self.kill.extend(other.kill);
-        self.spawn += other.spawn;
-    }
+    pub(crate) header: Vec<u8>,
+    pub(crate) code: Arc<[u8]>,
 }
 
 thread_local! {
@@ -201,7 +118,7 @@ impl Shared {
                 return Err(StartError::Spawn(e));
             }
         }
-        let deadline = Instant::now() + self.settings.handshake_timeout;
+        // Each reader thread gives its worker `handshake_timeout` to greet it.
         let mut st = self.lock();
         loop {
             if let Phase::Broken(reason) = &st.phase {
@@ -218,31 +135,10 @@ impl Shared {
             if st.spawning == 0 && st.workers.iter().all(|w| w.ready) {
                 return Ok(());
             }
-            let now = Instant::now();
-            if now >= deadline {
-                let worker = st
-                    .workers
-                    .iter()
-                    .find(|w| !w.ready)
-                    .map_or_else(|| "a worker".to_string(), |w| w.name.to_string());
-                drop(st);
-                self.abandon();
-                return Err(StartError::Worker(StartupFailure {
-                    worker,
-                    reason: format!(
-                        "it did not answer the handshake within {:?}; is {} a wasmpool \
-                         worker (a program that calls wasmpool::serve_worker_if_requested)?",
-                        self.settings.handshake_timeout,
-                        self.settings.program.display()
-                    ),
-                    source: None,
-                }));
-            }
             st = self
                 .changed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -552,126 +448,6 @@ impl Shared {
     }
 }
 
-impl Phase {
-    fn check(&self) -> Result<(), SubmitError> {
-        match self {
-            Phase::Open => Ok(()),
-            Phase::ShuttingDown => Err(SubmitError::Shutdown),
-            Phase::Broken(reason) => Err(SubmitError::BrokenPool(reason.clone())),
-        }
-    }
-}
-
-impl State {
-    fn worker_mut(&mut self, serial: u64) -> Option<&mut Worker> {
-        self.workers.iter_mut().find(|w| w.serial == serial)
-    }
-
-    /// Hands queued tasks to workers with room, and closes workers that have nothing more
-    /// to do (retired ones; all idle ones once the pool shuts down and the queue is empty).
-    fn pump(&mut self, settings: &Settings) -> Effects {
-        let mut fx = Effects::default();
-        if matches!(self.phase, Phase::Broken(_)) {
-            return fx;
-        }
-        loop {
-            while self
-                .queue
-                .front()
-                .is_some_and(|job| job.promise.is_cancelled())
-            {
-                self.queue.pop_front();
-            }
-            if self.queue.is_empty() {
-                break;
-            }
-            let Some(w) = self.pick(settings.pipeline_depth) else {
-                break;
-            };
-            let Some(job) = self.queue.pop_front() else {
-                break;
-            };
-            if !job.promise.set_running_or_notify_cancel() {
-                continue;
-            }
-            let replace = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
-            let worker = &mut self.workers[w];
-            worker.hand(job);
-            if settings
-                .max_tasks_per_worker
-                .is_some_and(|max| worker.assigned >= max)
-            {
-                worker.retiring = true;
-                if replace {
-                    self.spawning += 1;
-                    fx.spawn += 1;
-                }
-            }
-        }
-        let finished = matches!(self.phase, Phase::ShuttingDown) && {
-            self.queue.retain(|job| !job.promise.is_cancelled());
-            self.queue.is_empty()
-        };
-        for worker in &mut self.workers {
-            if worker.in_flight.is_empty() && (worker.retiring || finished) {
-                worker.tx = None;
-            }
-        }
-        fx
-    }
-
-    /// The ready worker with room and the fewest tasks in flight (the first of equals).
-    fn pick(&self, depth: usize) -> Option<usize> {
-        self.workers
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.ready && w.tx.is_some() && !w.retiring && w.in_flight.len() < depth)
-            .min_by_key(|(_, w)| w.in_flight.len())
-            .map(|(i, _)| i)
-    }
-
-    /// Marks the pool broken: every queued and in-flight task fails with `reason`, every
-    /// worker is killed. Later submits fail at once.
-    fn break_pool(&mut self, reason: String, fx: &mut Effects) {
-        if matches!(self.phase, Phase::Broken(_)) {
-            return;
-        }
-        let error = TaskError::BrokenPool {
-            reason: reason.clone(),
-        };
-        self.phase = Phase::Broken(reason);
-        for job in self.queue.drain(..) {
-            fx.failed.push((job.promise, error.clone()));
-        }
-        for worker in &mut self.workers {
-            for (_, promise) in worker.in_flight.drain(..) {
-                fx.failed.push((promise, error.clone()));
-            }
-            worker.tx = None;
-            fx.kill.push(worker.child.clone());
-        }
-    }
-}
-
-impl Worker {
-    /// Sends `job` to the worker (its component first, if the worker lacks it).
-    fn hand(&mut self, job: Job) {
-        if let Some(tx) = &self.tx {
-            // A send fails only if the writer thread ended, i.e. the process is dying: the
-            // reader thread will see that and fail the task with the rest.
-            if self.loaded.insert(job.component.id) {
-                let _ = tx.send(Outgoing::Code {
-                    header: job.component.header.clone(),
-                    code: job.component.code.clone(),
-                });
-            }
-            let _ = tx.send(Outgoing::Bytes(job.frame));
-        }
-        self.in_flight.push((job.id, job.promise));
-        self.assigned += 1;
-    }
-}
-
 /// The abort hook of a task: asks the worker running it to stop it.
 fn abort_task(pool: &Weak<Shared>, id: u64) {
     let Some(shared) = pool.upgrade() else {
@@ -684,30 +460,6 @@ fn abort_task(pool: &Weak<Shared>, id: u64) {
         .find(|w| w.in_flight.iter().any(|(t, _)| *t == id));
     if let Some(tx) = worker.and_then(|w| w.tx.as_ref()) {
         let _ = tx.send(Outgoing::Bytes(abort_frame(id)));
-    }
-}
-
-/// Why a worker's loss broke the pool, naming the worker and how it ended.
-fn describe(worker: &Worker, end: &End, status: Option<ExitStatus>) -> String {
-    let who = format!("{} (pid {})", worker.name, worker.pid);
-    let during = match worker.in_flight.len() {
-        0 => String::new(),
-        1 => " while running 1 task".to_string(),
-        n => format!(" while running {n} tasks"),
-    };
-    match end {
-        End::Eof => format!("{who} terminated abruptly{during}: {}", exit_text(status)),
-        End::Handshake(e) => format!("{who} failed the handshake: {e}"),
-        End::Protocol(e) => format!("{who} sent a malformed message{during} and was stopped: {e}"),
-    }
-}
-
-fn describe_start(end: &End, status: Option<ExitStatus>) -> String {
-    match end {
-        End::Handshake(ProtocolError::Truncated(_)) | End::Eof => {
-            format!("it ended before the handshake ({})", exit_text(status))
-        }
-        End::Handshake(e) | End::Protocol(e) => e.to_string(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! The reader then reaps the process (its exit status names the cause) and reports the loss.
 
 use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
@@ -13,14 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, unbounded};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, Signal, kill_process};
 
+use crate::error::ProtocolError;
 use crate::output::HostStream;
 
-use super::pool::{End, Shared, Worker, lock};
+use super::pool::{Shared, lock};
 use super::protocol::{
     FromWorker, PROTOCOL_VERSION, Setup, decode_from_worker, read_frame, read_hello, setup_frame,
 };
+use super::state::{End, Worker};
 
 /// The environment variable that starts a program in worker mode (its value is the
 /// protocol version the pool speaks). See [`serve_worker_if_requested`](crate::serve_worker_if_requested).
@@ -63,8 +67,12 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
         initializer: settings.initializer.clone(),
     })
     .map_err(std::io::Error::other)?;
+    // Each worker gets its own process group: a terminal's Ctrl-C goes to the pool's
+    // owner, which decides what to abort, not straight to the workers (which would look
+    // like crashes). A worker whose owner dies still exits: its stdin reaches EOF.
     let mut child = Command::new(&settings.program)
         .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -114,7 +122,7 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
         .spawn(move || read_loop(&reader_shared, serial, stdout, &reader_child));
     if let Err(e) = reader {
         let status = reap(&child, true);
-        let error = crate::error::ProtocolError::Io(format!("cannot start its reader: {e}"));
+        let error = ProtocolError::Io(format!("cannot start its reader: {e}"));
         shared.worker_gone(serial, End::Protocol(error), status);
     }
     Ok(())
@@ -148,8 +156,9 @@ fn write_loop(stdin: ChildStdin, frames: &Receiver<Outgoing>) {
 /// Reads the worker's frames until its channel ends, then reaps it and reports.
 fn read_loop(shared: &Arc<Shared>, serial: u64, stdout: ChildStdout, child: &Mutex<Child>) {
     shared.enter_reader_thread();
+    let greeted = wait_for_greeting(&stdout, shared.settings.handshake_timeout);
     let mut input = BufReader::with_capacity(CHANNEL_BUFFER, stdout);
-    let end = match read_hello(&mut input) {
+    let end = match greeted.and_then(|()| read_hello(&mut input)) {
         Err(e) => End::Handshake(e),
         Ok(_) => {
             shared.worker_ready(serial);
@@ -159,6 +168,23 @@ fn read_loop(shared: &Arc<Shared>, serial: u64, stdout: ChildStdout, child: &Mut
     // A worker that broke the protocol may still be running: stop it first.
     let status = reap(child, !matches!(end, End::Eof));
     shared.worker_gone(serial, end, status);
+}
+
+/// Waits until the worker has written something (its greeting, or EOF), at most `timeout`.
+fn wait_for_greeting(stdout: &ChildStdout, timeout: Duration) -> Result<(), ProtocolError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A timeout too large for a timespec means no timeout.
+        let left = Timespec::try_from(left).ok();
+        let mut fds = [PollFd::new(stdout, PollFlags::IN)];
+        match poll(&mut fds, left.as_ref()) {
+            Ok(0) => return Err(ProtocolError::HandshakeTimeout(timeout)),
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(ProtocolError::Io(e.to_string())),
+        }
+    }
 }
 
 /// Reads frames until the channel ends. Results that arrive together (already in the
@@ -176,10 +202,10 @@ fn read_results(shared: &Arc<Shared>, serial: u64, input: &mut BufReader<ChildSt
             Ok(FromWorker::Result(id, run)) => results.push((id, run)),
             Err(e) => break End::Protocol(e),
         }
-        if !whole_frame_buffered(input.buffer()) {
-            if let Err(e) = shared.tasks_done(serial, std::mem::take(&mut results)) {
-                break End::Protocol(e);
-            }
+        if !whole_frame_buffered(input.buffer())
+            && let Err(e) = shared.tasks_done(serial, std::mem::take(&mut results))
+        {
+            break End::Protocol(e);
         }
     };
     match shared.tasks_done(serial, results) {

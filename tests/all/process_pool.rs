@@ -88,6 +88,16 @@ fn script(name: &str) -> PathBuf {
             ("abort-after-2", hooked("abort-after:2")),
             ("garbage-after-2", hooked("garbage-after:2")),
             ("abort-after-3", hooked("abort-after:3")),
+            // A worker the first time, silent after that.
+            (
+                "works-once",
+                format!(
+                    "mark=\"$(dirname \"$0\")/works-once.mark\"\n\
+                     if [ -e \"$mark\" ]; then cat >/dev/null; exit 0; fi\n\
+                     touch \"$mark\"\n{}",
+                    hooked("none")
+                ),
+            ),
         ];
         for (name, body) in scripts {
             let path = dir.path().join(name);
@@ -457,7 +467,7 @@ fn a_worker_that_dies_before_the_handshake_is_refused() {
 fn a_silent_worker_times_out() {
     let started = Instant::now();
     let (reason, _) = refused("silent", Duration::from_millis(300));
-    assert!(reason.contains("did not answer the handshake"), "{reason}");
+    assert!(reason.contains("no greeting within 300ms"), "{reason}");
     assert!(started.elapsed() < SOON);
 }
 
@@ -719,6 +729,31 @@ mod crash_matrix {
             assert_eq!(broken(outcome(f)), reason);
         }
         assert!(pool.worker_pids().is_empty());
+    }
+
+    #[test]
+    fn a_replacement_that_never_greets_breaks_the_pool() {
+        // The first worker retires after one task; its replacement never answers.
+        let pool = build(
+            builder(1)
+                .worker_program(script("works-once"))
+                .max_tasks_per_worker(1)
+                .handshake_timeout(Duration::from_millis(500)),
+        );
+        let futures: Vec<_> = (0..3)
+            .map(|n| {
+                pool.submit(call(seed(), &format!("quick-task({n})")))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(outcome(&futures[0]).unwrap().as_i64(), Some(0));
+        let reason = broken(outcome(&futures[1]));
+        assert!(
+            reason.contains("failed the handshake: no greeting within 500ms"),
+            "{reason}"
+        );
+        assert_eq!(broken(outcome(&futures[2])), reason);
+        submit_is_refused(&pool, &reason);
     }
 
     #[test]

@@ -76,6 +76,16 @@ sandbox_suite!(thread_pool, |n| wasmpool::ThreadPoolExecutor::builder()
     .build()
     .expect("thread pool"));
 
+// Depth 1: a task handed to a worker waits behind whatever that worker runs, so a hog
+// would hold up the one task pipelined behind it (documented on `pipeline_depth`).
+sandbox_suite!(process_pool, |n| wasmpool::ProcessPoolExecutor::builder()
+    .workers(n)
+    .pipeline_depth(1)
+    .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
+    .output(wasmpool::OutputMode::Discard)
+    .build()
+    .expect("process pool"));
+
 fn timeout(ms: u64) -> Budget {
     Budget::default().timeout(Duration::from_millis(ms))
 }

@@ -1,0 +1,185 @@
+//! What the bench binaries share: the fixture component, pools built the same way
+//! everywhere, and the raw-wasmtime baseline (new store + instantiate + call + drop, on the
+//! same engine as wasmpool's runtime, without any pool around it).
+
+#![allow(dead_code)] // each bench binary uses a part of this
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmpool::{
+    Call, Executor, InstancePolicy, OutputMode, PoolingConfig, ProcessPoolExecutor, Runtime,
+    RuntimeConfig, TaskComponent, ThreadPoolExecutor,
+};
+use wasmtime::Store;
+use wasmtime::component::{InstancePre, Linker, TypedFunc};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Fresh instances live for one task; `Reuse` keeps one per worker for this many tasks.
+pub const REUSE: InstancePolicy = InstancePolicy::Reuse {
+    max_tasks: usize::MAX,
+};
+
+/// The fixtures component (`noop`, `fib`, ...) on the default runtime (pooling on).
+pub fn fixtures() -> TaskComponent {
+    TaskComponent::from_file(env!("WASMPOOL_FIXTURES_WASM")).expect("the fixtures load")
+}
+
+/// The fixtures component on a runtime with the given pooling setting.
+pub fn fixtures_with(pooling: Option<PoolingConfig>) -> TaskComponent {
+    Runtime::with_pooling(RuntimeConfig::default(), pooling)
+        .and_then(|rt| rt.load(env!("WASMPOOL_FIXTURES_WASM")))
+        .expect("the fixtures load")
+}
+
+pub fn thread_pool(workers: usize, policy: InstancePolicy) -> ThreadPoolExecutor {
+    ThreadPoolExecutor::builder()
+        .workers(workers)
+        .output(OutputMode::Discard)
+        .instance_policy(policy)
+        .build()
+        .expect("thread pool")
+}
+
+/// A process pool whose workers are this crate's `wasmpool` binary; `None` when it cannot
+/// be built (the process pool is still being finished).
+pub fn process_pool(workers: usize, policy: InstancePolicy) -> Option<ProcessPoolExecutor> {
+    ProcessPoolExecutor::builder()
+        .workers(workers)
+        .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
+        .output(OutputMode::Discard)
+        .instance_policy(policy)
+        .build()
+        .map_err(|e| eprintln!("no process pool: {e}"))
+        .ok()
+}
+
+/// Submits every call, then waits for every result (as `concurrent.futures` users do).
+pub fn run_all<E: Executor + ?Sized>(pool: &E, calls: &[Call]) {
+    let futures: Vec<_> = calls
+        .iter()
+        .map(|c| pool.submit(c.clone()).expect("submit"))
+        .collect();
+    for f in futures {
+        f.result().expect("the task succeeds");
+    }
+}
+
+/// One submit→result round trip.
+pub fn round_trip<E: Executor + ?Sized>(pool: &E, call: &Call) {
+    pool.submit(call.clone())
+        .expect("submit")
+        .result()
+        .expect("the task succeeds");
+}
+
+/// `n` copies of `text` (a WAVE call) on `component`.
+pub fn calls(component: &TaskComponent, text: &str, n: usize) -> Vec<Call> {
+    let call = component.call_wave(text).expect("call");
+    vec![call; n]
+}
+
+/// The raw-wasmtime baseline: the fixtures linked against WASI on `runtime`'s engine.
+pub struct Raw {
+    pre: InstancePre<RawState>,
+}
+
+pub struct RawState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for RawState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Raw {
+    pub fn new(runtime: &Runtime) -> Raw {
+        let engine = runtime.engine();
+        let bytes = std::fs::read(env!("WASMPOOL_FIXTURES_WASM")).expect("fixtures");
+        let component = wasmtime::component::Component::new(engine, bytes).expect("compile");
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("link WASI");
+        let pre = linker.instantiate_pre(&component).expect("pre");
+        Raw { pre }
+    }
+
+    fn store(&self) -> Store<RawState> {
+        let mut store = Store::new(
+            self.pre.engine(),
+            RawState {
+                ctx: WasiCtxBuilder::new().build(),
+                table: ResourceTable::new(),
+            },
+        );
+        // The engine checks epochs (wasmpool's default); never let them stop this loop.
+        store.set_epoch_deadline(u64::MAX / 2);
+        store
+    }
+
+    /// One task the way wasmpool runs a fresh one: new store, instantiate, call, drop.
+    pub fn fresh_noop(&self) {
+        let mut store = self.store();
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        let f: TypedFunc<(), ()> = instance.get_typed_func(&mut store, "noop").expect("noop");
+        f.call(&mut store, ()).expect("call");
+    }
+
+    /// `n` fresh-instance tasks on each of `threads` threads; tasks per second.
+    pub fn fresh_rate(self: &Arc<Self>, threads: usize, n: usize) -> f64 {
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..n {
+                        self.fresh_noop();
+                    }
+                });
+            }
+        });
+        (threads * n) as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// `n` calls of `noop` on one instance per thread; calls per second.
+    pub fn reused_rate(self: &Arc<Self>, threads: usize, n: usize) -> f64 {
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut store = self.store();
+                    let instance = self.pre.instantiate(&mut store).expect("instantiate");
+                    let f: TypedFunc<(), ()> =
+                        instance.get_typed_func(&mut store, "noop").expect("noop");
+                    for _ in 0..n {
+                        f.call(&mut store, ()).expect("call");
+                    }
+                });
+            }
+        });
+        (threads * n) as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// `fib(n)` on a fresh instance, once; how long the call alone took.
+    pub fn fib_call(&self, n: u32) -> Duration {
+        let mut store = self.store();
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        let f: TypedFunc<(u32,), (u64,)> = instance.get_typed_func(&mut store, "fib").expect("fib");
+        let started = Instant::now();
+        f.call(&mut store, (n,)).expect("fib");
+        started.elapsed()
+    }
+}
+
+/// The same fib as the guest's, natively, for the wasm/native ratio.
+pub fn native_fib(n: u32) -> u64 {
+    if n < 2 {
+        n as u64
+    } else {
+        native_fib(std::hint::black_box(n - 1)) + native_fib(n - 2)
+    }
+}

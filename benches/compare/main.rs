@@ -1,0 +1,495 @@
+//! The side-by-side comparison, in one run: the same workloads through wasmpool, through a
+//! raw wasmtime loop on the same engine (the physical limit of the approach: new store +
+//! instantiate + call + drop, no pool), and through Python's `concurrent.futures`
+//! (`compare.py` beside this file, when `python3` is on the PATH). Prints one table and
+//! writes `benches/RESULTS.md` with the date and the machine.
+//!
+//! ```sh
+//! cargo bench --bench compare                  # optimised (the numbers to quote)
+//! cargo bench --profile dev --bench compare    # quick: wasmtime is optimised in dev too
+//! cargo bench --bench compare -- --quick       # fewer tasks per measurement
+//! cargo bench --bench compare -- --no-write    # print only, leave RESULTS.md alone
+//! ```
+//!
+//! Not criterion: each number is the best (rates) or the median (latencies) of a few
+//! repetitions, which is enough for ratios measured side by side in one run.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmpool::{Call, Executor, InstancePolicy, PoolingConfig};
+
+/// One line of the table.
+struct Row {
+    workload: &'static str,
+    runner: String,
+    value: Option<f64>,
+    unit: Unit,
+    /// The row this one is compared with (its `runner` in the same workload), if any.
+    versus: Vec<&'static str>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Unit {
+    /// Tasks per second: more is better.
+    Rate,
+    /// Microseconds: less is better.
+    Micros,
+    /// Seconds: less is better.
+    Seconds,
+}
+
+impl Unit {
+    fn show(self, v: f64) -> String {
+        match self {
+            Unit::Rate if v >= 1e6 => format!("{:.2} M tasks/s", v / 1e6),
+            Unit::Rate => format!("{:.1} k tasks/s", v / 1e3),
+            Unit::Micros => format!("{v:.1} µs"),
+            Unit::Seconds => format!("{v:.3} s"),
+        }
+    }
+}
+
+struct Args {
+    quick: bool,
+    write: bool,
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let args = Args {
+        quick: argv.iter().any(|a| a == "--quick"),
+        write: !argv.iter().any(|a| a == "--no-write"),
+    };
+    let scale = if args.quick { 4 } else { 1 };
+    let mut rows = Vec::new();
+    let python = python(args.quick);
+    let py = |key: &str| python.as_ref().and_then(|v| v.get(key)?.as_f64());
+
+    let component = common::fixtures();
+    let raw = Arc::new(common::Raw::new(component.runtime()));
+    let noop = |n: usize| common::calls(&component, "noop()", n);
+
+    // --- Trivial tasks, fresh instance per task, 2 workers ---
+    let w = "trivial task, fresh instance, 2 workers";
+    let n = 20_000 / scale;
+    eprintln!("{w} ...");
+    let pool = common::thread_pool(2, InstancePolicy::Fresh);
+    rows.push(rate_row(
+        w,
+        "wasmpool thread pool",
+        &pool,
+        &noop(n),
+        &["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
+    ));
+    drop(pool);
+    if let Some(pool) = common::process_pool(2, InstancePolicy::Fresh) {
+        rows.push(rate_row(
+            w,
+            "wasmpool process pool",
+            &pool,
+            &noop(n),
+            &["raw wasmtime, 2 threads", "Python ProcessPoolExecutor(2)"],
+        ));
+    }
+    rows.push(row(
+        w,
+        "raw wasmtime, 1 thread",
+        best(3, || raw.fresh_rate(1, n)),
+        Unit::Rate,
+    ));
+    rows.push(row(
+        w,
+        "raw wasmtime, 2 threads",
+        best(3, || raw.fresh_rate(2, n / 2)),
+        Unit::Rate,
+    ));
+    let on_demand = Arc::new(common::Raw::new(common::fixtures_with(None).runtime()));
+    rows.push(row(
+        w,
+        "raw wasmtime, 2 threads, no pooling",
+        best(3, || on_demand.fresh_rate(2, n / 2)),
+        Unit::Rate,
+    ));
+    drop(on_demand);
+    let no_keep = common::fixtures_with(Some(
+        PoolingConfig::default()
+            .memory_keep_resident(0)
+            .table_keep_resident(0),
+    ));
+    let pool = common::thread_pool(2, InstancePolicy::Fresh);
+    rows.push(rate_row(
+        w,
+        "wasmpool thread pool, keep_resident 0",
+        &pool,
+        &common::calls(&no_keep, "noop()", n),
+        &[],
+    ));
+    drop(pool);
+    rows.push(opt_row(
+        w,
+        "Python ThreadPoolExecutor(2)",
+        py("thread_submit_rate"),
+        Unit::Rate,
+    ));
+    rows.push(opt_row(
+        w,
+        "Python ProcessPoolExecutor(2)",
+        py("process_submit_rate"),
+        Unit::Rate,
+    ));
+    rows.push(opt_row(
+        w,
+        "Python ProcessPoolExecutor(2).map, chunksize=256",
+        py("process_map256_rate"),
+        Unit::Rate,
+    ));
+
+    // --- Trivial tasks, instance reuse, 2 workers ---
+    let w = "trivial task, instance reused, 2 workers";
+    eprintln!("{w} ...");
+    let n = 200_000 / scale;
+    let pool = common::thread_pool(2, common::REUSE);
+    rows.push(rate_row(
+        w,
+        "wasmpool thread pool",
+        &pool,
+        &noop(n),
+        &["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
+    ));
+    drop(pool);
+    if let Some(pool) = common::process_pool(2, common::REUSE) {
+        rows.push(rate_row(
+            w,
+            "wasmpool process pool",
+            &pool,
+            &noop(n / 4),
+            &["raw wasmtime, 2 threads", "Python ProcessPoolExecutor(2)"],
+        ));
+    }
+    rows.push(row(
+        w,
+        "raw wasmtime, 2 threads",
+        best(3, || raw.reused_rate(2, n)),
+        Unit::Rate,
+    ));
+    rows.push(opt_row(
+        w,
+        "Python ThreadPoolExecutor(2)",
+        py("thread_submit_rate"),
+        Unit::Rate,
+    ));
+    rows.push(opt_row(
+        w,
+        "Python ProcessPoolExecutor(2)",
+        py("process_submit_rate"),
+        Unit::Rate,
+    ));
+
+    // --- Round trip on an idle pool ---
+    let w = "submit→result round trip, idle pool of 2 (median)";
+    eprintln!("{w} ...");
+    let call = component.call_wave("noop()").expect("call");
+    for (name, policy) in [("fresh", InstancePolicy::Fresh), ("reuse", common::REUSE)] {
+        let pool = common::thread_pool(2, policy);
+        let runner = format!("wasmpool thread pool, {name}");
+        rows.push(Row {
+            versus: vec!["Python ThreadPoolExecutor(2)"],
+            ..row(
+                w,
+                &runner,
+                median_round_trip(&pool, &call, 2000 / scale),
+                Unit::Micros,
+            )
+        });
+        drop(pool);
+        if let Some(pool) = common::process_pool(2, policy) {
+            let runner = format!("wasmpool process pool, {name}");
+            rows.push(Row {
+                versus: vec!["Python ProcessPoolExecutor(2)"],
+                ..row(
+                    w,
+                    &runner,
+                    median_round_trip(&pool, &call, 1000 / scale),
+                    Unit::Micros,
+                )
+            });
+        }
+    }
+    rows.push(opt_row(
+        w,
+        "Python ThreadPoolExecutor(2)",
+        py("thread_round_trip_us"),
+        Unit::Micros,
+    ));
+    rows.push(opt_row(
+        w,
+        "Python ProcessPoolExecutor(2)",
+        py("process_round_trip_us"),
+        Unit::Micros,
+    ));
+
+    // --- CPU-bound ---
+    let w = "CPU-bound: 64 × fib(25)";
+    eprintln!("{w} ...");
+    let fibs = common::calls(&component, "fib(25)", 64);
+    for workers in [1, 2] {
+        let pool = common::thread_pool(workers, InstancePolicy::Fresh);
+        let versus = if workers == 2 {
+            vec![
+                "wasmpool thread pool, 1 worker",
+                "Python ProcessPoolExecutor(2)",
+            ]
+        } else {
+            vec!["Python serial"]
+        };
+        rows.push(Row {
+            versus,
+            ..row(
+                w,
+                &format!(
+                    "wasmpool thread pool, {workers} worker{}",
+                    if workers == 2 { "s" } else { "" }
+                ),
+                least(3, || timed(|| common::run_all(&pool, &fibs))),
+                Unit::Seconds,
+            )
+        });
+    }
+    if let Some(pool) = common::process_pool(2, InstancePolicy::Fresh) {
+        common::run_all(&pool, &fibs[..2]);
+        rows.push(Row {
+            versus: vec!["Python ProcessPoolExecutor(2)"],
+            ..row(
+                w,
+                "wasmpool process pool, 2 workers",
+                least(3, || timed(|| common::run_all(&pool, &fibs))),
+                Unit::Seconds,
+            )
+        });
+    }
+    rows.push(opt_row(
+        w,
+        "Python serial",
+        py("fib25x64_serial_s"),
+        Unit::Seconds,
+    ));
+    rows.push(opt_row(
+        w,
+        "Python ProcessPoolExecutor(2)",
+        py("fib25x64_process2_s"),
+        Unit::Seconds,
+    ));
+    let w = "one fib(25) call (median of 21)";
+    let native = median(
+        (0..21)
+            .map(|_| {
+                timed(|| {
+                    std::hint::black_box(common::native_fib(std::hint::black_box(25)));
+                })
+            })
+            .collect(),
+    );
+    let wasm = median((0..21).map(|_| raw.fib_call(25).as_secs_f64()).collect());
+    rows.push(Row {
+        versus: vec!["native Rust"],
+        ..row(
+            w,
+            "wasm (raw wasmtime call, epoch checks on)",
+            wasm * 1e6,
+            Unit::Micros,
+        )
+    });
+    rows.push(row(w, "native Rust", native * 1e6, Unit::Micros));
+
+    let table = render(&rows);
+    println!("{table}");
+    if args.write {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
+        let doc = results_md(&table, &args, python.is_some());
+        std::fs::write(path, doc).expect("write RESULTS.md");
+        eprintln!("wrote {path}");
+    }
+}
+
+fn row(workload: &'static str, runner: &str, value: f64, unit: Unit) -> Row {
+    opt_row(workload, runner, Some(value), unit)
+}
+
+fn opt_row(workload: &'static str, runner: &str, value: Option<f64>, unit: Unit) -> Row {
+    Row {
+        workload,
+        runner: runner.to_string(),
+        value,
+        unit,
+        versus: Vec::new(),
+    }
+}
+
+/// Submit every call, then every result: tasks per second, best of 3 (after a warm-up).
+fn rate_row<E: Executor>(
+    workload: &'static str,
+    runner: &str,
+    pool: &E,
+    calls: &[Call],
+    versus: &[&'static str],
+) -> Row {
+    common::run_all(pool, &calls[..calls.len().min(100)]);
+    let rate = best(3, || {
+        calls.len() as f64 / timed(|| common::run_all(pool, calls))
+    });
+    Row {
+        versus: versus.to_vec(),
+        ..row(workload, runner, rate, Unit::Rate)
+    }
+}
+
+fn median_round_trip<E: Executor>(pool: &E, call: &Call, n: usize) -> f64 {
+    for _ in 0..20 {
+        common::round_trip(pool, call);
+    }
+    // Let the workers go idle between round trips, as on a really idle pool.
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        times.push(timed(|| common::round_trip(pool, call)) * 1e6);
+    }
+    median(times)
+}
+
+fn timed(f: impl FnOnce()) -> f64 {
+    let started = Instant::now();
+    f();
+    started.elapsed().as_secs_f64()
+}
+
+fn best(times: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..times).map(|_| f()).fold(f64::MIN, f64::max)
+}
+
+fn least(times: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..times).map(|_| f()).fold(f64::MAX, f64::min)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `compare.py`; `None` (and a note on stderr) without python3.
+fn python(quick: bool) -> Option<serde_json::Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare/compare.py");
+    eprintln!("Python's concurrent.futures ...");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script);
+    if quick {
+        cmd.arg("--quick");
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout)
+            .map_err(|e| eprintln!("compare.py printed no JSON: {e}"))
+            .ok(),
+        Ok(out) => {
+            eprintln!(
+                "compare.py failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("no python3 ({e}): the Python rows stay empty");
+            None
+        }
+    }
+}
+
+/// A markdown table: workload, runner, value, and the ratio to each row it is compared with
+/// (> 1 means this row is better: faster or more tasks/s).
+fn render(rows: &[Row]) -> String {
+    let mut out = String::from("| workload | runner | result | compared |\n|---|---|---|---|\n");
+    for r in rows {
+        let value = r
+            .value
+            .map(|v| r.unit.show(v))
+            .unwrap_or_else(|| "n/a".into());
+        let mut ratios = Vec::new();
+        for other in &r.versus {
+            let theirs = rows
+                .iter()
+                .find(|o| o.workload == r.workload && o.runner == *other)
+                .and_then(|o| o.value);
+            if let (Some(mine), Some(theirs)) = (r.value, theirs) {
+                let ratio = if r.unit == Unit::Rate {
+                    mine / theirs
+                } else {
+                    theirs / mine
+                };
+                ratios.push(format!("{ratio:.2}× {other}"));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            r.workload,
+            r.runner,
+            value,
+            ratios.join("; ")
+        );
+    }
+    out
+}
+
+fn results_md(table: &str, args: &Args, python: bool) -> String {
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown date".into());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let profile = if cfg!(debug_assertions) {
+        "dev (`--profile dev`: dependencies at opt-level 2, wasmpool itself unoptimised)"
+    } else {
+        "bench (release, optimised)"
+    };
+    format!(
+        "# wasmpool side by side: results\n\n\
+         Written by `cargo bench --bench compare` (see `benches/compare/main.rs`); regenerate it\n\
+         with the same command. Ratios > 1 mean the row is better (more tasks/s or less time)\n\
+         than the row it is compared with.\n\n\
+         - date: {date}\n\
+         - machine: {cpus} CPUs, {model}\n\
+         - build profile: {profile}{quick}\n\
+         - Python: {py}\n\
+         - raw wasmtime: the same engine as wasmpool's default runtime (pooling allocator,\n\
+           epoch checks on), new `Store` + instantiate from `InstancePre` + call + drop per\n\
+           task, in a plain loop on 1 or 2 threads: the limit any pool on this approach has.\n\n\
+         Noise: this is a shared 2-core VM, other builds may have been running; rows taken in\n\
+         one run are comparable with each other, absolute numbers vary by ±30% between runs.\n\n\
+         {table}",
+        quick = if args.quick {
+            ", `--quick` (fewer tasks per measurement)"
+        } else {
+            ""
+        },
+        py = if python {
+            "concurrent.futures via `benches/compare/compare.py`"
+        } else {
+            "not run (no python3)"
+        },
+    )
+}
