@@ -24,7 +24,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use wasmtime::component::Val;
 
 use crate::{TaskError, TaskReport, TaskValue, WaitTimeout};
 
@@ -414,37 +413,7 @@ impl fmt::Debug for TaskFuture {
 
 /// The component-model type name of a value ("nothing" for a function without a result).
 fn type_name(value: &TaskValue) -> &'static str {
-    let Some(val) = value.val() else {
-        return "nothing";
-    };
-    match val {
-        Val::Bool(_) => "bool",
-        Val::S8(_) => "s8",
-        Val::U8(_) => "u8",
-        Val::S16(_) => "s16",
-        Val::U16(_) => "u16",
-        Val::S32(_) => "s32",
-        Val::U32(_) => "u32",
-        Val::S64(_) => "s64",
-        Val::U64(_) => "u64",
-        Val::Float32(_) => "f32",
-        Val::Float64(_) => "f64",
-        Val::Char(_) => "char",
-        Val::String(_) => "string",
-        Val::List(_) | Val::FixedLengthList(_) => "list",
-        Val::Map(_) => "map",
-        Val::Record(_) => "record",
-        Val::Tuple(_) => "tuple",
-        Val::Variant(..) => "variant",
-        Val::Enum(_) => "enum",
-        Val::Option(_) => "option",
-        Val::Result(_) => "result",
-        Val::Flags(_) => "flags",
-        Val::Resource(_) => "resource",
-        Val::Future(_) => "future",
-        Val::Stream(_) => "stream",
-        Val::ErrorContext(_) => "error-context",
-    }
+    value.val().map_or("nothing", crate::types::val_kind)
 }
 
 /// Awaiting a future yields its outcome, like [`TaskFuture::result`], without blocking a

@@ -461,6 +461,9 @@ fn results_md(table: &str, args: &Args, python: bool) -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
     let profile = if cfg!(debug_assertions) {
         "dev (`--profile dev`: dependencies at opt-level 2, wasmpool itself unoptimised)"
     } else {
@@ -474,6 +477,7 @@ fn results_md(table: &str, args: &Args, python: bool) -> String {
          - date: {date}\n\
          - machine: {cpus} CPUs, {model}\n\
          - build profile: {profile}{quick}\n\
+         - load average when the run ended (1, 5, 15 min): {load}\n\
          - Python: {py}\n\
          - raw wasmtime: the same engine as wasmpool's default runtime (pooling allocator,\n\
            epoch checks on), new `Store` + instantiate from `InstancePre` + call + drop per\n\
