@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use wasmpool::InstancePolicy;
 
@@ -33,9 +31,7 @@ fn latency(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_runs();
     targets = latency
 }
 criterion_main!(benches);

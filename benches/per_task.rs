@@ -10,7 +10,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wasmpool::{Call, InstancePolicy, PoolingConfig};
@@ -92,9 +91,7 @@ fn per_task(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_runs();
     targets = per_task
 }
 criterion_main!(benches);

@@ -34,10 +34,10 @@ pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
 /// The most table elements an instance may have (stops table-growth floods).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
-/// What a worker gives every task it runs.
-#[derive(Clone)]
-pub(crate) struct TaskEnv {
-    pub(crate) worker_name: Arc<str>,
+/// What every task of an executor gets: set on either pool's builder and carried to each
+/// worker (over the protocol, for the process pool).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TaskSettings {
     pub(crate) output: OutputMode,
     /// The executor's budget; a call's own budget overrides it field by field.
     pub(crate) budget: Budget,
@@ -45,6 +45,55 @@ pub(crate) struct TaskEnv {
     pub(crate) policy: InstancePolicy,
     /// An export called once on every new instance before its first task.
     pub(crate) initializer: Option<String>,
+}
+
+/// The builder methods that set a [`TaskSettings`], for builders with a `settings` field
+/// (both pools' builders have the same ones).
+macro_rules! task_settings_setters {
+    () => {
+        /// What happens to the stdout/stderr of tasks (default: forwarded line by line,
+        /// prefixed with the worker's name).
+        pub fn output(mut self, mode: $crate::OutputMode) -> Self {
+            self.settings.output = mode;
+            self
+        }
+
+        /// The budget of every task (a call's own budget overrides it field by field).
+        /// Default: no deadline, no fuel limit, [`DEFAULT_MAX_MEMORY`](crate::DEFAULT_MAX_MEMORY).
+        pub fn budget(mut self, budget: $crate::Budget) -> Self {
+            self.settings.budget = budget;
+            self
+        }
+
+        /// What every task may reach (default: nothing but clocks and random).
+        pub fn capabilities(mut self, capabilities: $crate::Capabilities) -> Self {
+            self.settings.capabilities = capabilities;
+            self
+        }
+
+        /// Fresh instance per task (the default), or reuse of a worker's instance.
+        pub fn instance_policy(mut self, policy: $crate::InstancePolicy) -> Self {
+            self.settings.policy = policy;
+            self
+        }
+
+        /// An export (taking no arguments) called once on every new instance before its
+        /// first task: `concurrent.futures`' `initializer=`. If it fails, the pool breaks:
+        /// the task and every queued one fail with
+        /// [`TaskError::BrokenPool`](crate::TaskError::BrokenPool), and `submit` is refused.
+        pub fn initializer(mut self, export: impl Into<String>) -> Self {
+            self.settings.initializer = Some(export.into());
+            self
+        }
+    };
+}
+pub(crate) use task_settings_setters;
+
+/// What a worker gives every task it runs.
+#[derive(Clone)]
+pub(crate) struct TaskEnv {
+    pub(crate) worker_name: Arc<str>,
+    pub(crate) settings: TaskSettings,
 }
 
 /// Lets another thread stop a running task (`TaskFuture::abort`, shutdown).
@@ -206,7 +255,7 @@ pub(crate) fn run_task(
     let started = Instant::now();
     let component = call.component();
     let runtime = component.runtime().inner();
-    let budget = call.budget().or(&env.budget);
+    let budget = call.budget().or(&env.settings.budget);
     let failed_start = |message: String| TaskRun {
         outcome: Err(TaskError::Start { message }),
         elapsed: started.elapsed(),
@@ -224,7 +273,7 @@ pub(crate) fn run_task(
     }
     let deadline = budget.timeout.map(|t| started + t);
     let _ticking = runtime.ticker.as_ref().map(|t| t.running());
-    let max_tasks = match env.policy {
+    let max_tasks = match env.settings.policy {
         InstancePolicy::Reuse { max_tasks } if deadline.is_none() && call.argv().is_none() => {
             max_tasks.max(1)
         }
@@ -319,10 +368,10 @@ fn new_instance(
     let start_error = |message: String| (TaskError::Start { message }, false);
     let component = call.component();
     let runtime = component.runtime().inner();
-    let stdout = LineSink::new(env.output, &env.worker_name, HostStream::Stdout);
-    let stderr = LineSink::new(env.output, &env.worker_name, HostStream::Stderr);
-    let wasi =
-        wasi_context(&env.capabilities, call.argv(), &stdout, &stderr).map_err(start_error)?;
+    let stdout = LineSink::new(env.settings.output, &env.worker_name, HostStream::Stdout);
+    let stderr = LineSink::new(env.settings.output, &env.worker_name, HostStream::Stderr);
+    let wasi = wasi_context(&env.settings.capabilities, call.argv(), &stdout, &stderr)
+        .map_err(start_error)?;
     let mut store = Store::new(
         &runtime.engine,
         TaskState {
@@ -390,7 +439,7 @@ fn new_instance(
         stdout,
         stderr,
     };
-    if let Some(name) = &env.initializer {
+    if let Some(name) = &env.settings.initializer {
         initialize(&mut kept, name, deadline, control)
             .map_err(|reason| (TaskError::BrokenPool { reason }, true))?;
     }

@@ -11,9 +11,8 @@ use crate::call::Call;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
 use crate::future::{Promise, TaskFuture, promise};
-use crate::output::OutputMode;
-use crate::run::{InstancePolicy, InstanceSlot, TaskControl, TaskEnv, run_task};
-use crate::sandbox::{Budget, Capabilities};
+use crate::run::{InstanceSlot, TaskControl, TaskEnv, run_task};
+use crate::run::{TaskSettings, task_settings_setters};
 
 /// Settings of a [`ThreadPoolExecutor`].
 ///
@@ -28,11 +27,7 @@ use crate::sandbox::{Budget, Capabilities};
 pub struct ThreadPoolBuilder {
     workers: Option<usize>,
     name_prefix: String,
-    output: OutputMode,
-    budget: Budget,
-    capabilities: Capabilities,
-    policy: InstancePolicy,
-    initializer: Option<String>,
+    settings: TaskSettings,
 }
 
 impl Default for ThreadPoolBuilder {
@@ -40,11 +35,7 @@ impl Default for ThreadPoolBuilder {
         ThreadPoolBuilder {
             workers: None,
             name_prefix: "worker".to_string(),
-            output: OutputMode::default(),
-            budget: Budget::default(),
-            capabilities: Capabilities::default(),
-            policy: InstancePolicy::default(),
-            initializer: None,
+            settings: TaskSettings::default(),
         }
     }
 }
@@ -68,38 +59,7 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// What happens to the stdout/stderr of tasks (default: forwarded, prefixed).
-    pub fn output(mut self, mode: OutputMode) -> Self {
-        self.output = mode;
-        self
-    }
-
-    /// The budget of every task (a call's own budget overrides it field by field).
-    /// Default: no deadline, no fuel limit, [`DEFAULT_MAX_MEMORY`](crate::DEFAULT_MAX_MEMORY).
-    pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = budget;
-        self
-    }
-
-    /// What every task may reach (default: nothing but clocks and random).
-    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
-        self
-    }
-
-    /// Fresh instance per task (the default), or reuse of a worker's instance.
-    pub fn instance_policy(mut self, policy: InstancePolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// An export (taking no arguments) called once on every new instance before its first
-    /// task: `concurrent.futures`' `initializer=`. If it fails, the pool breaks: the task
-    /// and every queued one fail with [`TaskError::BrokenPool`], and `submit` is refused.
-    pub fn initializer(mut self, export: impl Into<String>) -> Self {
-        self.initializer = Some(export.into());
-        self
-    }
+    task_settings_setters!();
 
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
@@ -116,11 +76,7 @@ impl ThreadPoolBuilder {
             let name = format!("{}-{i}", self.name_prefix);
             let env = TaskEnv {
                 worker_name: Arc::from(name.as_str()),
-                output: self.output,
-                budget: self.budget.clone(),
-                capabilities: self.capabilities.clone(),
-                policy: self.policy,
-                initializer: self.initializer.clone(),
+                settings: self.settings.clone(),
             };
             let receiver = receiver.clone();
             let watch = Watch {

@@ -184,3 +184,11 @@ pub fn native_fib(n: u32) -> u64 {
         native_fib(n - 1) + native_fib(n - 2)
     }
 }
+
+/// Criterion with short warm-up and measurement: these benches run on a shared 2-core
+/// machine, where longer runs mostly measure the neighbours.
+pub fn short_runs() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+}

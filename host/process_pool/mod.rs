@@ -29,9 +29,7 @@ use crate::call::Call;
 use crate::error::{BuildError, SubmitError};
 use crate::executor::Executor;
 use crate::future::TaskFuture;
-use crate::output::OutputMode;
-use crate::run::InstancePolicy;
-use crate::sandbox::{Budget, Capabilities};
+use crate::run::{TaskSettings, task_settings_setters};
 
 pub use process::WORKER_ENV;
 pub use protocol::PROTOCOL_VERSION;
@@ -80,11 +78,7 @@ pub struct ProcessPoolBuilder {
     workers: Option<usize>,
     program: Option<PathBuf>,
     name_prefix: String,
-    output: OutputMode,
-    budget: Budget,
-    capabilities: Capabilities,
-    policy: InstancePolicy,
-    initializer: Option<String>,
+    settings: TaskSettings,
     respawn: bool,
     max_tasks_per_worker: Option<usize>,
     pipeline_depth: usize,
@@ -97,11 +91,7 @@ impl Default for ProcessPoolBuilder {
             workers: None,
             program: None,
             name_prefix: "worker".to_string(),
-            output: OutputMode::default(),
-            budget: Budget::default(),
-            capabilities: Capabilities::default(),
-            policy: InstancePolicy::default(),
-            initializer: None,
+            settings: TaskSettings::default(),
             respawn: false,
             max_tasks_per_worker: None,
             pipeline_depth: 2,
@@ -137,37 +127,7 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// What happens to the stdout/stderr of tasks (default: printed by the pool's process,
-    /// prefixed with the worker's name).
-    pub fn output(mut self, mode: OutputMode) -> Self {
-        self.output = mode;
-        self
-    }
-
-    /// The budget of every task (a call's own budget overrides it field by field).
-    pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = budget;
-        self
-    }
-
-    /// What every task may reach (default: nothing but clocks and random).
-    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
-        self
-    }
-
-    /// Fresh instance per task (the default), or reuse of a worker's instance.
-    pub fn instance_policy(mut self, policy: InstancePolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// An export (taking no arguments) called once on every new instance before its first
-    /// task: `concurrent.futures`' `initializer=`. If it fails, the pool breaks.
-    pub fn initializer(mut self, export: impl Into<String>) -> Self {
-        self.initializer = Some(export.into());
-        self
-    }
+    task_settings_setters!();
 
     /// Self-healing instead of `concurrent.futures`' broken pool: when a worker dies, only
     /// the tasks it was running fail (with a [`BrokenPool`](crate::TaskError::BrokenPool)
@@ -230,11 +190,7 @@ impl ProcessPoolBuilder {
             workers,
             program,
             name_prefix: self.name_prefix,
-            output: self.output,
-            budget: self.budget,
-            capabilities: self.capabilities,
-            policy: self.policy,
-            initializer: self.initializer,
+            task: self.settings,
             respawn: self.respawn,
             max_tasks_per_worker: self.max_tasks_per_worker,
             pipeline_depth: self.pipeline_depth,

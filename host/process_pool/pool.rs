@@ -15,9 +15,8 @@ use crate::call::Call;
 use crate::component::{RuntimeConfig, TaskComponent};
 use crate::error::{ProtocolError, SubmitError, TaskError};
 use crate::future::{TaskFuture, promise};
-use crate::output::OutputMode;
-use crate::run::{InstancePolicy, TaskRun};
-use crate::sandbox::{Budget, Capabilities};
+use crate::run::TaskRun;
+use crate::run::TaskSettings;
 
 use super::process::{self, Outgoing};
 use super::protocol::{MAX_FRAME, abort_frame, load_frame_header, task_frame};
@@ -31,11 +30,8 @@ pub(crate) struct Settings {
     pub(crate) workers: usize,
     pub(crate) program: PathBuf,
     pub(crate) name_prefix: String,
-    pub(crate) output: OutputMode,
-    pub(crate) budget: Budget,
-    pub(crate) capabilities: Capabilities,
-    pub(crate) policy: InstancePolicy,
-    pub(crate) initializer: Option<String>,
+    /// What every task gets.
+    pub(crate) task: TaskSettings,
     pub(crate) respawn: bool,
     pub(crate) max_tasks_per_worker: Option<usize>,
     pub(crate) pipeline_depth: usize,

@@ -60,11 +60,7 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
     let name: Arc<str> = Arc::from(format!("{}-{serial}", settings.name_prefix));
     let setup = setup_frame(&Setup {
         name: name.to_string(),
-        output: settings.output,
-        budget: settings.budget.clone(),
-        capabilities: settings.capabilities.clone(),
-        policy: settings.policy,
-        initializer: settings.initializer.clone(),
+        settings: settings.task.clone(),
     })
     .map_err(std::io::Error::other)?;
     // Each worker gets its own process group: a terminal's Ctrl-C goes to the pool's

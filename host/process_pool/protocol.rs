@@ -24,9 +24,10 @@ use wasmtime::component::Val;
 
 use crate::component::RuntimeConfig;
 use crate::error::{ProtocolError, TaskError};
-use crate::output::{HostStream, OutputMode};
+use crate::output::HostStream;
+use crate::run::TaskSettings;
 use crate::run::{InstancePolicy, TaskRun};
-use crate::sandbox::{Budget, Capabilities};
+use crate::sandbox::Budget;
 use crate::value::TaskValue;
 
 use super::records::{
@@ -212,28 +213,31 @@ pub(crate) fn read_hello(input: &mut impl Read) -> Result<u32, ProtocolError> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Setup {
     pub(crate) name: String,
-    pub(crate) output: OutputMode,
-    pub(crate) budget: Budget,
-    pub(crate) capabilities: Capabilities,
-    pub(crate) policy: InstancePolicy,
-    pub(crate) initializer: Option<String>,
+    pub(crate) settings: TaskSettings,
 }
 
 pub(crate) fn setup_frame(s: &Setup) -> Result<Vec<u8>, ProtocolError> {
     let mut f = Frame::new(SETUP);
     f.put_bytes(&PROTOCOL_VERSION.to_le_bytes());
     f.put_str(&s.name);
-    put_output_mode(&mut f, s.output);
-    put_budget(&mut f, &s.budget);
-    put_capabilities(&mut f, &s.capabilities);
-    match s.policy {
+    let TaskSettings {
+        output,
+        budget,
+        capabilities,
+        policy,
+        initializer,
+    } = &s.settings;
+    put_output_mode(&mut f, *output);
+    put_budget(&mut f, budget);
+    put_capabilities(&mut f, capabilities);
+    match policy {
         InstancePolicy::Fresh => f.put_u8(0),
         InstancePolicy::Reuse { max_tasks } => {
             f.put_u8(1);
-            f.put_len(max_tasks);
+            f.put_len(*max_tasks);
         }
     }
-    f.put_opt_str(s.initializer.as_deref());
+    f.put_opt_str(initializer.as_deref());
     f.finish()
 }
 
@@ -330,17 +334,19 @@ pub(crate) fn decode_to_worker(kind: u8, payload: &[u8]) -> Result<ToWorker, Pro
             }
             ToWorker::Setup(Setup {
                 name: r.string("worker name")?,
-                output: read_output_mode(&mut r)?,
-                budget: read_budget(&mut r)?,
-                capabilities: read_capabilities(&mut r)?,
-                policy: match r.u8("instance policy")? {
-                    0 => InstancePolicy::Fresh,
-                    1 => InstancePolicy::Reuse {
-                        max_tasks: usize::try_from(r.uleb("max tasks")?).unwrap_or(usize::MAX),
+                settings: TaskSettings {
+                    output: read_output_mode(&mut r)?,
+                    budget: read_budget(&mut r)?,
+                    capabilities: read_capabilities(&mut r)?,
+                    policy: match r.u8("instance policy")? {
+                        0 => InstancePolicy::Fresh,
+                        1 => InstancePolicy::Reuse {
+                            max_tasks: usize::try_from(r.uleb("max tasks")?).unwrap_or(usize::MAX),
+                        },
+                        b => return Err(malformed(format!("unknown instance policy {b}"))),
                     },
-                    b => return Err(malformed(format!("unknown instance policy {b}"))),
+                    initializer: r.opt_string("initializer")?,
                 },
-                initializer: r.opt_string("initializer")?,
             })
         }
         LOAD => {
@@ -481,6 +487,8 @@ pub(crate) fn decode_from_worker(kind: u8, payload: &[u8]) -> Result<FromWorker,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::OutputMode;
+    use crate::sandbox::Capabilities;
 
     fn split(frame: &[u8]) -> (u8, Vec<u8>) {
         read_frame(&mut &frame[..]).unwrap().unwrap()
@@ -527,18 +535,20 @@ mod tests {
     fn setup_round_trips() {
         let setup = Setup {
             name: "worker-3".into(),
-            output: OutputMode::Capture { limit: 100 },
-            budget: Budget::default()
-                .timeout(Duration::from_millis(250))
-                .fuel(9),
-            capabilities: Capabilities::default()
-                .dir("/tmp", "/data")
-                .dir_writable("/var/tmp", "/out")
-                .env("A", "b")
-                .args(["x", "y"])
-                .network(true),
-            policy: InstancePolicy::Reuse { max_tasks: 8 },
-            initializer: Some("init".into()),
+            settings: TaskSettings {
+                output: OutputMode::Capture { limit: 100 },
+                budget: Budget::default()
+                    .timeout(Duration::from_millis(250))
+                    .fuel(9),
+                capabilities: Capabilities::default()
+                    .dir("/tmp", "/data")
+                    .dir_writable("/var/tmp", "/out")
+                    .env("A", "b")
+                    .args(["x", "y"])
+                    .network(true),
+                policy: InstancePolicy::Reuse { max_tasks: 8 },
+                initializer: Some("init".into()),
+            },
         };
         let (kind, payload) = split(&setup_frame(&setup).unwrap());
         match decode_to_worker(kind, &payload).unwrap() {

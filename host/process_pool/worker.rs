@@ -96,11 +96,7 @@ fn serve_inner() -> Result<(), String> {
     });
     let env = TaskEnv {
         worker_name: Arc::from(setup.name),
-        output: setup.output,
-        budget: setup.budget,
-        capabilities: setup.capabilities,
-        policy: setup.policy,
-        initializer: setup.initializer,
+        settings: setup.settings,
     };
 
     let controls: Controls = Arc::default();
