@@ -19,11 +19,12 @@ use std::mem;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard, lock, wait_timeout_while, wait_while};
 
 use crate::{TaskError, TaskReport, TaskValue, WaitTimeout};
 
@@ -102,6 +103,10 @@ struct Inner {
     waiters: Vec<(u64, Sender<u64>)>,
     /// Wakers of tasks `.await`ing this future, keyed by their [`ResultFuture`].
     wakers: Vec<(u64, Waker)>,
+    /// Threads blocked (or about to block) on `done`. Counted so that a change nobody
+    /// waits for skips the condition variable's wake-up system call, which would otherwise
+    /// be paid twice per task (start and finish).
+    sleepers: usize,
 }
 
 /// The consumer's handle to the outcome of one task: a port of Python's
@@ -143,6 +148,7 @@ impl TaskFuture {
                     callbacks: Vec::new(),
                     waiters: Vec::new(),
                     wakers: Vec::new(),
+                    sleepers: 0,
                 }),
                 done: Condvar::new(),
                 extras: Mutex::new(Extras::default()),
@@ -151,10 +157,7 @@ impl TaskFuture {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.shared
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared.inner)
     }
 
     /// The future's id: unique among all futures of this process.
@@ -237,11 +240,7 @@ impl TaskFuture {
     /// Blocks until the future is done, then returns the task's outcome: its value, its error,
     /// or [`TaskError::Cancelled`] if the future was cancelled.
     pub fn result(&self) -> Result<TaskValue, TaskError> {
-        let inner = self
-            .shared
-            .done
-            .wait_while(self.lock(), |i| !i.state.is_done())
-            .unwrap_or_else(PoisonError::into_inner);
+        let inner = self.block_while(None, |i| !i.state.is_done());
         outcome_of(&inner)
     }
 
@@ -270,11 +269,7 @@ impl TaskFuture {
     ///
     /// Useful to know that `cancel()` can no longer succeed, or that a worker is busy.
     pub fn wait_started(&self, timeout: Duration) -> Result<(), WaitTimeout> {
-        let (inner, _) = self
-            .shared
-            .done
-            .wait_timeout_while(self.lock(), timeout, |i| i.state == FutureState::Pending)
-            .unwrap_or_else(PoisonError::into_inner);
+        let inner = self.block_while(Some(timeout), |i| i.state == FutureState::Pending);
         if inner.state == FutureState::Pending {
             Err(WaitTimeout(timeout))
         } else {
@@ -288,13 +283,43 @@ impl TaskFuture {
         self.extras().report.clone()
     }
 
+    /// Blocks while `blocked` holds for the state (for at most `timeout`, if given), counted
+    /// in `sleepers` meanwhile; returns the state, locked.
+    fn block_while(
+        &self,
+        timeout: Option<Duration>,
+        blocked: impl Fn(&Inner) -> bool,
+    ) -> MutexGuard<'_, Inner> {
+        let mut inner = self.lock();
+        if !blocked(&inner) {
+            return inner;
+        }
+        // A result due within microseconds is picked up without sleeping and being woken.
+        #[cfg(not(all(test, feature = "loom")))]
+        if timeout.is_none() {
+            drop(inner);
+            crate::spin::until(|| !blocked(&self.lock()));
+            inner = self.lock();
+            if !blocked(&inner) {
+                return inner;
+            }
+        }
+        inner.sleepers += 1;
+        let mut inner = match timeout {
+            None => wait_while(&self.shared.done, inner, &blocked),
+            Some(timeout) => {
+                // A change between here and the wait notifies (sleepers > 0): harmless.
+                drop(inner);
+                wait_timeout_while(&self.shared.done, &self.shared.inner, timeout, &blocked)
+            }
+        };
+        inner.sleepers -= 1;
+        inner
+    }
+
     /// Waits up to `timeout` for the future to be done; returns the locked state if it is.
     fn wait_done(&self, timeout: Duration) -> Result<MutexGuard<'_, Inner>, WaitTimeout> {
-        let (inner, _) = self
-            .shared
-            .done
-            .wait_timeout_while(self.lock(), timeout, |i| !i.state.is_done())
-            .unwrap_or_else(PoisonError::into_inner);
+        let inner = self.block_while(Some(timeout), |i| !i.state.is_done());
         if inner.state.is_done() {
             Ok(inner)
         } else {
@@ -353,8 +378,11 @@ impl TaskFuture {
         }
         let wakers = mem::take(&mut inner.wakers);
         let callbacks = mem::take(&mut inner.callbacks);
+        let sleepers = inner.sleepers > 0;
         drop(inner);
-        self.shared.done.notify_all();
+        if sleepers {
+            self.shared.done.notify_all();
+        }
         for (_, waker) in wakers {
             waker.wake();
         }
@@ -537,9 +565,12 @@ impl Promise {
         match inner.state {
             FutureState::Pending => {
                 inner.state = FutureState::Running;
+                let sleepers = inner.sleepers > 0;
                 drop(inner);
                 // `wait_started` waits on the same condition variable.
-                self.future.shared.done.notify_all();
+                if sleepers {
+                    self.future.shared.done.notify_all();
+                }
                 true
             }
             FutureState::Cancelled => false,
@@ -632,9 +663,6 @@ impl TaskFuture {
     /// The future's [`Extras`], locked. Do not hold this guard while calling into user code
     /// that might lock it again.
     pub(crate) fn extras(&self) -> MutexGuard<'_, Extras> {
-        self.shared
-            .extras
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared.extras)
     }
 }

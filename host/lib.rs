@@ -21,12 +21,20 @@ mod component;
 mod error;
 mod executor;
 mod future;
+#[cfg(all(test, feature = "loom"))]
+mod future_loom;
+/// Entry points for the fuzz targets in `fuzz/`; not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod output;
 #[cfg(unix)]
 mod process_pool;
 mod report;
 mod run;
 mod sandbox;
+mod spin;
+mod sync;
 mod thread_pool;
 mod ticker;
 pub mod types;
@@ -50,6 +58,7 @@ pub use process_pool::{
 pub use report::TaskReport;
 pub use run::{DEFAULT_MAX_MEMORY, InstancePolicy};
 pub use sandbox::{Budget, Capabilities, DirGrant};
+pub use spin::SPIN_ENV;
 pub use thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use value::TaskValue;
 pub use wait::{AsCompleted, ReturnWhen, WaitResult, as_completed, wait};

@@ -488,10 +488,13 @@ fn call_sync(
     args: &[Val],
 ) -> Result<Option<Val>, Failure> {
     let func = export(&mut *store, instance, function)?;
-    let mut results = vec![Val::Bool(false); function.ty.results().len()];
-    func.call(&mut *store, args, &mut results)
+    // A component function has at most one result: no allocation for it.
+    let returns = function.ty.results().len() > 0;
+    let mut result = [Val::Bool(false)];
+    func.call(&mut *store, args, &mut result[..usize::from(returns)])
         .map_err(Failure::Call)?;
-    Ok(results.pop())
+    let [value] = result;
+    Ok(returns.then_some(value))
 }
 
 fn export(

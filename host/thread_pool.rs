@@ -68,7 +68,7 @@ impl ThreadPoolBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+        let (sender, receiver) = crossbeam_channel::unbounded::<Work>();
         let running = Arc::new(Mutex::new(vec![None; workers]));
         let broken = Arc::new(Mutex::new(None));
         let mut threads = Vec::with_capacity(workers);
@@ -117,6 +117,37 @@ struct Job {
     control: Arc<TaskControl>,
 }
 
+impl Job {
+    /// A job for `call`, and its future (abort hook in place before it can start).
+    fn new(call: Call) -> (Job, TaskFuture) {
+        let (promise, future) = promise();
+        let control = Arc::new(TaskControl::default());
+        let hook = control.clone();
+        future.extras().abort_hook = Some(Box::new(move || hook.abort()));
+        let job = Job {
+            promise,
+            call,
+            control,
+        };
+        (job, future)
+    }
+}
+
+/// What the queue carries: one task, or a batch that one worker runs in order.
+enum Work {
+    One(Job),
+    Batch(Vec<Job>),
+}
+
+impl Work {
+    fn into_jobs(self) -> Vec<Job> {
+        match self {
+            Work::One(job) => vec![job],
+            Work::Batch(jobs) => jobs,
+        }
+    }
+}
+
 /// The future each worker is running, by worker index (for aborting on shutdown).
 type RunningSlots = Arc<Mutex<Vec<Option<TaskFuture>>>>;
 
@@ -131,43 +162,55 @@ struct Watch {
 }
 
 /// Runs jobs until the queue is closed and empty.
-fn worker_loop(jobs: &Receiver<Job>, env: &TaskEnv, watch: &Watch) {
-    let pid = std::process::id();
+fn worker_loop(jobs: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
     let mut instances = InstanceSlot::default();
-    for job in jobs.iter() {
-        if let Some(reason) = lock(&watch.broken).clone() {
-            job.promise.set_error(TaskError::BrokenPool { reason });
-            continue;
-        }
-        if !job.promise.set_running_or_notify_cancel() {
-            continue;
-        }
-        lock(&watch.running)[watch.slot] = Some(job.promise.future());
-        let run = catch_unwind(AssertUnwindSafe(|| {
-            run_task(&job.call, env, &job.control, &mut instances)
-        }));
-        lock(&watch.running)[watch.slot] = None;
-        match run {
-            Ok(run) => {
-                if run.breaks_pool
-                    && let Err(TaskError::BrokenPool { reason }) = &run.outcome
-                {
-                    lock(&watch.broken).get_or_insert_with(|| reason.clone());
+    for work in crate::spin::iter(jobs) {
+        match work {
+            Work::One(job) => run_job(job, env, watch, &mut instances),
+            Work::Batch(batch) => {
+                for job in batch {
+                    run_job(job, env, watch, &mut instances);
                 }
-                let report = run.report(&env.worker_name, pid, 1);
-                job.promise.complete_with_report(run.outcome, report);
             }
-            Err(panic) => {
-                // The kept instance may be mid-call: never reuse it.
-                instances = InstanceSlot::default();
-                job.promise.set_error(TaskError::BrokenPool {
-                    reason: format!(
-                        "{} panicked while running the task: {}",
-                        env.worker_name,
-                        panic_text(&*panic)
-                    ),
-                });
+        }
+    }
+}
+
+/// Runs one job on this worker (unless it was cancelled or the pool broke) and completes
+/// its promise.
+fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) {
+    if let Some(reason) = lock(&watch.broken).clone() {
+        job.promise.set_error(TaskError::BrokenPool { reason });
+        return;
+    }
+    if !job.promise.set_running_or_notify_cancel() {
+        return;
+    }
+    lock(&watch.running)[watch.slot] = Some(job.promise.future());
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        run_task(&job.call, env, &job.control, instances)
+    }));
+    lock(&watch.running)[watch.slot] = None;
+    match run {
+        Ok(run) => {
+            if run.breaks_pool
+                && let Err(TaskError::BrokenPool { reason }) = &run.outcome
+            {
+                lock(&watch.broken).get_or_insert_with(|| reason.clone());
             }
+            let report = run.report(&env.worker_name, std::process::id(), 1);
+            job.promise.complete_with_report(run.outcome, report);
+        }
+        Err(panic) => {
+            // The kept instance may be mid-call: never reuse it.
+            *instances = InstanceSlot::default();
+            job.promise.set_error(TaskError::BrokenPool {
+                reason: format!(
+                    "{} panicked while running the task: {}",
+                    env.worker_name,
+                    panic_text(&*panic)
+                ),
+            });
         }
     }
 }
@@ -201,9 +244,9 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// ```
 pub struct ThreadPoolExecutor {
     /// `None` once shut down. Held while sending so no job slips in after shutdown.
-    queue: Mutex<Option<Sender<Job>>>,
+    queue: Mutex<Option<Sender<Work>>>,
     /// The receiving end, kept to cancel the backlog on `shutdown(cancel_futures)`.
-    backlog: Receiver<Job>,
+    backlog: Receiver<Work>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     running: RunningSlots,
     broken: Broken,
@@ -229,25 +272,16 @@ impl ThreadPoolExecutor {
 
 impl Executor for ThreadPoolExecutor {
     fn submit(&self, call: Call) -> Result<TaskFuture, SubmitError> {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(sender) = queue.as_ref() else {
-            return Err(SubmitError::Shutdown);
-        };
-        if let Some(reason) = lock(&self.broken).clone() {
-            return Err(SubmitError::BrokenPool(reason));
-        }
-        let (promise, future) = promise();
-        let control = Arc::new(TaskControl::default());
-        let hook = control.clone();
-        future.extras().abort_hook = Some(Box::new(move || hook.abort()));
-        sender
-            .send(Job {
-                promise,
-                call,
-                control,
-            })
-            .map_err(|_| SubmitError::Shutdown)?;
+        let (job, future) = Job::new(call);
+        self.send(Work::One(job))?;
         Ok(future)
+    }
+
+    /// The batch is one queue entry: one worker runs its calls in order.
+    fn submit_batch(&self, calls: Vec<Call>) -> Result<Vec<TaskFuture>, SubmitError> {
+        let (jobs, futures) = calls.into_iter().map(Job::new).unzip();
+        self.send(Work::Batch(jobs))?;
+        Ok(futures)
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
@@ -257,8 +291,10 @@ impl Executor for ThreadPoolExecutor {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if cancel_futures {
-            while let Ok(job) = self.backlog.try_recv() {
-                job.promise.future().cancel();
+            while let Ok(work) = self.backlog.try_recv() {
+                for job in work.into_jobs() {
+                    job.promise.future().cancel();
+                }
             }
         }
         // Closing the queue lets each worker exit once the backlog is done.
@@ -279,6 +315,19 @@ impl Executor for ThreadPoolExecutor {
 }
 
 impl ThreadPoolExecutor {
+    /// Queues `work` unless the pool is shut down or broken (then its promises are dropped
+    /// with it, which resolves their futures).
+    fn send(&self, work: Work) -> Result<(), SubmitError> {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = queue.as_ref() else {
+            return Err(SubmitError::Shutdown);
+        };
+        if let Some(reason) = lock(&self.broken).clone() {
+            return Err(SubmitError::BrokenPool(reason));
+        }
+        sender.send(work).map_err(|_| SubmitError::Shutdown)
+    }
+
     /// Stops now: refuses new work, cancels the backlog, aborts the running tasks, and
     /// waits for the workers to exit.
     pub fn shutdown_now(&self) {

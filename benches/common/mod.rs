@@ -65,6 +65,16 @@ pub fn run_all<E: Executor + ?Sized>(pool: &E, calls: &[Call]) {
     }
 }
 
+/// Like [`run_all`], through `map_chunked` (Python's `map(..., chunksize=n)`).
+pub fn map_chunked_all<E: Executor>(pool: &E, calls: &[Call], chunksize: usize) {
+    for outcome in pool
+        .map_chunked(calls.to_vec(), chunksize)
+        .expect("map_chunked")
+    {
+        outcome.expect("the task succeeds");
+    }
+}
+
 /// One submit→result round trip.
 pub fn round_trip<E: Executor + ?Sized>(pool: &E, call: &Call) {
     pool.submit(call.clone())

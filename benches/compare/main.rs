@@ -96,7 +96,25 @@ fn main() {
             &noop(n),
             &["raw wasmtime, 2 threads", "Python ProcessPoolExecutor(2)"],
         ));
+        rows.push(chunked_rate_row(
+            w,
+            "wasmpool process pool, map_chunked 256",
+            &pool,
+            &noop(n),
+            CHUNK,
+            &["Python ProcessPoolExecutor(2).map, chunksize=256"],
+        ));
     }
+    let pool = common::thread_pool(2, InstancePolicy::Fresh);
+    rows.push(chunked_rate_row(
+        w,
+        "wasmpool thread pool, map_chunked 256",
+        &pool,
+        &noop(n),
+        CHUNK,
+        &["raw wasmtime, 2 threads"],
+    ));
+    drop(pool);
     rows.push(row(
         w,
         "raw wasmtime, 1 thread",
@@ -163,6 +181,16 @@ fn main() {
         &["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
     ));
     drop(pool);
+    let pool = common::thread_pool(2, common::REUSE);
+    rows.push(chunked_rate_row(
+        w,
+        "wasmpool thread pool, map_chunked 256",
+        &pool,
+        &noop(n),
+        CHUNK,
+        &["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
+    ));
+    drop(pool);
     if let Some(pool) = common::process_pool(2, common::REUSE) {
         rows.push(rate_row(
             w,
@@ -170,6 +198,14 @@ fn main() {
             &pool,
             &noop(n / 4),
             &["raw wasmtime, 2 threads", "Python ProcessPoolExecutor(2)"],
+        ));
+        rows.push(chunked_rate_row(
+            w,
+            "wasmpool process pool, map_chunked 256",
+            &pool,
+            &noop(n),
+            CHUNK,
+            &["Python ProcessPoolExecutor(2).map, chunksize=256"],
         ));
     }
     rows.push(row(
@@ -188,6 +224,12 @@ fn main() {
         w,
         "Python ProcessPoolExecutor(2)",
         py("process_submit_rate"),
+        Unit::Rate,
+    ));
+    rows.push(opt_row(
+        w,
+        "Python ProcessPoolExecutor(2).map, chunksize=256",
+        py("process_map256_rate"),
         Unit::Rate,
     ));
 
@@ -339,10 +381,31 @@ fn rate_row<E: Executor>(
     calls: &[Call],
     versus: &[&'static str],
 ) -> Row {
-    common::run_all(pool, &calls[..calls.len().min(100)]);
-    let rate = best(3, || {
-        calls.len() as f64 / timed(|| common::run_all(pool, calls))
-    });
+    chunked_rate_row(workload, runner, pool, calls, 1, versus)
+}
+
+/// Python's chunksize for the chunked rows, on both sides.
+const CHUNK: usize = 256;
+
+/// Tasks/s of `calls` through `map_chunked(calls, chunksize)`, or submit-all-then-wait
+/// when `chunksize` is 1.
+fn chunked_rate_row<E: Executor>(
+    workload: &'static str,
+    runner: &str,
+    pool: &E,
+    calls: &[Call],
+    chunksize: usize,
+    versus: &[&'static str],
+) -> Row {
+    let run = |calls: &[Call]| {
+        if chunksize == 1 {
+            common::run_all(pool, calls);
+        } else {
+            common::map_chunked_all(pool, calls, chunksize);
+        }
+    };
+    run(&calls[..calls.len().min(100)]);
+    let rate = best(3, || calls.len() as f64 / timed(|| run(calls)));
     Row {
         versus: versus.to_vec(),
         ..row(workload, runner, rate, Unit::Rate)

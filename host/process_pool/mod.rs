@@ -15,7 +15,7 @@
 
 mod pool;
 mod process;
-mod protocol;
+pub(crate) mod protocol;
 mod records;
 mod state;
 mod wire;
@@ -342,6 +342,12 @@ impl std::fmt::Debug for ProcessPoolExecutor {
 impl Executor for ProcessPoolExecutor {
     fn submit(&self, call: Call) -> Result<TaskFuture, SubmitError> {
         self.shared.submit(call)
+    }
+
+    /// One job per run of calls of the same component: its TASK frames go to one worker
+    /// in one write, and count once against [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth).
+    fn submit_batch(&self, calls: Vec<Call>) -> Result<Vec<TaskFuture>, SubmitError> {
+        self.shared.submit_batch(calls)
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {

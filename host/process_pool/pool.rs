@@ -14,14 +14,15 @@ use std::time::Duration;
 use crate::call::Call;
 use crate::component::{RuntimeConfig, TaskComponent};
 use crate::error::{ProtocolError, SubmitError, TaskError};
-use crate::future::{TaskFuture, promise};
+use crate::future::{Promise, TaskFuture, promise};
 use crate::run::TaskRun;
 use crate::run::TaskSettings;
 
 use super::process::{self, Outgoing};
 use super::protocol::{MAX_FRAME, abort_frame, load_frame_header, task_frame};
 use super::state::{
-    Effects, End, Job, Phase, StartupFailure, State, Worker, describe, describe_start,
+    Effects, End, Job, MAX_FAILED_STARTS, Phase, StartupFailure, State, Worker, describe,
+    describe_start,
 };
 
 /// The settings a pool was built with.
@@ -79,6 +80,8 @@ impl Shared {
                 workers: Vec::new(),
                 spawning: 0,
                 startup_failure: None,
+                started: false,
+                failed_starts: 0,
             }),
             changed: Condvar::new(),
             registry: Mutex::new(HashMap::new()),
@@ -129,6 +132,7 @@ impl Shared {
                 return Err(StartError::Worker(failure));
             }
             if st.spawning == 0 && st.workers.iter().all(|w| w.ready) {
+                st.started = true;
                 return Ok(());
             }
             st = self
@@ -177,10 +181,58 @@ impl Shared {
     pub(crate) fn submit(self: &Arc<Self>, call: Call) -> Result<TaskFuture, SubmitError> {
         self.lock().phase.check()?;
         let component = self.register(call.component())?;
+        let mut frame = Vec::new();
+        let (task, future) = self.prepare(&call, component.id, &mut frame)?;
+        self.enqueue(vec![Job {
+            tasks: vec![task],
+            frame,
+            component,
+        }])?;
+        Ok(future)
+    }
+
+    /// Submits `calls` as batches: each run of calls of one component is one job, handed to
+    /// one worker in one write.
+    pub(crate) fn submit_batch(
+        self: &Arc<Self>,
+        calls: Vec<Call>,
+    ) -> Result<Vec<TaskFuture>, SubmitError> {
+        self.lock().phase.check()?;
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut futures = Vec::with_capacity(calls.len());
+        for (i, call) in calls.iter().enumerate() {
+            let same = i > 0 && calls[i - 1].component().same_component(call.component());
+            if !same {
+                let component = self.register(call.component())?;
+                jobs.push(Job {
+                    tasks: Vec::new(),
+                    frame: Vec::new(),
+                    component,
+                });
+            }
+            let Some(job) = jobs.last_mut() else {
+                unreachable!("a job was pushed above");
+            };
+            let (task, future) = self.prepare(call, job.component.id, &mut job.frame)?;
+            job.tasks.push(task);
+            futures.push(future);
+        }
+        self.enqueue(jobs)?;
+        Ok(futures)
+    }
+
+    /// Encodes `call` as a TASK frame at the end of `frame` and makes its promise, with the
+    /// abort hook in place before the task can start.
+    fn prepare(
+        self: &Arc<Self>,
+        call: &Call,
+        component: u64,
+        frame: &mut Vec<u8>,
+    ) -> Result<((u64, Promise), TaskFuture), SubmitError> {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
-        let frame = task_frame(
+        let encoded = task_frame(
             id,
-            component.id,
+            component,
             call.function_index(),
             call.budget(),
             call.argv(),
@@ -189,22 +241,23 @@ impl Shared {
         .map_err(|e| {
             SubmitError::Incompatible(format!("the call cannot be sent to a worker: {e}"))
         })?;
+        frame.extend_from_slice(&encoded);
         let (promise, future) = promise();
         let pool = Arc::downgrade(self);
-        // Before the task can start, so that no abort slips between start and registration.
         future.extras().abort_hook = Some(Box::new(move || abort_task(&pool, id)));
+        Ok(((id, promise), future))
+    }
+
+    /// Queues `jobs` and hands what it can to the workers. If the pool closed meanwhile,
+    /// the jobs' futures fail with the reason (their promises are dropped).
+    fn enqueue(self: &Arc<Self>, jobs: Vec<Job>) -> Result<(), SubmitError> {
         let mut st = self.lock();
         st.phase.check()?;
-        st.queue.push_back(Job {
-            id,
-            promise,
-            frame,
-            component,
-        });
+        st.queue.extend(jobs);
         let fx = st.pump(&self.settings);
         drop(st);
         self.settle(fx);
-        Ok(future)
+        Ok(())
     }
 
     /// The workers' id of `component`, registering it on first use.
@@ -241,6 +294,7 @@ impl Shared {
         let mut st = self.lock();
         if let Some(w) = st.worker_mut(serial) {
             w.ready = true;
+            st.failed_starts = 0;
         }
         let fx = st.pump(&self.settings);
         self.changed.notify_all();
@@ -277,7 +331,9 @@ impl Shared {
                 }
                 continue;
             };
-            let (_, promise) = w.in_flight.remove(i);
+            let Some((_, promise)) = w.in_flight.remove(i) else {
+                continue;
+            };
             if run.breaks_pool {
                 // The pool's initializer failed: concurrent.futures breaks the pool.
                 breaks_pool = Some(match &run.outcome {
@@ -343,7 +399,26 @@ impl Shared {
                     st.spawning += 1;
                     fx.spawn += 1;
                 }
+            } else if self.settings.respawn
+                && st.started
+                && st.failed_starts < MAX_FAILED_STARTS
+                && (matches!(st.phase, Phase::Open) || !st.queue.is_empty())
+            {
+                // A replacement died before its greeting (it had no tasks yet): try again.
+                log::warn!("{reason}; starting another worker (respawn mode)");
+                st.failed_starts += 1;
+                st.spawning += 1;
+                fx.spawn += 1;
             } else {
+                let reason = if self.settings.respawn && st.failed_starts >= MAX_FAILED_STARTS {
+                    format!(
+                        "{reason}; {} replacement workers in a row failed to start, so \
+                         respawn mode gives up",
+                        st.failed_starts + 1
+                    )
+                } else {
+                    reason
+                };
                 let error = TaskError::BrokenPool {
                     reason: reason.clone(),
                 };
@@ -373,8 +448,8 @@ impl Shared {
         };
         let fx = st.pump(&self.settings);
         drop(st);
-        for job in cancelled {
-            job.promise.future().cancel();
+        for (_, promise) in cancelled.iter().flat_map(|job| &job.tasks) {
+            promise.future().cancel();
         }
         self.settle(fx);
         if wait {

@@ -105,7 +105,7 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
         retiring: false,
         assigned: 0,
         loaded: Default::default(),
-        in_flight: Vec::new(),
+        in_flight: std::collections::VecDeque::new(),
     });
     if !added {
         kill_and_reap(&mut lock(&child));
@@ -129,7 +129,7 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
 /// worker then sees EOF and exits after its last task) or a write fails (it died).
 fn write_loop(stdin: ChildStdin, frames: &Receiver<Outgoing>) {
     let mut out = BufWriter::with_capacity(CHANNEL_BUFFER, stdin);
-    while let Ok(first) = frames.recv() {
+    while let Some(first) = crate::spin::recv(frames) {
         let mut next = Some(first);
         while let Some(frame) = next {
             let written = match frame {

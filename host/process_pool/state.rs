@@ -37,7 +37,17 @@ pub(crate) struct State {
     pub(crate) spawning: usize,
     /// Why the first worker that failed its handshake did (for the build error).
     pub(crate) startup_failure: Option<StartupFailure>,
+    /// Every first worker greeted: from now on a worker that dies before its handshake is
+    /// a replacement (which respawn mode may start again).
+    pub(crate) started: bool,
+    /// Replacements in a row that died before their handshake (reset by a greeting).
+    pub(crate) failed_starts: u32,
 }
+
+/// How many replacements in a row may die before their handshake before a respawn pool
+/// gives up and breaks: a worker program that cannot start must not be restarted forever,
+/// but one replacement killed while it starts must not break the pool.
+pub(crate) const MAX_FAILED_STARTS: u32 = 3;
 
 pub(crate) struct StartupFailure {
     pub(crate) worker: String,
@@ -45,11 +55,31 @@ pub(crate) struct StartupFailure {
     pub(crate) source: Option<ProtocolError>,
 }
 
+/// What the queue holds: one task, or a batch (`submit_batch`, `map_chunked`) handed to one
+/// worker as a whole, in one write.
 pub(crate) struct Job {
-    pub(crate) id: u64,
-    pub(crate) promise: Promise,
+    /// Task ids and promises, in order.
+    pub(crate) tasks: Vec<(u64, Promise)>,
+    /// Their TASK frames, back to back.
     pub(crate) frame: Vec<u8>,
     pub(crate) component: Arc<ComponentEntry>,
+}
+
+impl Job {
+    fn cancelled(&self) -> bool {
+        self.tasks.iter().all(|(_, p)| p.is_cancelled())
+    }
+
+    /// Marks the tasks running; `false` if every one was cancelled (the job is dropped).
+    /// The cancelled tasks of a batch that starts still run (their frames are written with
+    /// the others) and their results are dropped.
+    fn start(&self) -> bool {
+        let mut any = false;
+        for (_, promise) in &self.tasks {
+            any |= promise.set_running_or_notify_cancel();
+        }
+        any
+    }
 }
 
 /// One worker process, as the pool sees it.
@@ -68,7 +98,7 @@ pub(crate) struct Worker {
     pub(crate) assigned: usize,
     pub(crate) loaded: HashSet<u64>,
     /// Tasks handed to it and not answered yet, in the order they were sent.
-    pub(crate) in_flight: Vec<(u64, Promise)>,
+    pub(crate) in_flight: VecDeque<(u64, Promise)>,
 }
 
 /// How a worker's channel ended, as its reader thread saw it.
@@ -121,11 +151,7 @@ impl State {
             return fx;
         }
         loop {
-            while self
-                .queue
-                .front()
-                .is_some_and(|job| job.promise.is_cancelled())
-            {
+            while self.queue.front().is_some_and(Job::cancelled) {
                 self.queue.pop_front();
             }
             if self.queue.is_empty() {
@@ -137,7 +163,7 @@ impl State {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
-            if !job.promise.set_running_or_notify_cancel() {
+            if !job.start() {
                 continue;
             }
             let replace = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
@@ -155,7 +181,7 @@ impl State {
             }
         }
         let finished = matches!(self.phase, Phase::ShuttingDown) && {
-            self.queue.retain(|job| !job.promise.is_cancelled());
+            self.queue.retain(|job| !job.cancelled());
             self.queue.is_empty()
         };
         for worker in &mut self.workers {
@@ -187,7 +213,9 @@ impl State {
         };
         self.phase = Phase::Broken(reason);
         for job in self.queue.drain(..) {
-            fx.failed.push((job.promise, error.clone()));
+            for (_, promise) in job.tasks {
+                fx.failed.push((promise, error.clone()));
+            }
         }
         for worker in &mut self.workers {
             for (_, promise) in worker.in_flight.drain(..) {
@@ -213,8 +241,8 @@ impl Worker {
             }
             let _ = tx.send(Outgoing::Bytes(job.frame));
         }
-        self.in_flight.push((job.id, job.promise));
-        self.assigned += 1;
+        self.assigned += job.tasks.len();
+        self.in_flight.extend(job.tasks);
     }
 }
 

@@ -158,7 +158,7 @@ fn take_stdout() -> std::io::Result<File> {
 
 fn write_loop(channel: File, frames: &Receiver<Out>) {
     let mut w = BufWriter::with_capacity(64 * 1024, channel);
-    while let Ok(first) = frames.recv() {
+    while let Some(first) = crate::spin::recv(frames) {
         let mut next = Some(first);
         while let Some(frame) = next {
             match frame {
@@ -185,7 +185,7 @@ fn execute(jobs: &Receiver<Job>, out: &Sender<Out>, controls: &Controls, env: &T
     let mut runtimes: Vec<(RuntimeConfig, Runtime)> = Vec::new();
     let mut components: HashMap<u64, Result<TaskComponent, String>> = HashMap::new();
     let mut instances = InstanceSlot::default();
-    for job in jobs.iter() {
+    for job in crate::spin::iter(jobs) {
         match job {
             Job::Load(load) => {
                 let loaded = load_component(&mut runtimes, &load);

@@ -74,6 +74,17 @@ macro_rules! executor_suite {
                 super::many_tasks_all_resolve(make(2));
             }
             #[test]
+            fn map_chunked_yields_in_input_order_across_components() {
+                super::map_chunked_yields_in_input_order_across_components(make(2));
+            }
+            #[test]
+            fn a_batch_runs_on_one_worker_and_its_queued_calls_can_be_cancelled() {
+                super::a_batch_runs_on_one_worker_and_its_queued_calls_can_be_cancelled(
+                    make(1),
+                    $handed,
+                );
+            }
+            #[test]
             fn shutdown_from_a_callback_does_not_deadlock() {
                 super::shutdown_from_a_callback_does_not_deadlock(make(1));
             }
@@ -198,9 +209,61 @@ fn dropping_a_map_cancels_what_has_not_started(pool: impl Executor, handed: usiz
     assert!(blocker.result().is_ok());
 }
 
+fn map_chunked_yields_in_input_order_across_components(pool: impl Executor) {
+    // Runs of 3 calls alternate between the two components, so chunks of 4 mix them.
+    let calls: Vec<_> = (0..60)
+        .map(|n| match (n / 3) % 2 {
+            0 => call(fixtures(), &format!("add({n}, 1000)")),
+            _ => call(seed(), &format!("quick-task({n})")),
+        })
+        .collect();
+    let values: Vec<i64> = pool
+        .map_chunked(calls, 4)
+        .unwrap()
+        .map(|r| r.unwrap().as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = (0..60)
+        .map(|n| if (n / 3) % 2 == 0 { n + 1000 } else { n })
+        .collect();
+    assert_eq!(values, expected);
+}
+
+fn a_batch_runs_on_one_worker_and_its_queued_calls_can_be_cancelled(
+    pool: impl Executor,
+    handed: usize,
+) {
+    // The one worker is busy, and its pipeline is full: the batch waits in the queue.
+    let blocker = pool.submit(call(fixtures(), "sleep-ms(200)")).unwrap();
+    until_started(&blocker);
+    let fillers: Vec<_> = (1..handed)
+        .map(|_| pool.submit(call(fixtures(), "noop()")).unwrap())
+        .collect();
+    let calls: Vec<_> = (0..6)
+        .map(|n| call(seed(), &format!("quick-task({n})")))
+        .collect();
+    let batch = pool.submit_batch(calls).unwrap();
+    assert!(batch.iter().all(|f| f.state() == FutureState::Pending));
+    assert!(batch[1].cancel() && batch[4].cancel());
+    for (n, f) in batch.iter().enumerate() {
+        match n {
+            1 | 4 => assert_eq!(f.result(), Err(TaskError::Cancelled)),
+            _ => assert_eq!(f.result().unwrap().as_i64(), Some(n as i64)),
+        }
+    }
+    let workers: Vec<String> = [0, 2, 3, 5]
+        .iter()
+        .map(|&n| batch[n].report().expect("a report").worker)
+        .collect();
+    assert!(workers.iter().all(|w| *w == workers[0]), "{workers:?}");
+    assert!(blocker.result().is_ok());
+    assert!(fillers.iter().all(|f| f.result().is_ok()));
+}
+
 fn submit_after_shutdown_is_refused(pool: impl Executor) {
     pool.shutdown(true, false);
     let err = pool.submit(call(seed(), "noop()")).unwrap_err();
+    assert_eq!(err, SubmitError::Shutdown);
+    let err = pool.submit_batch(vec![call(seed(), "noop()")]).unwrap_err();
     assert_eq!(err, SubmitError::Shutdown);
     assert!(pool.map(vec![call(seed(), "noop()")]).is_err());
     pool.shutdown(true, false); // twice is harmless

@@ -1,6 +1,7 @@
 mod as_completed;
 mod bad_inputs;
 mod capabilities;
+mod chaos;
 mod cli;
 mod common;
 mod components;

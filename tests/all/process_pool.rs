@@ -98,6 +98,10 @@ fn script(name: &str) -> PathBuf {
                     hooked("none")
                 ),
             ),
+            // A worker the first time; the next `$FAIL` starts exit at once; a worker again
+            // after that.
+            ("starts-fail-twice", counted_starts(2)),
+            ("starts-fail-always", counted_starts(1000)),
         ];
         for (name, body) in scripts {
             let path = dir.path().join(name);
@@ -108,6 +112,19 @@ fn script(name: &str) -> PathBuf {
         dir
     });
     dir.path().join(name)
+}
+
+/// A worker program that counts its starts (in a file beside it): the first is a real
+/// worker, the next `fails` exit at once, before the handshake, and later ones work again.
+fn counted_starts(fails: u32) -> String {
+    format!(
+        "count=\"$0.count\"\n\
+         n=$(( $(cat \"$count\" 2>/dev/null || echo 0) + 1 ))\n\
+         echo $n > \"$count\"\n\
+         if [ $n -ge 2 ] && [ $n -le {} ]; then exit 3; fi\n{}",
+        fails + 1,
+        hooked("none")
+    )
 }
 
 /// The real worker with a test hook set (see host/process_pool/worker.rs).
@@ -822,6 +839,37 @@ mod crash_matrix {
         assert!(long[1].abort() && long[3].abort());
         let f = pool.submit(call(seed(), "quick-task(9)")).unwrap();
         assert_eq!(outcome(&f).unwrap().as_i64(), Some(9));
+    }
+
+    /// A replacement that dies before its greeting (killed while it starts, say) is started
+    /// again; the pool breaks only when replacements keep failing to start.
+    #[test]
+    fn respawn_retries_replacements_that_die_while_starting() {
+        for (script_name, recovers) in [("starts-fail-twice", true), ("starts-fail-always", false)]
+        {
+            let pool = build(
+                builder(1)
+                    .respawn(true)
+                    .pipeline_depth(1)
+                    .worker_program(script(script_name)),
+            );
+            let long = long_tasks(&pool, 1);
+            until_started(&long[0]);
+            let queued = pool.submit(call(seed(), "quick-task(5)")).unwrap();
+            signal(pool.worker_pids()[0], Signal::KILL);
+            assert!(broken(outcome(&long[0])).contains("SIGKILL"));
+            if recovers {
+                assert_eq!(outcome(&queued).unwrap().as_i64(), Some(5));
+                assert!(pool.broken_reason().is_none());
+            } else {
+                let reason = broken(outcome(&queued));
+                assert!(
+                    reason.contains("4 replacement workers in a row failed to start"),
+                    "{reason}"
+                );
+                submit_is_refused(&pool, &reason);
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! Spin, then park: how every worker-side loop waits for its next message.
+//!
+//! Parking a thread and waking it costs two system calls and a trip through the scheduler
+//! (5–30 µs on a virtual machine), paid on every task when tasks come one at a time. A
+//! thread that has just finished its work usually gets the next message within a few
+//! microseconds (a submit right after a result, the next frame of a stream), so it first
+//! polls its channel for up to [`SPIN`], yielding the CPU between polls so that it never
+//! holds a core another runnable thread needs, and parks only when nothing came.
+//! While work is queued the channel is never empty and nothing spins or parks at all.
+//! A thread blocked in `TaskFuture::result` does the same before it sleeps ([`until`]).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+
+/// How long a thread polls before it parks, by default. Long enough to cover a
+/// submit→result→submit turn-around, short enough to cost nothing noticeable when the pool
+/// goes idle.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// The environment variable that sets the spin in microseconds (`0`: park at once, for
+/// machines where every CPU cycle is spoken for). Read once per process; worker processes
+/// inherit it.
+pub const SPIN_ENV: &str = "WASMPOOL_SPIN_US";
+
+fn spin() -> Duration {
+    static SPIN_TIME: OnceLock<Duration> = OnceLock::new();
+    *SPIN_TIME.get_or_init(|| {
+        std::env::var(SPIN_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(SPIN, Duration::from_micros)
+    })
+}
+
+/// The next message, or `None` once the channel is closed and empty.
+pub(crate) fn recv<T>(rx: &Receiver<T>) -> Option<T> {
+    let mut deadline = None;
+    loop {
+        match rx.try_recv() {
+            Ok(message) => return Some(message),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        let now = Instant::now();
+        if now >= *deadline.get_or_insert_with(|| now + spin()) {
+            return rx.recv().ok();
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Polls `ready` (yielding between polls) for up to the spin time; whether it became true.
+pub(crate) fn until(mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + spin();
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The messages of `rx` until it is closed and empty, waiting with [`recv`].
+pub(crate) fn iter<T>(rx: &Receiver<T>) -> impl Iterator<Item = T> + '_ {
+    std::iter::from_fn(move || recv(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recv_gets_every_message_then_none_when_closed() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sender = std::thread::spawn(move || {
+            for n in 0..100 {
+                tx.send(n).expect("the receiver is alive");
+            }
+        });
+        let got: Vec<i32> = iter(&rx).collect();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        sender.join().expect("the sender finishes");
+        assert_eq!(recv(&rx), None);
+    }
+
+    #[test]
+    fn recv_parks_when_nothing_comes_within_the_spin() {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        let (started_tx, started) = crossbeam_channel::bounded(0);
+        let receiver = std::thread::spawn(move || {
+            started_tx.send(()).expect("the test waits");
+            recv(&rx)
+        });
+        started.recv().expect("the receiver starts");
+        // A rendezvous send completes only once the receiver takes the message, whether it
+        // is still spinning or already parked.
+        tx.send(7).expect("the receiver is alive");
+        assert_eq!(receiver.join().expect("the receiver finishes"), Some(7));
+    }
+
+    #[test]
+    fn until_says_whether_the_condition_came_true() {
+        assert!(until(|| true));
+        let mut polls = 0;
+        assert!(until(|| {
+            polls += 1;
+            polls == 3
+        }));
+        assert!(!until(|| false));
+    }
+}
