@@ -17,12 +17,16 @@
 //! flight and the input is never held in memory.
 
 mod common;
+#[path = "../tests/support/procfs.rs"]
+mod procfs;
 
 use std::fs;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use wasmpool::{Call, Executor, InstancePolicy, PoolingConfig};
+
+use procfs::children_of;
 
 use common::{REUSE, fixtures, fixtures_with, process_pool, thread_pool};
 
@@ -50,26 +54,9 @@ fn status_field(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The pids of this process's children (the process pool's workers).
-fn children() -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let after = &stat[stat.rfind(')')? + 1..];
-            let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == me).then_some(pid)
-        })
-        .collect()
-}
-
 fn sample(tasks: usize) -> Sample {
     let me = std::process::id();
-    let kids = children();
+    let kids = children_of(me);
     let rss = status_field(me, "VmRSS:");
     let kids_rss: u64 = kids.iter().map(|&pid| status_field(pid, "VmRSS:")).sum();
     Sample {
@@ -199,7 +186,7 @@ fn main() -> ExitCode {
             failed = true;
         }
     }
-    let left = children();
+    let left = children_of(std::process::id());
     if !left.is_empty() {
         println!("\nGREW: worker processes outlived their pools: {left:?}");
         failed = true;

@@ -29,12 +29,7 @@ pub trait Executor: Send + Sync {
         for call in calls {
             match self.submit(call) {
                 Ok(f) => futures.push(f),
-                Err(e) => {
-                    futures.iter().for_each(|f: &TaskFuture| {
-                        f.cancel();
-                    });
-                    return Err(e);
-                }
+                Err(e) => return Err(cancel_all(&futures, e)),
             }
         }
         Ok(futures)
@@ -55,24 +50,7 @@ pub trait Executor: Send + Sync {
         I: IntoIterator<Item = Call>,
         Self: Sized,
     {
-        let mut pending = VecDeque::new();
-        for call in calls {
-            match self.submit(call) {
-                Ok(f) => pending.push_back(f),
-                Err(e) => {
-                    pending.iter().for_each(|f: &TaskFuture| {
-                        f.cancel();
-                    });
-                    return Err(e);
-                }
-            }
-        }
-        Ok(Map {
-            executor: self,
-            pending,
-            source: None,
-            buffer: usize::MAX,
-        })
+        self.map_chunked(calls, 1)
     }
 
     /// Like [`Executor::map`], with the calls submitted in batches of `chunksize` (see
@@ -97,19 +75,18 @@ pub trait Executor: Send + Sync {
         I: IntoIterator<Item = Call>,
         Self: Sized,
     {
-        let chunksize = chunksize.max(1);
         let mut pending = VecDeque::new();
-        let mut calls = calls.into_iter().peekable();
-        while calls.peek().is_some() {
-            let chunk: Vec<Call> = calls.by_ref().take(chunksize).collect();
-            match self.submit_batch(chunk) {
-                Ok(futures) => pending.extend(futures),
-                Err(e) => {
-                    pending.iter().for_each(|f: &TaskFuture| {
-                        f.cancel();
-                    });
-                    return Err(e);
-                }
+        let mut calls = calls.into_iter();
+        while let Some(call) = calls.next() {
+            let submitted = if chunksize <= 1 {
+                self.submit(call).map(|f| pending.push_back(f))
+            } else {
+                let chunk = std::iter::once(call).chain(calls.by_ref().take(chunksize - 1));
+                self.submit_batch(chunk.collect())
+                    .map(|futures| pending.extend(futures))
+            };
+            if let Err(e) = submitted {
+                return Err(cancel_all(pending.iter(), e));
             }
         }
         Ok(Map {
@@ -179,6 +156,17 @@ impl Map<'_> {
             self.pending.push_back(future);
         }
     }
+}
+
+/// Cancels `futures` (the ones submitted before a submit failed) and passes `error` on.
+fn cancel_all<'a>(
+    futures: impl IntoIterator<Item = &'a TaskFuture>,
+    error: SubmitError,
+) -> SubmitError {
+    for future in futures {
+        future.cancel();
+    }
+    error
 }
 
 fn submit_failure(e: SubmitError) -> TaskError {

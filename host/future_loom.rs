@@ -8,7 +8,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use std::future::IntoFuture;
 
-use crate::sync::Arc;
+use crate::sync::{Arc, set_timeouts_expire};
 use crate::{FutureState, TaskError, TaskValue, Val, promise};
 
 fn value(n: u32) -> TaskValue {
@@ -75,11 +75,19 @@ fn blocking_result_vs_completion() {
     });
 }
 
+/// Runs `model` with timed waits that expire at any point, then with ones that never do.
+fn with_both_timeouts(model: fn()) {
+    for expire in [true, false] {
+        set_timeouts_expire(expire);
+        loom::model(model);
+    }
+}
+
 /// A timed wait racing the completion either sees the finished value or times out while the
-/// future was not done; it never sees a half-set state.
+/// future was not done; it never sees a half-set state, and is never left unwoken.
 #[test]
 fn wait_with_timeout_vs_completion() {
-    loom::model(|| {
+    with_both_timeouts(|| {
         let (promise, future) = promise();
         let waiter = {
             let future = future.clone();
@@ -98,7 +106,7 @@ fn wait_with_timeout_vs_completion() {
 /// was still pending.
 #[test]
 fn wait_started_vs_start() {
-    loom::model(|| {
+    with_both_timeouts(|| {
         let (promise, future) = promise();
         let waiter = {
             let future = future.clone();

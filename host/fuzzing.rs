@@ -20,8 +20,10 @@ use crate::process_pool::protocol::{
 /// to the same bytes again (the encoding is canonical).
 #[cfg(unix)]
 pub fn worker_stream(data: &[u8]) {
-    let _ = read_hello(&mut &data[..]);
     let mut input = data;
+    // Whatever the greeting's verdict, the frames after it are read on, as a reader would
+    // if it did not stop.
+    let _ = read_hello(&mut input);
     while let Ok(Some((kind, payload))) = read_frame(&mut input) {
         if let Ok(FromWorker::Result(id, run)) = decode_from_worker(kind, &payload) {
             let frame = result_frame(id, &run).expect("a decoded result re-encodes");
@@ -116,8 +118,8 @@ fn print_args(args: &[Val]) -> String {
     printed.join(", ")
 }
 
-/// Arbitrary bytes as a component file: loading gives a component or a [`LoadError`]
-/// (crate::LoadError), never a panic.
+/// Arbitrary bytes as a component file: loading gives a component or a
+/// [`LoadError`](crate::LoadError), never a panic.
 pub fn load_component(data: &[u8]) {
     if let Ok(component) = TaskComponent::from_bytes(data) {
         // Whatever loaded must describe itself without panicking.

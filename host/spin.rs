@@ -36,6 +36,11 @@ fn spin() -> Duration {
 
 /// The next message, or `None` once the channel is closed and empty.
 pub(crate) fn recv<T>(rx: &Receiver<T>) -> Option<T> {
+    recv_for(rx, spin())
+}
+
+/// [`recv`], polling for `spin` before parking.
+fn recv_for<T>(rx: &Receiver<T>, spin: Duration) -> Option<T> {
     let mut deadline = None;
     loop {
         match rx.try_recv() {
@@ -44,7 +49,7 @@ pub(crate) fn recv<T>(rx: &Receiver<T>) -> Option<T> {
             Err(TryRecvError::Empty) => {}
         }
         let now = Instant::now();
-        if now >= *deadline.get_or_insert_with(|| now + spin()) {
+        if now >= *deadline.get_or_insert(now + spin) {
             return rx.recv().ok();
         }
         std::thread::yield_now();
@@ -52,8 +57,13 @@ pub(crate) fn recv<T>(rx: &Receiver<T>) -> Option<T> {
 }
 
 /// Polls `ready` (yielding between polls) for up to the spin time; whether it became true.
-pub(crate) fn until(mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + spin();
+pub(crate) fn until(ready: impl FnMut() -> bool) -> bool {
+    until_for(spin(), ready)
+}
+
+/// [`until`], polling for `spin`.
+fn until_for(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + spin;
     loop {
         if ready() {
             return true;
@@ -94,7 +104,8 @@ mod tests {
         let (started_tx, started) = crossbeam_channel::bounded(0);
         let receiver = std::thread::spawn(move || {
             started_tx.send(()).expect("the test waits");
-            recv(&rx)
+            // No spin at all: straight to the blocking receive.
+            recv_for(&rx, Duration::ZERO)
         });
         started.recv().expect("the receiver starts");
         // A rendezvous send completes only once the receiver takes the message, whether it
@@ -105,12 +116,12 @@ mod tests {
 
     #[test]
     fn until_says_whether_the_condition_came_true() {
-        assert!(until(|| true));
+        assert!(until_for(Duration::ZERO, || true));
         let mut polls = 0;
-        assert!(until(|| {
+        assert!(until_for(Duration::from_secs(30), || {
             polls += 1;
             polls == 3
         }));
-        assert!(!until(|| false));
+        assert!(!until_for(Duration::from_millis(1), || false));
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! The waits are written here once, with only what both libraries have: `wait_while` as a
 //! loop over `wait`, and a timed wait whose timeout loom cannot model in time, so under loom
-//! it "fires" at an arbitrary point chosen by the model checker (a yield between giving the
-//! lock up and taking it back). Every lock recovers from poisoning: no user code runs under
+//! each model runs twice: once with timeouts that "fire" at an arbitrary point chosen by the
+//! model checker (a yield between giving the lock up and taking it back), once with
+//! timeouts that never fire (so a missed notification is a deadlock loom reports). Every lock recovers from poisoning: no user code runs under
 //! these locks, so a poisoned lock still guards consistent data.
 
 use std::sync::PoisonError;
@@ -47,15 +48,33 @@ pub(crate) fn wait_timeout_while<'a, T>(
         .0
 }
 
-/// The model of a timed wait: the timeout expires at a point the model checker picks.
+#[cfg(all(test, feature = "loom"))]
+thread_local! {
+    /// How the model's timed waits behave (loom runs a model's threads on the thread that
+    /// called `loom::model`): `true`, the timeout expires at a point the model checker
+    /// picks; `false`, it never expires, so the wait must be woken by a notification.
+    static TIMEOUTS_EXPIRE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Sets how the timed waits of the models run on this thread behave (see above).
+#[cfg(all(test, feature = "loom"))]
+pub(crate) fn set_timeouts_expire(expire: bool) {
+    TIMEOUTS_EXPIRE.set(expire);
+}
+
+/// The model of a timed wait: either it expires at an arbitrary point, or it is a wait
+/// without timeout (which loom reports as a deadlock if no notification comes).
 #[cfg(all(test, feature = "loom"))]
 pub(crate) fn wait_timeout_while<'a, T>(
-    _condvar: &Condvar,
+    condvar: &Condvar,
     mutex: &'a Mutex<T>,
     _timeout: Duration,
     mut blocked: impl FnMut(&T) -> bool,
 ) -> MutexGuard<'a, T> {
     let guard = lock(mutex);
+    if !TIMEOUTS_EXPIRE.get() {
+        return wait_while(condvar, guard, blocked);
+    }
     if !blocked(&guard) {
         return guard;
     }

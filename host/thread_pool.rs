@@ -2,6 +2,7 @@
 //! fresh wasm instance.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -71,6 +72,7 @@ impl ThreadPoolBuilder {
         let (sender, receiver) = crossbeam_channel::unbounded::<Work>();
         let running = Arc::new(Mutex::new(vec![None; workers]));
         let broken = Arc::new(Mutex::new(None));
+        let cancelling = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(workers);
         for i in 1..=workers {
             let name = format!("{}-{i}", self.name_prefix);
@@ -83,6 +85,7 @@ impl ThreadPoolBuilder {
                 running: running.clone(),
                 slot: i - 1,
                 broken: broken.clone(),
+                cancelling: cancelling.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(name)
@@ -105,6 +108,7 @@ impl ThreadPoolBuilder {
             threads: Mutex::new(threads),
             running,
             broken,
+            cancelling,
             workers,
         })
     }
@@ -156,6 +160,9 @@ type Broken = Arc<Mutex<Option<String>>>;
 
 /// What a worker shares with the pool.
 struct Watch {
+    /// Set by `shutdown(cancel_futures)`: the jobs a worker has taken but not started (the
+    /// rest of a batch) are cancelled instead of run.
+    cancelling: Arc<AtomicBool>,
     running: RunningSlots,
     slot: usize,
     broken: Broken,
@@ -181,6 +188,10 @@ fn worker_loop(jobs: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
 fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) {
     if let Some(reason) = lock(&watch.broken).clone() {
         job.promise.set_error(TaskError::BrokenPool { reason });
+        return;
+    }
+    if watch.cancelling.load(Ordering::SeqCst) {
+        job.promise.future().cancel();
         return;
     }
     if !job.promise.set_running_or_notify_cancel() {
@@ -250,6 +261,7 @@ pub struct ThreadPoolExecutor {
     threads: Mutex<Vec<JoinHandle<()>>>,
     running: RunningSlots,
     broken: Broken,
+    cancelling: Arc<AtomicBool>,
     workers: usize,
 }
 
@@ -291,6 +303,7 @@ impl Executor for ThreadPoolExecutor {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if cancel_futures {
+            self.cancelling.store(true, Ordering::SeqCst);
             while let Ok(work) = self.backlog.try_recv() {
                 for job in work.into_jobs() {
                     job.promise.future().cancel();

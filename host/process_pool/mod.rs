@@ -132,14 +132,20 @@ impl ProcessPoolBuilder {
     /// Self-healing instead of `concurrent.futures`' broken pool: when a worker dies, only
     /// the tasks it was running fail (with a [`BrokenPool`](crate::TaskError::BrokenPool)
     /// error that names the crash), a new worker takes its place, and the pool goes on.
-    /// Default: off. A worker that dies before its handshake breaks the pool in either mode.
+    /// Default: off. A worker of the first start that dies before its handshake fails
+    /// `build` in either mode; later, a replacement that dies before its handshake is
+    /// started again, and the pool breaks only after
+    /// 4 replacements in a row failed to start (a worker program that cannot start is not
+    /// restarted forever).
     pub fn respawn(mut self, on: bool) -> Self {
         self.respawn = on;
         self
     }
 
     /// Replaces each worker after it has been handed `n` tasks (at least 1): it finishes
-    /// them and exits, and a fresh process takes its place. Default: never.
+    /// them and exits, and a fresh process takes its place. Default: never. A batch
+    /// ([`submit_batch`](Executor::submit_batch)) is handed whole, so a worker may run up to
+    /// a batch's length beyond `n`.
     pub fn max_tasks_per_worker(mut self, n: usize) -> Self {
         self.max_tasks_per_worker = Some(n);
         self
@@ -147,7 +153,8 @@ impl ProcessPoolBuilder {
 
     /// How many tasks a worker is handed at a time (at least 1; default 2). Handed tasks
     /// count as running (see [`ProcessPoolExecutor`]); more depth hides the round trip between
-    /// tasks, less keeps more tasks cancellable. A task handed to a worker waits behind the
+    /// tasks, less keeps more tasks cancellable. A batch is handed whole to a worker with
+    /// fewer than `n` tasks in flight. A task handed to a worker waits behind the
     /// ones before it there, even if another worker is idle: with long or uneven tasks,
     /// use 1.
     pub fn pipeline_depth(mut self, n: usize) -> Self {
@@ -344,8 +351,10 @@ impl Executor for ProcessPoolExecutor {
         self.shared.submit(call)
     }
 
-    /// One job per run of calls of the same component: its TASK frames go to one worker
-    /// in one write, and count once against [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth).
+    /// One job per run of calls of the same component: its TASK frames go to one worker in
+    /// one write, handed whole once the worker has fewer than
+    /// [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth) tasks in flight. Calls
+    /// cancelled while the batch waits are left out of it.
     fn submit_batch(&self, calls: Vec<Call>) -> Result<Vec<TaskFuture>, SubmitError> {
         self.shared.submit_batch(calls)
     }

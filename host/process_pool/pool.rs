@@ -181,11 +181,12 @@ impl Shared {
     pub(crate) fn submit(self: &Arc<Self>, call: Call) -> Result<TaskFuture, SubmitError> {
         self.lock().phase.check()?;
         let component = self.register(call.component())?;
-        let mut frame = Vec::new();
-        let (task, future) = self.prepare(&call, component.id, &mut frame)?;
+        let mut frames = Vec::new();
+        let (task, future) = self.prepare(&call, component.id, &mut frames)?;
         self.enqueue(vec![Job {
             tasks: vec![task],
-            frame,
+            ends: vec![frames.len()],
+            frames,
             component,
         }])?;
         Ok(future)
@@ -201,33 +202,38 @@ impl Shared {
         let mut jobs: Vec<Job> = Vec::new();
         let mut futures = Vec::with_capacity(calls.len());
         for (i, call) in calls.iter().enumerate() {
-            let same = i > 0 && calls[i - 1].component().same_component(call.component());
-            if !same {
-                let component = self.register(call.component())?;
-                jobs.push(Job {
-                    tasks: Vec::new(),
-                    frame: Vec::new(),
-                    component,
-                });
-            }
-            let Some(job) = jobs.last_mut() else {
-                unreachable!("a job was pushed above");
+            let job = match jobs.last_mut() {
+                Some(job) if i > 0 && calls[i - 1].component().same_component(call.component()) => {
+                    job
+                }
+                _ => {
+                    let component = self.register(call.component())?;
+                    jobs.push(Job {
+                        tasks: Vec::new(),
+                        frames: Vec::new(),
+                        ends: Vec::new(),
+                        component,
+                    });
+                    let last = jobs.len() - 1;
+                    &mut jobs[last]
+                }
             };
-            let (task, future) = self.prepare(call, job.component.id, &mut job.frame)?;
+            let (task, future) = self.prepare(call, job.component.id, &mut job.frames)?;
             job.tasks.push(task);
+            job.ends.push(job.frames.len());
             futures.push(future);
         }
         self.enqueue(jobs)?;
         Ok(futures)
     }
 
-    /// Encodes `call` as a TASK frame at the end of `frame` and makes its promise, with the
+    /// Encodes `call` as a TASK frame at the end of `frames` and makes its promise, with the
     /// abort hook in place before the task can start.
     fn prepare(
         self: &Arc<Self>,
         call: &Call,
         component: u64,
-        frame: &mut Vec<u8>,
+        frames: &mut Vec<u8>,
     ) -> Result<((u64, Promise), TaskFuture), SubmitError> {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let encoded = task_frame(
@@ -241,7 +247,7 @@ impl Shared {
         .map_err(|e| {
             SubmitError::Incompatible(format!("the call cannot be sent to a worker: {e}"))
         })?;
-        frame.extend_from_slice(&encoded);
+        frames.extend_from_slice(&encoded);
         let (promise, future) = promise();
         let pool = Arc::downgrade(self);
         future.extras().abort_hook = Some(Box::new(move || abort_task(&pool, id)));
@@ -382,9 +388,10 @@ impl Shared {
                     },
                 });
             }
+            // Work is left for a replacement to do.
+            let needed = matches!(st.phase, Phase::Open) || !st.queue.is_empty();
             if self.settings.respawn && worker.ready {
-                let replace =
-                    !worker.retiring && (matches!(st.phase, Phase::Open) || !st.queue.is_empty());
+                let replace = !worker.retiring && needed;
                 let error = TaskError::BrokenPool {
                     reason: if replace {
                         format!("{reason}; a new worker takes its place (respawn mode)")
@@ -401,14 +408,16 @@ impl Shared {
                 }
             } else if self.settings.respawn
                 && st.started
-                && st.failed_starts < MAX_FAILED_STARTS
-                && (matches!(st.phase, Phase::Open) || !st.queue.is_empty())
+                && (st.failed_starts < MAX_FAILED_STARTS || !needed)
             {
-                // A replacement died before its greeting (it had no tasks yet): try again.
-                log::warn!("{reason}; starting another worker (respawn mode)");
-                st.failed_starts += 1;
-                st.spawning += 1;
-                fx.spawn += 1;
+                // A replacement died before its greeting (it had no tasks yet): start
+                // another if there is work for it, a bounded number of times in a row.
+                if needed {
+                    log::warn!("{reason}; starting another worker (respawn mode)");
+                    st.failed_starts += 1;
+                    st.spawning += 1;
+                    fx.spawn += 1;
+                }
             } else {
                 let reason = if self.settings.respawn && st.failed_starts >= MAX_FAILED_STARTS {
                     format!(

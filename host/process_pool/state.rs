@@ -61,7 +61,9 @@ pub(crate) struct Job {
     /// Task ids and promises, in order.
     pub(crate) tasks: Vec<(u64, Promise)>,
     /// Their TASK frames, back to back.
-    pub(crate) frame: Vec<u8>,
+    pub(crate) frames: Vec<u8>,
+    /// Where each task's frame ends in `frames`.
+    pub(crate) ends: Vec<usize>,
     pub(crate) component: Arc<ComponentEntry>,
 }
 
@@ -70,15 +72,40 @@ impl Job {
         self.tasks.iter().all(|(_, p)| p.is_cancelled())
     }
 
-    /// Marks the tasks running; `false` if every one was cancelled (the job is dropped).
-    /// The cancelled tasks of a batch that starts still run (their frames are written with
-    /// the others) and their results are dropped.
-    fn start(&self) -> bool {
-        let mut any = false;
-        for (_, promise) in &self.tasks {
-            any |= promise.set_running_or_notify_cancel();
+    /// Marks the tasks running, and keeps only those: a task cancelled while it waited in
+    /// the queue is neither sent nor counted in flight. `None` if every one was cancelled.
+    fn start(self) -> Option<Job> {
+        let started: Vec<bool> = (self.tasks.iter())
+            .map(|(_, promise)| promise.set_running_or_notify_cancel())
+            .collect();
+        if started.iter().all(|&s| s) {
+            return Some(self);
         }
-        any
+        if !started.contains(&true) {
+            return None;
+        }
+        let Job {
+            tasks: all,
+            frames: all_frames,
+            ends: all_ends,
+            component,
+        } = self;
+        let (mut tasks, mut frames, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        let mut begin = 0;
+        for ((task, end), started) in all.into_iter().zip(all_ends).zip(started) {
+            if started {
+                frames.extend_from_slice(&all_frames[begin..end]);
+                ends.push(frames.len());
+                tasks.push(task);
+            }
+            begin = end;
+        }
+        Some(Job {
+            tasks,
+            frames,
+            ends,
+            component,
+        })
     }
 }
 
@@ -163,9 +190,9 @@ impl State {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
-            if !job.start() {
+            let Some(job) = job.start() else {
                 continue;
-            }
+            };
             let replace = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
             let worker = &mut self.workers[w];
             worker.hand(job);
@@ -239,7 +266,7 @@ impl Worker {
                     code: job.component.code.clone(),
                 });
             }
-            let _ = tx.send(Outgoing::Bytes(job.frame));
+            let _ = tx.send(Outgoing::Bytes(job.frames));
         }
         self.assigned += job.tasks.len();
         self.in_flight.extend(job.tasks);

@@ -22,6 +22,7 @@ use wasmpool::{
 };
 
 use crate::common::{SOON, call, fixtures};
+use crate::procfs::{alive, children_of};
 
 const WORKERS: usize = 2;
 const DEPTH: usize = 2;
@@ -97,18 +98,34 @@ impl Kind {
     }
 }
 
-/// Signals a worker in one of the three ways. A SIGSEGV sent from outside is absorbed by the
-/// first fault handler (which finds no fault and restores the default action), so it is sent
-/// until the worker is gone. Completions seen meanwhile are added to `completed`.
-fn kill(
-    pool: &ProcessPoolExecutor,
-    pid: u32,
-    how: usize,
-    done: &Receiver<()>,
-    completed: &mut usize,
-) -> &'static str {
+/// Completions, as the done callbacks report them: how many, and which workers have
+/// answered a task (so are past their handshake).
+struct Events {
+    rx: Receiver<Option<u32>>,
+    completed: usize,
+    greeted: BTreeSet<u32>,
+}
+
+impl Events {
+    /// Waits up to `timeout` for the next completion; whether one came.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        match self.rx.recv_timeout(timeout) {
+            Ok(pid) => {
+                self.completed += 1;
+                self.greeted.extend(pid);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Signals a worker in one of the three ways and waits until the pool has seen it die. A
+/// SIGSEGV sent from outside is absorbed by the first fault handler (which finds no fault
+/// and restores the default action), so it is sent until the worker is gone.
+fn kill(pool: &ProcessPoolExecutor, pid: u32, how: usize, events: &mut Events) {
     let Some(target) = Pid::from_raw(pid as i32) else {
-        return "none";
+        return;
     };
     let (signal, name) = [
         (Signal::KILL, "SIGKILL"),
@@ -116,24 +133,17 @@ fn kill(
         (Signal::ABORT, "SIGABRT"),
     ][how % 3];
     let started = Instant::now();
+    let mut sent = false;
     while pool.worker_pids().contains(&pid) {
-        // ESRCH: it died meanwhile, which is what we want.
-        let _ = kill_process(target, signal);
-        if signal != Signal::SEGV {
-            break;
+        if !sent || signal == Signal::SEGV {
+            // ESRCH: it died meanwhile, which is what we want.
+            let _ = kill_process(target, signal);
+            sent = true;
         }
         // Wait for the next completion or a short while, then look again.
-        if done.recv_timeout(Duration::from_millis(20)).is_ok() {
-            *completed += 1;
-        }
+        events.wait(Duration::from_millis(20));
         assert!(started.elapsed() < SOON, "worker {pid} survived {name}");
     }
-    name
-}
-
-/// Whether a process is still there (a zombie counts: nobody reaped it).
-fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// One round: `n` mixed tasks, `kills` workers killed at random completion counts.
@@ -147,7 +157,7 @@ struct Round {
 /// With `chase`, some kills are followed by a kill of the replacement as soon as it shows
 /// up, often before its handshake (respawn mode starts it again).
 fn round(pool: &ProcessPoolExecutor, rng: &mut Rng, n: usize, kills: usize, chase: bool) -> Round {
-    let (tx, done) = unbounded();
+    let (tx, rx) = unbounded();
     let mut seen: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -155,8 +165,8 @@ fn round(pool: &ProcessPoolExecutor, rng: &mut Rng, n: usize, kills: usize, chas
         match kind.submit(pool) {
             Ok(future) => {
                 let tx = tx.clone();
-                future.add_done_callback(move |_| {
-                    let _ = tx.send(());
+                future.add_done_callback(move |f| {
+                    let _ = tx.send(f.report().map(|r| r.pid));
                 });
                 tasks.push((kind, future));
             }
@@ -165,24 +175,36 @@ fn round(pool: &ProcessPoolExecutor, rng: &mut Rng, n: usize, kills: usize, chas
             Err(e) => panic!("submit failed: {e}"),
         }
     }
+    let mut events = Events {
+        rx,
+        completed: 0,
+        greeted: BTreeSet::new(),
+    };
     let mut thresholds: Vec<usize> = (0..kills).map(|_| rng.below(tasks.len())).collect();
     thresholds.sort_unstable();
-    let mut completed = 0;
     let mut killed = Vec::new();
-    for threshold in thresholds {
-        while completed < threshold {
-            match done.recv_timeout(SOON) {
-                Ok(()) => completed += 1,
-                Err(_) => panic!("no task completed within {SOON:?}"),
+    'kills: for threshold in thresholds {
+        while events.completed < threshold {
+            assert!(events.wait(SOON), "no task completed within {SOON:?}");
+        }
+        // A victim among the workers that have answered a task: a replacement is killed
+        // before its greeting only on purpose (the chase below), at most once per kill, so
+        // the pool never sees more failed starts in a row than it tolerates.
+        let pid = loop {
+            let pids = pool.worker_pids();
+            seen.extend(&pids);
+            let greeted: Vec<u32> = pids
+                .into_iter()
+                .filter(|p| events.greeted.contains(p))
+                .collect();
+            if !greeted.is_empty() {
+                break greeted[rng.below(greeted.len())];
             }
-        }
-        let pids = pool.worker_pids();
-        seen.extend(&pids);
-        if pids.is_empty() {
-            continue; // strict mode, already broken
-        }
-        let pid = pids[rng.below(pids.len())];
-        kill(pool, pid, rng.below(3), &done, &mut completed);
+            if events.completed == tasks.len() || !events.wait(SOON) {
+                continue 'kills; // nothing left to run, or (strict) the pool broke
+            }
+        };
+        kill(pool, pid, rng.below(3), &mut events);
         killed.push(pid);
         if chase && rng.below(2) == 0 {
             let started = Instant::now();
@@ -192,12 +214,10 @@ fn round(pool: &ProcessPoolExecutor, rng: &mut Rng, n: usize, kills: usize, chas
                     break fresh;
                 }
                 assert!(started.elapsed() < SOON, "no replacement for {pid}");
-                if done.recv_timeout(Duration::from_millis(1)).is_ok() {
-                    completed += 1;
-                }
+                events.wait(Duration::from_millis(1));
             };
             seen.insert(replacement);
-            kill(pool, replacement, 0, &done, &mut completed);
+            kill(pool, replacement, 0, &mut events);
             killed.push(replacement);
         }
     }
@@ -241,18 +261,22 @@ fn check_outcomes(round: &Round) -> Vec<usize> {
     broken
 }
 
+fn pool(respawn: bool) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .workers(WORKERS)
+        .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
+        .output(OutputMode::Discard)
+        .pipeline_depth(DEPTH)
+        .respawn(respawn)
+        .build()
+        .expect("the pool starts")
+}
+
 #[test]
 fn respawn_pools_lose_only_the_killed_workers_tasks() {
     let mut rng = Rng::seeded("respawn chaos");
     for r in 0..4 {
-        let pool = ProcessPoolExecutor::builder()
-            .workers(WORKERS)
-            .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
-            .output(OutputMode::Discard)
-            .pipeline_depth(DEPTH)
-            .respawn(true)
-            .build()
-            .expect("the pool starts");
+        let pool = pool(true);
         let round = round(&pool, &mut rng, 400, 3, true);
         let broken = check_outcomes(&round);
         for (pid, n) in round.killed.iter().zip(&broken) {
@@ -293,13 +317,7 @@ fn respawn_pools_lose_only_the_killed_workers_tasks() {
 fn strict_pools_break_and_refuse_work_at_once() {
     let mut rng = Rng::seeded("strict chaos");
     for r in 0..4 {
-        let pool = ProcessPoolExecutor::builder()
-            .workers(WORKERS)
-            .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
-            .output(OutputMode::Discard)
-            .pipeline_depth(DEPTH)
-            .build()
-            .expect("the pool starts");
+        let pool = pool(false);
         let round = round(&pool, &mut rng, 150, 1, false);
         check_outcomes(&round);
         let reason = pool
@@ -318,23 +336,6 @@ fn strict_pools_break_and_refuse_work_at_once() {
             assert!(!alive(pid), "round {r}: worker {pid} outlived its pool");
         }
     }
-}
-
-/// The pids of the processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-            let after_comm = &stat[stat.rfind(')')? + 1..];
-            let ppid: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == pid).then_some(child)
-        })
-        .collect()
 }
 
 /// `wasmpool map --pool process --retries`: workers killed while the map runs; every input

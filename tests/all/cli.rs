@@ -15,6 +15,8 @@ use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::procfs::children_of;
+
 const FIXTURES: &str = env!("WASMPOOL_FIXTURES_WASM");
 const SEED: &str = env!("WASMPOOL_SEED_WASM");
 const BIN: &str = env!("CARGO_BIN_EXE_wasmpool");
@@ -622,23 +624,6 @@ fn map_on_the_process_pool() {
     let objects = json_lines(&stdout_of(&assert));
     assert_eq!(kind(&objects[0]), "timeout");
     assert_eq!(objects[1]["ok"], "1");
-}
-
-/// The process ids of the children of `pid` (from /proc).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-            let after_comm = &stat[stat.rfind(')')? + 1..];
-            let ppid: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == pid).then_some(child)
-        })
-        .collect()
 }
 
 /// Kills the worker process while it runs a task: that task fails as `broken-pool` (and

@@ -85,6 +85,10 @@ macro_rules! executor_suite {
                 );
             }
             #[test]
+            fn shutdown_cancel_futures_cancels_the_batch_members_not_started() {
+                super::shutdown_cancel_futures_cancels_the_batch_members_not_started(make(1));
+            }
+            #[test]
             fn shutdown_from_a_callback_does_not_deadlock() {
                 super::shutdown_from_a_callback_does_not_deadlock(make(1));
             }
@@ -257,6 +261,28 @@ fn a_batch_runs_on_one_worker_and_its_queued_calls_can_be_cancelled(
     assert!(workers.iter().all(|w| *w == workers[0]), "{workers:?}");
     assert!(blocker.result().is_ok());
     assert!(fillers.iter().all(|f| f.result().is_ok()));
+}
+
+fn shutdown_cancel_futures_cancels_the_batch_members_not_started(pool: impl Executor) {
+    let mut calls = vec![call(fixtures(), "sleep-ms(200)")];
+    calls.extend((0..4).map(|n| call(seed(), &format!("quick-task({n})"))));
+    let batch = pool.submit_batch(calls).unwrap();
+    until_started(&batch[0]);
+    // The thread pool starts each member when its turn comes; the process pool hands the
+    // whole batch to the worker, which counts as started.
+    let pending: Vec<bool> = batch
+        .iter()
+        .map(|f| f.state() == FutureState::Pending)
+        .collect();
+    pool.shutdown(true, true);
+    assert_eq!(batch[0].result().unwrap().as_i64(), Some(200));
+    for (n, (f, was_pending)) in batch[1..].iter().zip(&pending[1..]).enumerate() {
+        if *was_pending {
+            assert_eq!(f.result(), Err(TaskError::Cancelled), "{f:?}");
+        } else {
+            assert_eq!(f.result().unwrap().as_i64(), Some(n as i64), "{f:?}");
+        }
+    }
 }
 
 fn submit_after_shutdown_is_refused(pool: impl Executor) {

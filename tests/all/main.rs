@@ -11,5 +11,7 @@ mod executor_suite;
 mod futures;
 mod instances;
 mod process_pool;
+#[path = "../support/procfs.rs"]
+mod procfs;
 mod sandbox_suite;
 mod wait;
