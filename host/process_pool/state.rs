@@ -75,13 +75,16 @@ impl Job {
     /// Marks the tasks running, and keeps only those: a task cancelled while it waited in
     /// the queue is neither sent nor counted in flight. `None` if every one was cancelled.
     fn start(self) -> Option<Job> {
-        let started: Vec<bool> = (self.tasks.iter())
-            .map(|(_, promise)| promise.set_running_or_notify_cancel())
-            .collect();
-        if started.iter().all(|&s| s) {
+        let (mut all_started, mut any_started) = (true, false);
+        for (_, promise) in &self.tasks {
+            let started = promise.set_running_or_notify_cancel();
+            all_started &= started;
+            any_started |= started;
+        }
+        if all_started {
             return Some(self);
         }
-        if !started.contains(&true) {
+        if !any_started {
             return None;
         }
         let Job {
@@ -92,15 +95,17 @@ impl Job {
         } = self;
         let (mut tasks, mut frames, mut ends) = (Vec::new(), Vec::new(), Vec::new());
         let mut begin = 0;
-        for ((task, end), started) in all.into_iter().zip(all_ends).zip(started) {
-            if started {
+        for (task, end) in all.into_iter().zip(all_ends) {
+            // Started tasks are running; the others were cancelled (and a started one
+            // aborted just now is cancelled too, and needs no running either).
+            if !task.1.is_cancelled() {
                 frames.extend_from_slice(&all_frames[begin..end]);
                 ends.push(frames.len());
                 tasks.push(task);
             }
             begin = end;
         }
-        Some(Job {
+        (!tasks.is_empty()).then_some(Job {
             tasks,
             frames,
             ends,
