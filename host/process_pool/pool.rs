@@ -247,7 +247,11 @@ impl Shared {
         .map_err(|e| {
             SubmitError::Incompatible(format!("the call cannot be sent to a worker: {e}"))
         })?;
-        frames.extend_from_slice(&encoded);
+        if frames.is_empty() {
+            *frames = encoded;
+        } else {
+            frames.extend_from_slice(&encoded);
+        }
         let (promise, future) = promise();
         let pool = Arc::downgrade(self);
         future.extras().abort_hook = Some(Box::new(move || abort_task(&pool, id)));
