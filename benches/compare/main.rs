@@ -149,24 +149,7 @@ fn main() {
         &[],
     ));
     drop(pool);
-    rows.push(opt_row(
-        w,
-        "Python ThreadPoolExecutor(2)",
-        py("thread_submit_rate"),
-        Unit::Rate,
-    ));
-    rows.push(opt_row(
-        w,
-        "Python ProcessPoolExecutor(2)",
-        py("process_submit_rate"),
-        Unit::Rate,
-    ));
-    rows.push(opt_row(
-        w,
-        "Python ProcessPoolExecutor(2).map, chunksize=256",
-        py("process_map256_rate"),
-        Unit::Rate,
-    ));
+    rows.extend(python_rate_rows(w, &py));
 
     // --- Trivial tasks, instance reuse, 2 workers ---
     let w = "trivial task, instance reused, 2 workers";
@@ -214,24 +197,7 @@ fn main() {
         best(3, || raw.reused_rate(2, n)),
         Unit::Rate,
     ));
-    rows.push(opt_row(
-        w,
-        "Python ThreadPoolExecutor(2)",
-        py("thread_submit_rate"),
-        Unit::Rate,
-    ));
-    rows.push(opt_row(
-        w,
-        "Python ProcessPoolExecutor(2)",
-        py("process_submit_rate"),
-        Unit::Rate,
-    ));
-    rows.push(opt_row(
-        w,
-        "Python ProcessPoolExecutor(2).map, chunksize=256",
-        py("process_map256_rate"),
-        Unit::Rate,
-    ));
+    rows.extend(python_rate_rows(w, &py));
 
     // --- Round trip on an idle pool ---
     let w = "submit→result round trip, idle pool of 2 (median)";
@@ -357,6 +323,19 @@ fn main() {
         std::fs::write(path, doc).expect("write RESULTS.md");
         eprintln!("wrote {path}");
     }
+}
+
+/// Python's trivial-task rates (the same Python run serves both trivial-task workloads).
+fn python_rate_rows(workload: &'static str, py: &impl Fn(&str) -> Option<f64>) -> [Row; 3] {
+    [
+        ("Python ThreadPoolExecutor(2)", "thread_submit_rate"),
+        ("Python ProcessPoolExecutor(2)", "process_submit_rate"),
+        (
+            "Python ProcessPoolExecutor(2).map, chunksize=256",
+            "process_map256_rate",
+        ),
+    ]
+    .map(|(runner, key)| opt_row(workload, runner, py(key), Unit::Rate))
 }
 
 fn row(workload: &'static str, runner: &str, value: f64, unit: Unit) -> Row {
