@@ -627,49 +627,4 @@ mod tests {
         ));
         assert!(classify_header(b"\0asm\x0d\0\x01\0", "f").is_ok());
     }
-
-    /// A full instance pool fails the task that finds it full, with a clear error.
-    #[test]
-    fn exhausted_pool_is_a_start_error() {
-        use crate::{Executor, OutputMode, TaskError, ThreadPoolExecutor};
-        let runtime = Runtime::with_pooling(
-            RuntimeConfig::default(),
-            Some(PoolingConfig::default().instances(1)),
-        )
-        .unwrap();
-        assert_eq!(runtime.pooling().map(|p| p.instances), Some(1));
-        let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
-        let pool = ThreadPoolExecutor::builder()
-            .workers(2)
-            .output(OutputMode::Discard)
-            .build()
-            .unwrap();
-        // Two sleepers on two workers overlap: one holds the only slot, the other finds
-        // the pool full (which one does depends on scheduling).
-        let sleepers: Vec<_> = (0..2)
-            .map(|_| {
-                pool.submit(component.call_wave("sleep-ms(500)").unwrap())
-                    .unwrap()
-            })
-            .collect();
-        let outcomes: Vec<_> = sleepers.iter().map(|f| f.result()).collect();
-        assert_eq!(
-            outcomes.iter().filter(|o| o.is_ok()).count(),
-            1,
-            "{outcomes:?}"
-        );
-        for outcome in outcomes.into_iter().filter(|o| o.is_err()) {
-            match outcome {
-                Err(TaskError::Start { message }) => {
-                    assert!(message.contains("maximum concurrent limit"), "{message}")
-                }
-                other => panic!("expected a start error, got {other:?}"),
-            }
-        }
-        // The slot is free again.
-        pool.submit(component.call_wave("noop()").unwrap())
-            .unwrap()
-            .result()
-            .unwrap();
-    }
 }

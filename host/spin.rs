@@ -98,20 +98,68 @@ mod tests {
         assert_eq!(recv(&rx), None);
     }
 
+    /// The scheduler state of thread `tid` of this process, from
+    /// `/proc/self/task/{tid}/stat`: `R` running or runnable (a thread that spins and yields
+    /// stays `R`), `S` asleep (a parked thread).
+    #[cfg(target_os = "linux")]
+    fn thread_state(tid: &str) -> char {
+        let path = format!("/proc/self/task/{tid}/stat");
+        let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // `tid (comm) state ...`; comm may hold spaces and parentheses.
+        let after_comm = &stat[stat.rfind(')').expect("(comm)") + 1..];
+        after_comm.trim_start().chars().next().expect("a state")
+    }
+
     #[test]
+    #[cfg(target_os = "linux")]
     fn recv_parks_when_nothing_comes_within_the_spin() {
         let (tx, rx) = crossbeam_channel::bounded(0);
-        let (started_tx, started) = crossbeam_channel::bounded(0);
+        let (tid_tx, tid_rx) = crossbeam_channel::unbounded();
         let receiver = std::thread::spawn(move || {
-            started_tx.send(()).expect("the test waits");
-            // No spin at all: straight to the blocking receive.
-            recv_for(&rx, Duration::ZERO)
+            // `/proc/thread-self` links to `<pid>/task/<tid>`.
+            let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+            let tid = link
+                .file_name()
+                .expect("a tid")
+                .to_string_lossy()
+                .into_owned();
+            // Unbounded: telling does not block (a blocked send would be asleep too).
+            tid_tx.send(tid).expect("the test waits");
+            recv_for(&rx, Duration::from_millis(1))
         });
-        started.recv().expect("the receiver starts");
-        // A rendezvous send completes only once the receiver takes the message, whether it
-        // is still spinning or already parked.
+        let tid = tid_rx.recv().expect("the receiver starts");
+        // Nothing is sent: once its millisecond of spinning is over, the receiver must go
+        // to sleep. A receiver that kept polling would stay runnable and fail here.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = thread_state(&tid);
+            if state == 'S' {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the receiver never parked (state {state})"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Parked, it still gets the message: a rendezvous send completes only once the
+        // receiver has taken it.
         tx.send(7).expect("the receiver is alive");
         assert_eq!(receiver.join().expect("the receiver finishes"), Some(7));
+    }
+
+    #[test]
+    fn recv_with_no_spin_gets_a_message_sent_later_or_none_when_closed() {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        let receiver = std::thread::spawn(move || recv_for(&rx, Duration::ZERO));
+        // A rendezvous send completes only once the receiver takes the message.
+        tx.send(7).expect("the receiver is alive");
+        assert_eq!(receiver.join().expect("the receiver finishes"), Some(7));
+        // And a closed channel ends it without a message.
+        let (tx, rx) = crossbeam_channel::bounded::<i32>(0);
+        let receiver = std::thread::spawn(move || recv_for(&rx, Duration::ZERO));
+        drop(tx);
+        assert_eq!(receiver.join().expect("the receiver finishes"), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use wasmpool::{
     Call, Executor, InstancePolicy, OutputMode, PoolingConfig, ProcessPoolExecutor, Runtime,
     RuntimeConfig, TaskComponent, ThreadPoolExecutor,
 };
-use wasmtime::Store;
-use wasmtime::component::{InstancePre, Linker, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, TypedFunc};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Fresh instances live for one task; `Reuse` keeps one per worker for this many tasks.
@@ -89,14 +89,20 @@ pub fn calls(component: &TaskComponent, text: &str, n: usize) -> Vec<Call> {
     vec![call; n]
 }
 
-/// The raw-wasmtime baseline: the fixtures linked against WASI on `runtime`'s engine.
+/// The raw-wasmtime baseline: the fixtures linked against WASI on `runtime`'s engine, with
+/// what any pool on this approach must pay per task and nothing more: a store with a WASI
+/// context and a memory limiter, instantiation from an `InstancePre`, and a call through an
+/// export index resolved once (wasmpool resolves its exports once too).
 pub struct Raw {
     pre: InstancePre<RawState>,
+    noop: ComponentExportIndex,
+    fib: ComponentExportIndex,
 }
 
 pub struct RawState {
     ctx: WasiCtx,
     table: ResourceTable,
+    limiter: RawLimiter,
 }
 
 impl WasiView for RawState {
@@ -108,6 +114,40 @@ impl WasiView for RawState {
     }
 }
 
+/// The checks wasmpool's store limiter makes (a memory cap, the peak, whether the cap was
+/// hit; a table cap), so the baseline pays for them as a pool does.
+struct RawLimiter {
+    max: u64,
+    peak: u64,
+    denied: bool,
+}
+
+impl ResourceLimiter for RawLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        if desired > self.max {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
 impl Raw {
     pub fn new(runtime: &Runtime) -> Raw {
         let engine = runtime.engine();
@@ -116,7 +156,16 @@ impl Raw {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("link WASI");
         let pre = linker.instantiate_pre(&component).expect("pre");
-        Raw { pre }
+        let index = |name: &str| {
+            component
+                .get_export_index(None, name)
+                .unwrap_or_else(|| panic!("the fixtures export `{name}`"))
+        };
+        Raw {
+            noop: index("noop"),
+            fib: index("fib"),
+            pre,
+        }
     }
 
     fn store(&self) -> Store<RawState> {
@@ -125,8 +174,14 @@ impl Raw {
             RawState {
                 ctx: WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
+                limiter: RawLimiter {
+                    max: wasmpool::DEFAULT_MAX_MEMORY,
+                    peak: 0,
+                    denied: false,
+                },
             },
         );
+        store.limiter(|state| &mut state.limiter);
         // The engine checks epochs (wasmpool's default); never let them stop this loop.
         store.set_epoch_deadline(u64::MAX / 2);
         store
@@ -136,7 +191,9 @@ impl Raw {
     pub fn fresh_noop(&self) {
         let mut store = self.store();
         let instance = self.pre.instantiate(&mut store).expect("instantiate");
-        let f: TypedFunc<(), ()> = instance.get_typed_func(&mut store, "noop").expect("noop");
+        let f: TypedFunc<(), ()> = instance
+            .get_typed_func(&mut store, self.noop)
+            .expect("noop");
         f.call(&mut store, ()).expect("call");
     }
 
@@ -163,8 +220,9 @@ impl Raw {
                 s.spawn(|| {
                     let mut store = self.store();
                     let instance = self.pre.instantiate(&mut store).expect("instantiate");
-                    let f: TypedFunc<(), ()> =
-                        instance.get_typed_func(&mut store, "noop").expect("noop");
+                    let f: TypedFunc<(), ()> = instance
+                        .get_typed_func(&mut store, self.noop)
+                        .expect("noop");
                     for _ in 0..n {
                         f.call(&mut store, ()).expect("call");
                     }
@@ -178,7 +236,8 @@ impl Raw {
     pub fn fib_call(&self, n: u32) -> Duration {
         let mut store = self.store();
         let instance = self.pre.instantiate(&mut store).expect("instantiate");
-        let f: TypedFunc<(u32,), (u64,)> = instance.get_typed_func(&mut store, "fib").expect("fib");
+        let f: TypedFunc<(u32,), (u64,)> =
+            instance.get_typed_func(&mut store, self.fib).expect("fib");
         let started = Instant::now();
         f.call(&mut store, (n,)).expect("fib");
         started.elapsed()

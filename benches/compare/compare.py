@@ -1,13 +1,27 @@
 #!/usr/bin/env python3
-"""The concurrent.futures side of `cargo bench --bench compare`: the same workloads as the
-Rust side, with ThreadPoolExecutor(2) and ProcessPoolExecutor(2). Prints one JSON object
-(tasks/s, latencies in microseconds, seconds) on stdout. Stand-alone: python3 compare.py."""
+"""The concurrent.futures side of `cargo bench --bench compare`.
+
+The Rust side passes the plan as one JSON argument, so both sides run the same task counts
+under the same repetition rule (rates: best of `repeat` after a warm-up; round trips:
+median; seconds: least of `repeat`). Prints one JSON object on stdout, keyed like the plan.
+Stand-alone: `python3 compare.py '<plan>'`, or with no argument for the default plan below.
+"""
 
 import json
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+DEFAULT_PLAN = {
+    "repeat": 3,
+    "rates": {
+        "fresh": {"thread": 20000, "process": 20000, "map256": 20000},
+        "reused": {"thread": 200000, "process": 50000, "map256": 200000},
+    },
+    "round_trip": {"thread": 2000, "process": 1000, "gap_ms": 1.0},
+    "fib": {"count": 64, "n": 25},
+}
 
 
 def noop():
@@ -34,9 +48,14 @@ def map_rate(pool, n, chunksize):
     return n / (time.perf_counter() - start)
 
 
-def round_trip_us(pool, n):
+def round_trip_us(pool, n, gap_s):
+    """Median submit→result time; with a gap, the pool's threads park between trips."""
+    for _ in range(20):
+        pool.submit(noop).result()
     times = []
     for _ in range(n):
+        if gap_s:
+            time.sleep(gap_s)
         start = time.perf_counter()
         pool.submit(noop).result()
         times.append(time.perf_counter() - start)
@@ -49,32 +68,50 @@ def fib_batch(pool, count, n):
     return time.perf_counter() - start
 
 
-def best(f, repeat=3):
-    return max(f() for _ in range(repeat))
+def fib_serial(count, n):
+    start = time.perf_counter()
+    for _ in range(count):
+        fib(n)
+    return time.perf_counter() - start
 
 
-def least(f, repeat=3):
+def best(f, n, repeat):
+    """The best of `repeat` runs of `f(n)`, after a warm-up of 100 tasks (as on the Rust side)."""
+    f(min(n, 100))
+    return max(f(n) for _ in range(repeat))
+
+
+def least(f, repeat):
     return min(f() for _ in range(repeat))
 
 
 def main():
-    quick = "--quick" in sys.argv
-    scale = 4 if quick else 1
-    out = {"python": sys.version.split()[0]}
+    plan = json.loads(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PLAN
+    repeat = plan["repeat"]
+    trip = plan["round_trip"]
+    gap = trip["gap_ms"] / 1000
+    out = {"python": sys.version.split()[0], "rates": {}}
     with ThreadPoolExecutor(2) as pool:
-        submit_rate(pool, 1000)
-        out["thread_submit_rate"] = best(lambda: submit_rate(pool, 20000 // scale))
-        out["thread_round_trip_us"] = round_trip_us(pool, 2000 // scale)
+        for workload, counts in plan["rates"].items():
+            n = counts["thread"]
+            out["rates"].setdefault(workload, {})["thread"] = best(
+                lambda k: submit_rate(pool, k), n, repeat
+            )
+        out["thread_round_trip_idle_us"] = round_trip_us(pool, trip["thread"], gap)
+        out["thread_round_trip_busy_us"] = round_trip_us(pool, trip["thread"], 0)
     with ProcessPoolExecutor(2) as pool:
-        submit_rate(pool, 500)
-        out["process_submit_rate"] = best(lambda: submit_rate(pool, 5000 // scale))
-        out["process_map256_rate"] = best(lambda: map_rate(pool, 200000 // scale, 256))
-        out["process_round_trip_us"] = round_trip_us(pool, 1000 // scale)
-        out["fib25x64_process2_s"] = least(lambda: fib_batch(pool, 64, 25))
-    start = time.perf_counter()
-    for _ in range(64):
-        fib(25)
-    out["fib25x64_serial_s"] = time.perf_counter() - start
+        for workload, counts in plan["rates"].items():
+            n, m = counts["process"], counts["map256"]
+            rates = out["rates"].setdefault(workload, {})
+            rates["process"] = best(lambda k: submit_rate(pool, k), n, repeat)
+            rates["map256"] = best(lambda k: map_rate(pool, k, 256), m, repeat)
+        out["process_round_trip_idle_us"] = round_trip_us(pool, trip["process"], gap)
+        out["process_round_trip_busy_us"] = round_trip_us(pool, trip["process"], 0)
+        fib_plan = plan["fib"]
+        out["fib_process2_s"] = least(
+            lambda: fib_batch(pool, fib_plan["count"], fib_plan["n"]), repeat
+        )
+    out["fib_serial_s"] = least(lambda: fib_serial(fib_plan["count"], fib_plan["n"]), repeat)
     print(json.dumps(out))
 
 

@@ -11,8 +11,9 @@
 //! cargo bench --bench compare -- --no-write    # print only, leave RESULTS.md alone
 //! ```
 //!
-//! Not criterion: each number is the best (rates) or the median (latencies) of a few
-//! repetitions, which is enough for ratios measured side by side in one run.
+//! Not criterion: both sides follow one [`Plan`] (the same task counts per workload; rates
+//! the best of three after a warm-up, latencies the median, times the least of three),
+//! which is enough for ratios measured side by side in one run.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -20,7 +21,7 @@ mod common;
 use std::fmt::Write as _;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmpool::{Call, Executor, InstancePolicy, PoolingConfig};
 
@@ -60,16 +61,107 @@ struct Args {
     write: bool,
 }
 
+/// How many tasks each measurement runs, on both sides. The same plan goes to `compare.py`
+/// as JSON, so Python runs the same counts under the same repetition rule: rates are the
+/// best of [`REPEAT`] runs after a warm-up, round trips the median, times the least of
+/// [`REPEAT`].
+#[derive(Clone, Copy)]
+struct Plan {
+    repeat: usize,
+    rates: Rates,
+    round_trip: RoundTrips,
+    fib: Fib,
+}
+
+#[derive(Clone, Copy)]
+struct Rates {
+    fresh: Counts,
+    reused: Counts,
+}
+
+/// Task counts of one trivial-task workload: unchunked on a thread pool, unchunked on a
+/// process pool, and through `map` with chunks of [`CHUNK`].
+#[derive(Clone, Copy)]
+struct Counts {
+    thread: usize,
+    process: usize,
+    map256: usize,
+}
+
+#[derive(Clone, Copy)]
+struct RoundTrips {
+    thread: usize,
+    process: usize,
+    /// The pause before each round trip of the idle rows: long enough for every thread of
+    /// both pools to stop spinning and park.
+    gap_ms: f64,
+}
+
+#[derive(Clone, Copy)]
+struct Fib {
+    count: usize,
+    n: u32,
+}
+
+const REPEAT: usize = 3;
+
+impl Plan {
+    fn new(scale: usize) -> Plan {
+        Plan {
+            repeat: REPEAT,
+            rates: Rates {
+                fresh: Counts {
+                    thread: 20_000 / scale,
+                    process: 20_000 / scale,
+                    map256: 20_000 / scale,
+                },
+                reused: Counts {
+                    thread: 200_000 / scale,
+                    process: 50_000 / scale,
+                    map256: 200_000 / scale,
+                },
+            },
+            round_trip: RoundTrips {
+                thread: 2000 / scale,
+                process: 1000 / scale,
+                gap_ms: 1.0,
+            },
+            fib: Fib { count: 64, n: 25 },
+        }
+    }
+
+    /// The plan as `compare.py` reads it.
+    fn to_json(self) -> serde_json::Value {
+        let counts = |c: Counts| serde_json::json!({"thread": c.thread, "process": c.process, "map256": c.map256});
+        serde_json::json!({
+            "repeat": self.repeat,
+            "rates": {"fresh": counts(self.rates.fresh), "reused": counts(self.rates.reused)},
+            "round_trip": {
+                "thread": self.round_trip.thread,
+                "process": self.round_trip.process,
+                "gap_ms": self.round_trip.gap_ms,
+            },
+            "fib": {"count": self.fib.count, "n": self.fib.n},
+        })
+    }
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let args = Args {
         quick: argv.iter().any(|a| a == "--quick"),
         write: !argv.iter().any(|a| a == "--no-write"),
     };
-    let scale = if args.quick { 4 } else { 1 };
+    let plan = Plan::new(if args.quick { 4 } else { 1 });
     let mut rows = Vec::new();
-    let python = python(args.quick);
-    let py = |key: &str| python.as_ref().and_then(|v| v.get(key)?.as_f64());
+    let python = python(&plan);
+    let py = |key: &str| {
+        let mut value = python.as_ref()?;
+        for part in key.split('.') {
+            value = value.get(part)?;
+        }
+        value.as_f64()
+    };
 
     let component = common::fixtures();
     let raw = Arc::new(common::Raw::new(component.runtime()));
@@ -77,14 +169,14 @@ fn main() {
 
     // --- Trivial tasks, fresh instance per task, 2 workers ---
     let w = "trivial task, fresh instance, 2 workers";
-    let n = 20_000 / scale;
+    let counts = plan.rates.fresh;
     eprintln!("{w} ...");
     let pool = common::thread_pool(2, InstancePolicy::Fresh);
     rows.push(rate_row(
         w,
         "wasmpool thread pool",
         &pool,
-        &noop(n),
+        &noop(counts.thread),
         &["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
     ));
     drop(pool);
@@ -93,14 +185,14 @@ fn main() {
             w,
             "wasmpool process pool",
             &pool,
-            &noop(n),
+            &noop(counts.process),
             &["raw wasmtime, 2 threads", "Python ProcessPoolExecutor(2)"],
         ));
         rows.push(chunked_rate_row(
             w,
             "wasmpool process pool, map_chunked 256",
             &pool,
-            &noop(n),
+            &noop(counts.map256),
             CHUNK,
             &["Python ProcessPoolExecutor(2).map, chunksize=256"],
         ));
@@ -110,7 +202,7 @@ fn main() {
         w,
         "wasmpool thread pool, map_chunked 256",
         &pool,
-        &noop(n),
+        &noop(counts.map256),
         CHUNK,
         &["raw wasmtime, 2 threads"],
     ));
@@ -118,20 +210,20 @@ fn main() {
     rows.push(row(
         w,
         "raw wasmtime, 1 thread",
-        best(3, || raw.fresh_rate(1, n)),
+        best(|| raw.fresh_rate(1, counts.thread)),
         Unit::Rate,
     ));
     rows.push(row(
         w,
         "raw wasmtime, 2 threads",
-        best(3, || raw.fresh_rate(2, n / 2)),
+        best(|| raw.fresh_rate(2, counts.thread / 2)),
         Unit::Rate,
     ));
     let on_demand = Arc::new(common::Raw::new(common::fixtures_with(None).runtime()));
     rows.push(row(
         w,
         "raw wasmtime, 2 threads, no pooling",
-        best(3, || on_demand.fresh_rate(2, n / 2)),
+        best(|| on_demand.fresh_rate(2, counts.thread / 2)),
         Unit::Rate,
     ));
     drop(on_demand);
@@ -145,22 +237,22 @@ fn main() {
         w,
         "wasmpool thread pool, keep_resident 0",
         &pool,
-        &common::calls(&no_keep, "noop()", n),
+        &common::calls(&no_keep, "noop()", counts.thread),
         &[],
     ));
     drop(pool);
-    rows.extend(python_rate_rows(w, &py));
+    rows.extend(python_rate_rows(w, "fresh", &py));
 
     // --- Trivial tasks, instance reuse, 2 workers ---
     let w = "trivial task, instance reused, 2 workers";
+    let counts = plan.rates.reused;
     eprintln!("{w} ...");
-    let n = 200_000 / scale;
     let pool = common::thread_pool(2, common::REUSE);
     rows.push(rate_row(
         w,
         "wasmpool thread pool",
         &pool,
-        &noop(n),
+        &noop(counts.thread),
         &["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
     ));
     drop(pool);
@@ -169,9 +261,9 @@ fn main() {
         w,
         "wasmpool thread pool, map_chunked 256",
         &pool,
-        &noop(n),
+        &noop(counts.map256),
         CHUNK,
-        &["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
+        &["raw wasmtime, 2 threads"],
     ));
     drop(pool);
     if let Some(pool) = common::process_pool(2, common::REUSE) {
@@ -179,14 +271,14 @@ fn main() {
             w,
             "wasmpool process pool",
             &pool,
-            &noop(n / 4),
-            &["raw wasmtime, 2 threads", "Python ProcessPoolExecutor(2)"],
+            &noop(counts.process),
+            &["Python ProcessPoolExecutor(2)"],
         ));
         rows.push(chunked_rate_row(
             w,
             "wasmpool process pool, map_chunked 256",
             &pool,
-            &noop(n),
+            &noop(counts.map256),
             CHUNK,
             &["Python ProcessPoolExecutor(2).map, chunksize=256"],
         ));
@@ -194,58 +286,63 @@ fn main() {
     rows.push(row(
         w,
         "raw wasmtime, 2 threads",
-        best(3, || raw.reused_rate(2, n)),
+        best(|| raw.reused_rate(2, counts.thread / 2)),
         Unit::Rate,
     ));
-    rows.extend(python_rate_rows(w, &py));
+    rows.extend(python_rate_rows(w, "reused", &py));
 
-    // --- Round trip on an idle pool ---
-    let w = "submit→result round trip, idle pool of 2 (median)";
-    eprintln!("{w} ...");
+    // --- Round trips: on an idle pool (every thread parked), and back to back ---
+    let idle = "submit→result round trip, idle pool of 2: 1 ms pause before each (median)";
+    let busy = "submit→result round trip, back to back on a pool of 2 (median)";
+    eprintln!("round trips ...");
     let call = component.call_wave("noop()").expect("call");
+    let gap = Duration::from_secs_f64(plan.round_trip.gap_ms / 1000.0);
     for (name, policy) in [("fresh", InstancePolicy::Fresh), ("reuse", common::REUSE)] {
         let pool = common::thread_pool(2, policy);
         let runner = format!("wasmpool thread pool, {name}");
-        rows.push(Row {
-            versus: vec!["Python ThreadPoolExecutor(2)"],
-            ..row(
-                w,
-                &runner,
-                median_round_trip(&pool, &call, 2000 / scale),
-                Unit::Micros,
-            )
-        });
-        drop(pool);
-        if let Some(pool) = common::process_pool(2, policy) {
-            let runner = format!("wasmpool process pool, {name}");
+        let n = plan.round_trip.thread;
+        for (w, gap) in [(idle, gap), (busy, Duration::ZERO)] {
             rows.push(Row {
-                versus: vec!["Python ProcessPoolExecutor(2)"],
+                versus: vec!["Python ThreadPoolExecutor(2)"],
                 ..row(
                     w,
                     &runner,
-                    median_round_trip(&pool, &call, 1000 / scale),
+                    median_round_trip(&pool, &call, n, gap),
                     Unit::Micros,
                 )
             });
         }
+        drop(pool);
+        if let Some(pool) = common::process_pool(2, policy) {
+            let runner = format!("wasmpool process pool, {name}");
+            let n = plan.round_trip.process;
+            for (w, gap) in [(idle, gap), (busy, Duration::ZERO)] {
+                rows.push(Row {
+                    versus: vec!["Python ProcessPoolExecutor(2)"],
+                    ..row(
+                        w,
+                        &runner,
+                        median_round_trip(&pool, &call, n, gap),
+                        Unit::Micros,
+                    )
+                });
+            }
+        }
     }
-    rows.push(opt_row(
-        w,
-        "Python ThreadPoolExecutor(2)",
-        py("thread_round_trip_us"),
-        Unit::Micros,
-    ));
-    rows.push(opt_row(
-        w,
-        "Python ProcessPoolExecutor(2)",
-        py("process_round_trip_us"),
-        Unit::Micros,
-    ));
+    for (w, when) in [(idle, "idle"), (busy, "busy")] {
+        for (runner, side) in [
+            ("Python ThreadPoolExecutor(2)", "thread"),
+            ("Python ProcessPoolExecutor(2)", "process"),
+        ] {
+            let key = format!("{side}_round_trip_{when}_us");
+            rows.push(opt_row(w, runner, py(&key), Unit::Micros));
+        }
+    }
 
-    // --- CPU-bound ---
-    let w = "CPU-bound: 64 × fib(25)";
-    eprintln!("{w} ...");
-    let fibs = common::calls(&component, "fib(25)", 64);
+    // --- CPU-bound: a language comparison, not a pool comparison ---
+    let w = "CPU-bound, 64 × fib(25): compiled wasm vs the CPython interpreter (a language comparison, not a pool comparison)";
+    eprintln!("CPU-bound ...");
+    let fibs = common::calls(&component, &format!("fib({})", plan.fib.n), plan.fib.count);
     for workers in [1, 2] {
         let pool = common::thread_pool(workers, InstancePolicy::Fresh);
         let versus = if workers == 2 {
@@ -256,6 +353,7 @@ fn main() {
         } else {
             vec!["Python serial"]
         };
+        common::run_all(&pool, &fibs[..2]);
         rows.push(Row {
             versus,
             ..row(
@@ -264,7 +362,7 @@ fn main() {
                     "wasmpool thread pool, {workers} worker{}",
                     if workers == 2 { "s" } else { "" }
                 ),
-                least(3, || timed(|| common::run_all(&pool, &fibs))),
+                least(|| timed(|| common::run_all(&pool, &fibs))),
                 Unit::Seconds,
             )
         });
@@ -276,7 +374,7 @@ fn main() {
             ..row(
                 w,
                 "wasmpool process pool, 2 workers",
-                least(3, || timed(|| common::run_all(&pool, &fibs))),
+                least(|| timed(|| common::run_all(&pool, &fibs))),
                 Unit::Seconds,
             )
         });
@@ -284,13 +382,13 @@ fn main() {
     rows.push(opt_row(
         w,
         "Python serial",
-        py("fib25x64_serial_s"),
+        py("fib_serial_s"),
         Unit::Seconds,
     ));
     rows.push(opt_row(
         w,
         "Python ProcessPoolExecutor(2)",
-        py("fib25x64_process2_s"),
+        py("fib_process2_s"),
         Unit::Seconds,
     ));
     let w = "one fib(25) call (median of 21)";
@@ -325,17 +423,26 @@ fn main() {
     }
 }
 
-/// Python's trivial-task rates (the same Python run serves both trivial-task workloads).
-fn python_rate_rows(workload: &'static str, py: &impl Fn(&str) -> Option<f64>) -> [Row; 3] {
+/// Python's trivial-task rates for one workload (`fresh` or `reused`), measured with the
+/// same task counts as the wasmpool rows of that workload.
+fn python_rate_rows(
+    workload: &'static str,
+    key: &str,
+    py: &impl Fn(&str) -> Option<f64>,
+) -> [Row; 3] {
     [
-        ("Python ThreadPoolExecutor(2)", "thread_submit_rate"),
-        ("Python ProcessPoolExecutor(2)", "process_submit_rate"),
-        (
-            "Python ProcessPoolExecutor(2).map, chunksize=256",
-            "process_map256_rate",
-        ),
+        ("Python ThreadPoolExecutor(2)", "thread"),
+        ("Python ProcessPoolExecutor(2)", "process"),
+        ("Python ProcessPoolExecutor(2).map, chunksize=256", "map256"),
     ]
-    .map(|(runner, key)| opt_row(workload, runner, py(key), Unit::Rate))
+    .map(|(runner, side)| {
+        opt_row(
+            workload,
+            runner,
+            py(&format!("rates.{key}.{side}")),
+            Unit::Rate,
+        )
+    })
 }
 
 fn row(workload: &'static str, runner: &str, value: f64, unit: Unit) -> Row {
@@ -384,20 +491,24 @@ fn chunked_rate_row<E: Executor>(
         }
     };
     run(&calls[..calls.len().min(100)]);
-    let rate = best(3, || calls.len() as f64 / timed(|| run(calls)));
+    let rate = best(|| calls.len() as f64 / timed(|| run(calls)));
     Row {
         versus: versus.to_vec(),
         ..row(workload, runner, rate, Unit::Rate)
     }
 }
 
-fn median_round_trip<E: Executor>(pool: &E, call: &Call, n: usize) -> f64 {
+/// The median of `n` submit→result round trips in microseconds, each after a pause of
+/// `gap` (none: back to back), after 20 to warm up.
+fn median_round_trip<E: Executor>(pool: &E, call: &Call, n: usize, gap: Duration) -> f64 {
     for _ in 0..20 {
         common::round_trip(pool, call);
     }
-    // Let the workers go idle between round trips, as on a really idle pool.
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
         times.push(timed(|| common::round_trip(pool, call)) * 1e6);
     }
     median(times)
@@ -409,12 +520,14 @@ fn timed(f: impl FnOnce()) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn best(times: usize, mut f: impl FnMut() -> f64) -> f64 {
-    (0..times).map(|_| f()).fold(f64::MIN, f64::max)
+/// The best (highest) of [`REPEAT`] rates.
+fn best(mut f: impl FnMut() -> f64) -> f64 {
+    (0..REPEAT).map(|_| f()).fold(f64::MIN, f64::max)
 }
 
-fn least(times: usize, mut f: impl FnMut() -> f64) -> f64 {
-    (0..times).map(|_| f()).fold(f64::MAX, f64::min)
+/// The least of [`REPEAT`] times.
+fn least(mut f: impl FnMut() -> f64) -> f64 {
+    (0..REPEAT).map(|_| f()).fold(f64::MAX, f64::min)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -422,16 +535,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs `compare.py`; `None` (and a note on stderr) without python3.
-fn python(quick: bool) -> Option<serde_json::Value> {
+/// Runs `compare.py` with `plan`; `None` (and a note on stderr) without python3.
+fn python(plan: &Plan) -> Option<serde_json::Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare/compare.py");
     eprintln!("Python's concurrent.futures ...");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script);
-    if quick {
-        cmd.arg("--quick");
-    }
-    match cmd.output() {
+    let plan = plan.to_json().to_string();
+    match Command::new("python3").arg(script).arg(plan).output() {
         Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout)
             .map_err(|e| eprintln!("compare.py printed no JSON: {e}"))
             .ok(),
@@ -522,8 +631,16 @@ fn results_md(table: &str, args: &Args, python: bool) -> String {
          - load average when the run ended (1, 5, 15 min): {load}\n\
          - Python: {py}\n\
          - raw wasmtime: the same engine as wasmpool's default runtime (pooling allocator,\n\
-           epoch checks on), new `Store` + instantiate from `InstancePre` + call + drop per\n\
-           task, in a plain loop on 1 or 2 threads: the limit any pool on this approach has.\n\n\
+           epoch checks on), per task a new `Store` with a WASI context and the same memory\n\
+           limiter, instantiate from `InstancePre`, call through an export index resolved\n\
+           once, drop; in a plain loop on 1 or 2 threads: what any pool on this approach\n\
+           must pay. A pool row above it by more than the noise would mean a wrong baseline.\n\
+         - both sides run the same task counts per workload and the same rule: rates are the\n\
+           best of 3 runs after a warm-up, round trips the median, times the least of 3.\n\
+           The idle round trips pause 1 ms before each trip, so every thread of both pools\n\
+           has parked; the back-to-back ones do not (wasmpool's threads are still spinning).\n\
+         - the CPU-bound rows compare compiled wasm with the CPython interpreter: a language\n\
+           comparison, not a pool comparison.\n\n\
          Noise: this is a shared 2-core VM, other builds may have been running; rows taken in\n\
          one run are comparable with each other, absolute numbers vary by ±30% between runs.\n\n\
          {table}",

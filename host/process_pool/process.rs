@@ -68,6 +68,7 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
     // like crashes). A worker whose owner dies still exits: its stdin reaches EOF.
     let mut child = Command::new(&settings.program)
         .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
+        .env_remove(super::worker::TEST_HOOK_ENV)
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -35,10 +35,12 @@ use super::protocol::{
     Load, Task, ToWorker, decode_to_worker, hello_frame, output_frame, read_frame, result_frame,
 };
 
-/// Test hook for the crash tests (never set by the pool): `exit-after:N`, `abort-after:N`
+/// Test hook for the crash tests, compiled only with the `test-hooks` feature (which
+/// `cargo test` turns on and a release build never has): `exit-after:N`, `abort-after:N`
 /// or `garbage-after:N` makes the worker exit with code 0, abort, or write garbage on its
-/// channel when its Nth task arrives.
-const TEST_HOOK_ENV: &str = "WASMPOOL_WORKER_TEST_HOOK";
+/// channel when its Nth task arrives. The pool removes it from every worker's environment;
+/// only a wrapper program started as the worker can set it.
+pub(crate) const TEST_HOOK_ENV: &str = "WASMPOOL_WORKER_TEST_HOOK";
 
 /// What the writer thread writes.
 enum Out {
@@ -109,7 +111,9 @@ fn serve_inner() -> Result<(), String> {
             .map_err(|e| format!("cannot start the executor thread: {e}"))?
     };
 
+    #[cfg(feature = "test-hooks")]
     let hook = TestHook::from_env();
+    #[cfg(feature = "test-hooks")]
     let mut tasks_seen = 0u64;
     loop {
         let (kind, payload) = match read_frame(&mut input) {
@@ -123,8 +127,11 @@ fn serve_inner() -> Result<(), String> {
                 let _ = jobs.send(Job::Load(load));
             }
             ToWorker::Task(task) => {
-                tasks_seen += 1;
-                hook.on_task(tasks_seen, &out);
+                #[cfg(feature = "test-hooks")]
+                {
+                    tasks_seen += 1;
+                    hook.on_task(tasks_seen, &out);
+                }
                 lock(&controls).insert(task.id, (Arc::new(TaskControl::default()), false));
                 let _ = jobs.send(Job::Task(task));
             }
@@ -316,6 +323,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// See [`TEST_HOOK_ENV`].
+#[cfg(feature = "test-hooks")]
 enum TestHook {
     None,
     ExitAfter(u64),
@@ -323,6 +331,7 @@ enum TestHook {
     GarbageAfter(u64),
 }
 
+#[cfg(feature = "test-hooks")]
 impl TestHook {
     fn from_env() -> TestHook {
         let Ok(value) = std::env::var(TEST_HOOK_ENV) else {

@@ -2,14 +2,17 @@
 //! workers are killed at random moments with SIGKILL, SIGSEGV or SIGABRT, in strict mode, in
 //! respawn mode, and through `wasmpool map --pool process --retries`.
 //!
-//! Invariants checked every round: every future resolves within `SOON` of the kills; a task
+//! Invariants checked every round: every planned kill happens (a kill counts only when
+//! `kill(2)` delivered the signal); every future resolves within `SOON` of the kills; a task
 //! either has the outcome its kind calls for or failed with a broken pool that names a killed
-//! worker; strict pools are broken afterwards and refuse work at once; respawn pools lose
-//! only the killed workers' in-flight tasks and are back to full strength; no worker process
-//! outlives its pool, not even as a zombie. The kills are driven by task completions (events),
-//! not by timers. The random seed is printed; `WASMPOOL_CHAOS_SEED=<n>` replays a run.
+//! worker; strict pools are broken afterwards, failed at least one task with a broken-pool
+//! error, and refuse work at once; respawn pools lose only the killed workers' in-flight tasks
+//! and are back to full strength (probes answered by as many distinct, never-killed workers as
+//! the pool has); no worker process outlives its pool, not even as a zombie. The kills are
+//! driven by task completions (events), not by timers. The random seed is printed;
+//! `WASMPOOL_CHAOS_SEED=<n>` replays a run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,6 +67,9 @@ enum Kind {
     Slow(u64),
     Trap,
     OverBudget,
+    /// Sleeps far longer than any bound here: only a broken pool can end it, so a strict
+    /// round that holds one always has a task for its kill to fail.
+    Hold,
 }
 
 impl Kind {
@@ -84,6 +90,9 @@ impl Kind {
             Kind::Trap => call(c, "trap-unreachable()"),
             Kind::OverBudget => call(c, "loop-forever()")
                 .with_budget(Budget::default().timeout(Duration::from_millis(10))),
+            // The deadline puts the sleep on the path that stopping a worker can interrupt.
+            Kind::Hold => call(c, "sleep-ms(600000)")
+                .with_budget(Budget::default().timeout(Duration::from_secs(600))),
         })
     }
 
@@ -120,93 +129,132 @@ impl Events {
     }
 }
 
-/// Signals a worker in one of the three ways and waits until the pool has seen it die. A
-/// SIGSEGV sent from outside is absorbed by the first fault handler (which finds no fault
-/// and restores the default action), so it is sent until the worker is gone.
-fn kill(pool: &ProcessPoolExecutor, pid: u32, how: usize, events: &mut Events) {
-    let Some(target) = Pid::from_raw(pid as i32) else {
-        return;
-    };
+/// Signals a worker in one of the three ways and waits until the pool has seen it die; returns
+/// whether `kill(2)` delivered the signal (only such a kill counts). A SIGSEGV sent from
+/// outside is absorbed by the first fault handler (which finds no fault and restores the
+/// default action), so it is sent again until the worker is gone.
+fn kill(pool: &ProcessPoolExecutor, pid: u32, how: usize, events: &mut Events) -> bool {
+    let target = Pid::from_raw(pid as i32).unwrap_or_else(|| panic!("worker pid {pid}"));
     let (signal, name) = [
         (Signal::KILL, "SIGKILL"),
         (Signal::SEGV, "SIGSEGV"),
         (Signal::ABORT, "SIGABRT"),
     ][how % 3];
+    let delivered = match kill_process(target, signal) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("kill({pid}, {name}) failed: {e}");
+            false
+        }
+    };
     let started = Instant::now();
-    let mut sent = false;
     while pool.worker_pids().contains(&pid) {
-        if !sent || signal == Signal::SEGV {
+        if delivered && signal == Signal::SEGV {
             // ESRCH: it died meanwhile, which is what we want.
             let _ = kill_process(target, signal);
-            sent = true;
         }
         // Wait for the next completion or a short while, then look again.
         events.wait(Duration::from_millis(20));
         assert!(started.elapsed() < SOON, "worker {pid} survived {name}");
     }
+    delivered
 }
 
 /// One round: `n` mixed tasks, `kills` workers killed at random completion counts.
-/// Returns the outcomes with their kinds, the killed pids, and every pid seen.
 struct Round {
+    /// The outcomes with their kinds.
     results: Vec<(Kind, Result<TaskValue, TaskError>)>,
+    /// The workers killed, in order: only those `kill(2)` delivered a signal to.
     killed: Vec<u32>,
+    /// How many kills the round planned (one per completion count, one more per chase).
+    planned: usize,
+    /// Every worker pid seen.
     seen: BTreeSet<u32>,
 }
 
 /// With `chase`, some kills are followed by a kill of the replacement as soon as it shows
-/// up, often before its handshake (respawn mode starts it again).
-fn round(pool: &ProcessPoolExecutor, rng: &mut Rng, n: usize, kills: usize, chase: bool) -> Round {
+/// up, often before its handshake (respawn mode starts it again). With `hold`, a task that
+/// only a broken pool can end is submitted last, so a strict pool's kill always has a task
+/// to fail. Every planned kill happens, or the round fails saying why.
+fn round(
+    pool: &ProcessPoolExecutor,
+    rng: &mut Rng,
+    n: usize,
+    kills: usize,
+    chase: bool,
+    hold: bool,
+) -> Round {
     let (tx, rx) = unbounded();
+    let watch = |future: &TaskFuture| {
+        let tx = tx.clone();
+        future.add_done_callback(move |f| {
+            let _ = tx.send(f.report().map(|r| r.pid));
+        });
+    };
     let mut seen: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let kind = Kind::random(rng, i);
-        match kind.submit(pool) {
-            Ok(future) => {
-                let tx = tx.clone();
-                future.add_done_callback(move |f| {
-                    let _ = tx.send(f.report().map(|r| r.pid));
-                });
-                tasks.push((kind, future));
-            }
-            // Strict mode: the pool broke under an earlier kill of this round.
-            Err(SubmitError::BrokenPool(_)) => break,
-            Err(e) => panic!("submit failed: {e}"),
-        }
+    let mut tasks = Vec::with_capacity(n + 1);
+    let kinds = (0..n).map(|i| Kind::random(rng, i));
+    for kind in kinds.chain(hold.then_some(Kind::Hold)) {
+        let future = kind
+            .submit(pool)
+            .unwrap_or_else(|e| panic!("submitting {kind:?} before any kill failed: {e}"));
+        watch(&future);
+        tasks.push((kind, future));
     }
     let mut events = Events {
         rx,
         completed: 0,
         greeted: BTreeSet::new(),
     };
-    let mut thresholds: Vec<usize> = (0..kills).map(|_| rng.below(tasks.len())).collect();
+    // Completion counts below `n`: reached even while the held task runs.
+    let mut thresholds: Vec<usize> = (0..kills).map(|_| rng.below(n)).collect();
     thresholds.sort_unstable();
     let mut killed = Vec::new();
-    'kills: for threshold in thresholds {
+    let mut planned = 0;
+    for (k, threshold) in thresholds.into_iter().enumerate() {
+        planned += 1;
         while events.completed < threshold {
             assert!(events.wait(SOON), "no task completed within {SOON:?}");
         }
         // A victim among the workers that have answered a task: a replacement is killed
         // before its greeting only on purpose (the chase below), at most once per kill, so
-        // the pool never sees more failed starts in a row than it tolerates.
+        // the pool never sees more failed starts in a row than it tolerates. When none has
+        // answered yet (all are replacements), the next completion may make one; when
+        // nothing is left to complete, a probe task gives them work.
+        let deadline = Instant::now() + SOON;
         let pid = loop {
             let pids = pool.worker_pids();
             seen.extend(&pids);
             let greeted: Vec<u32> = pids
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|p| events.greeted.contains(p))
                 .collect();
             if !greeted.is_empty() {
                 break greeted[rng.below(greeted.len())];
             }
-            if events.completed == tasks.len() || !events.wait(SOON) {
-                continue 'kills; // nothing left to run, or (strict) the pool broke
+            if events.completed == tasks.len() {
+                let probe = Kind::Fast(tasks.len() as i32);
+                let future = probe.submit(pool).unwrap_or_else(|e| {
+                    panic!("kill {k}: a probe to find a victim was refused: {e}")
+                });
+                watch(&future);
+                tasks.push((probe, future));
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                events.wait(left),
+                "planned kill {k} (at {threshold} completions) found no worker that had \
+                 answered a task within {SOON:?}: workers {pids:?}, {} of {} tasks done",
+                events.completed,
+                tasks.len()
+            );
         };
-        kill(pool, pid, rng.below(3), &mut events);
-        killed.push(pid);
+        if kill(pool, pid, rng.below(3), &mut events) {
+            killed.push(pid);
+        }
         if chase && rng.below(2) == 0 {
+            planned += 1;
             let started = Instant::now();
             let replacement = loop {
                 let fresh = pool.worker_pids().into_iter().find(|p| !seen.contains(p));
@@ -217,8 +265,9 @@ fn round(pool: &ProcessPoolExecutor, rng: &mut Rng, n: usize, kills: usize, chas
                 events.wait(Duration::from_millis(1));
             };
             seen.insert(replacement);
-            kill(pool, replacement, 0, &mut events);
-            killed.push(replacement);
+            if kill(pool, replacement, 0, &mut events) {
+                killed.push(replacement);
+            }
         }
     }
     let results = tasks
@@ -234,6 +283,7 @@ fn round(pool: &ProcessPoolExecutor, rng: &mut Rng, n: usize, kills: usize, chas
     Round {
         results,
         killed,
+        planned,
         seen,
     }
 }
@@ -277,8 +327,19 @@ fn respawn_pools_lose_only_the_killed_workers_tasks() {
     let mut rng = Rng::seeded("respawn chaos");
     for r in 0..4 {
         let pool = pool(true);
-        let round = round(&pool, &mut rng, 400, 3, true);
+        let round = round(&pool, &mut rng, 400, 3, true, false);
+        assert_eq!(
+            round.killed.len(),
+            round.planned,
+            "round {r}: only {:?} of {} planned kills were delivered",
+            round.killed,
+            round.planned
+        );
         let broken = check_outcomes(&round);
+        eprintln!(
+            "respawn chaos, round {r}: killed {:?}, broken-pool failures per kill {broken:?}",
+            round.killed
+        );
         for (pid, n) in round.killed.iter().zip(&broken) {
             assert!(
                 *n <= DEPTH,
@@ -290,22 +351,43 @@ fn respawn_pools_lose_only_the_killed_workers_tasks() {
             "round {r}: {:?}",
             pool.broken_reason()
         );
-        // Back to full strength: new work runs, on as many workers as before.
+        // Back to full strength: batches of probes, as many as the workers can hold at once,
+        // until as many distinct workers as the pool has have answered one, none of them a
+        // killed worker.
         let started = Instant::now();
-        while pool.worker_pids().len() < WORKERS {
-            let probe = Kind::Fast(1).submit(&pool).expect("submit after the kills");
-            let outcome = probe.result_timeout(SOON).expect("the probe resolves");
+        let mut answered = BTreeSet::new();
+        let mut batches = 0;
+        while answered.len() < WORKERS {
+            batches += 1;
+            let probes: Vec<TaskFuture> = (0..WORKERS * DEPTH)
+                .map(|_| Kind::Slow(2).submit(&pool).expect("submit after the kills"))
+                .collect();
+            for probe in &probes {
+                let outcome = probe.result_timeout(SOON).expect("the probe resolves");
+                assert!(
+                    Kind::Slow(2).expected(&outcome),
+                    "round {r}: probe gave {outcome:?}"
+                );
+                let pid = probe.report().expect("a probe that ran has a report").pid;
+                assert!(
+                    !round.killed.contains(&pid),
+                    "round {r}: a probe ran on {pid}, a worker killed earlier"
+                );
+                answered.insert(pid);
+            }
             assert!(
-                Kind::Fast(1).expected(&outcome),
-                "round {r}: probe gave {outcome:?}"
-            );
-            assert!(
-                started.elapsed() < SOON,
-                "round {r}: the pool never got its workers back"
+                answered.len() >= WORKERS || started.elapsed() < SOON,
+                "round {r}: after {batches} batches of probes only {answered:?} answered"
             );
         }
+        eprintln!("respawn chaos, round {r}: {batches} batch(es) of probes ran on {answered:?}");
+        let pids: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
+        assert_eq!(
+            answered, pids,
+            "round {r}: the probes were answered by {answered:?}, the pool's workers are {pids:?}"
+        );
         let mut seen = round.seen;
-        seen.extend(pool.worker_pids());
+        seen.extend(pids);
         pool.shutdown(true, false);
         for pid in seen {
             assert!(!alive(pid), "round {r}: worker {pid} outlived its pool");
@@ -318,8 +400,24 @@ fn strict_pools_break_and_refuse_work_at_once() {
     let mut rng = Rng::seeded("strict chaos");
     for r in 0..4 {
         let pool = pool(false);
-        let round = round(&pool, &mut rng, 150, 1, false);
-        check_outcomes(&round);
+        let round = round(&pool, &mut rng, 150, 1, false, true);
+        assert_eq!(
+            round.killed.len(),
+            round.planned,
+            "round {r}: only {:?} of {} planned kills were delivered",
+            round.killed,
+            round.planned
+        );
+        let broken = check_outcomes(&round);
+        eprintln!(
+            "strict chaos, round {r}: killed {:?}, {} broken-pool failures",
+            round.killed, broken[0]
+        );
+        assert!(
+            broken[0] >= 1,
+            "round {r}: killing {} failed no task with a broken pool",
+            round.killed[0]
+        );
         let reason = pool
             .broken_reason()
             .expect("a killed worker breaks a strict pool");
@@ -339,9 +437,21 @@ fn strict_pools_break_and_refuse_work_at_once() {
 }
 
 /// `wasmpool map --pool process --retries`: workers killed while the map runs; every input
-/// comes out exactly once, successfully, with its own value.
+/// comes out exactly once, successfully, with its own value, and the kills cost retries.
+///
+/// Kills are planned at distinct output lines; each goes to a worker process that has
+/// already printed a result (so it is past its start and holds tasks) and was not killed
+/// before. When no such worker exists at the planned line, the kill waits for the next
+/// line. Once the planned kills are done, while no output line shows a retry yet, one more
+/// worker is killed every `GAP` lines (a kill can, rarely, find a worker between tasks).
 #[test]
 fn cli_map_with_retries_loses_and_duplicates_nothing() {
+    const PLANNED: usize = 4;
+    /// Output lines between extra kills: twice the map's window (4 × workers), so that the
+    /// retries of the last kill have had time to come out.
+    const GAP: usize = 16;
+    /// No extra kill with fewer lines than this to go: the workers must still have work.
+    const MARGIN: usize = 40;
     let mut rng = Rng::seeded("cli chaos");
     let n = 300;
     let inputs: Vec<u64> = (0..n).map(|_| 1 + rng.below(4) as u64).collect();
@@ -377,38 +487,88 @@ fn cli_map_with_retries_loses_and_duplicates_nothing() {
         stdin.write_all(text.as_bytes()).expect("write the inputs");
     }
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut kill_at: Vec<usize> = (0..4).map(|_| rng.below(n - 20)).collect();
-    kill_at.sort_unstable();
+    // Distinct lines from 1 (after the first result) to half the run.
+    let mut kill_at = BTreeSet::new();
+    while kill_at.len() < PLANNED {
+        kill_at.insert(1 + rng.below(n / 2));
+    }
+    let mut kill_at: VecDeque<usize> = kill_at.into_iter().collect();
     let mut lines = Vec::new();
-    let mut kills = 0;
+    let mut answered = BTreeSet::new();
+    let mut killed: Vec<u32> = Vec::new();
+    let mut last_kill = 0;
+    let mut retry_seen = false;
     for line in stdout.lines() {
-        lines.push(line.expect("read a line"));
-        while kill_at.first() == Some(&lines.len()) {
-            kill_at.remove(0);
-            let workers = children_of(child.id());
-            if let Some(&pid) = workers.get(rng.below(workers.len().max(1))) {
-                let signal = [Signal::KILL, Signal::ABORT][rng.below(2)];
-                if let Some(pid) = Pid::from_raw(pid as i32) {
-                    let _ = kill_process(pid, signal);
-                    kills += 1;
+        let line = line.expect("read a line");
+        let object: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        if let Some(pid) = object["pid"].as_u64() {
+            answered.insert(pid as u32);
+        }
+        retry_seen |= object["attempt"].as_u64() != Some(1);
+        lines.push(line);
+        let planned = kill_at.front().is_some_and(|&at| at <= lines.len());
+        let extra = kill_at.is_empty()
+            && !retry_seen
+            && lines.len() >= last_kill + GAP
+            && lines.len() + MARGIN <= n;
+        if !planned && !extra {
+            continue;
+        }
+        let workers: Vec<u32> = children_of(child.id())
+            .into_iter()
+            .filter(|pid| answered.contains(pid) && !killed.contains(pid))
+            .collect();
+        if workers.is_empty() {
+            continue; // none has printed a result yet: try again at the next line
+        }
+        let pid = workers[rng.below(workers.len())];
+        let (signal, name) = [(Signal::KILL, "SIGKILL"), (Signal::ABORT, "SIGABRT")][rng.below(2)];
+        let target = Pid::from_raw(pid as i32).unwrap_or_else(|| panic!("worker pid {pid}"));
+        match kill_process(target, signal) {
+            Ok(()) => {
+                killed.push(pid);
+                last_kill = lines.len();
+                if planned {
+                    kill_at.pop_front();
                 }
             }
+            // It died meanwhile (not of our doing): try again at the next line.
+            Err(e) => eprintln!("kill({pid}, {name}) failed: {e}"),
         }
     }
     let output = child.wait_with_output().expect("wait for wasmpool map");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
+    assert!(
+        kill_at.is_empty(),
+        "the kills planned at lines {kill_at:?} found no live worker that had printed a \
+         result (killed so far: {killed:?})"
+    );
     let mut indexes = BTreeSet::new();
     let mut retried = 0;
+    let mut reruns = 0;
     for line in &lines {
         let object: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
         let index = object["index"].as_u64().expect("an index") as usize;
         assert!(indexes.insert(index), "index {index} printed twice");
         assert_eq!(object["ok"], inputs[index].to_string(), "{line}");
-        if object["attempt"].as_u64() != Some(1) {
+        let attempt = object["attempt"].as_u64().expect("an attempt");
+        assert!(attempt >= 1, "{line}");
+        if attempt > 1 {
             retried += 1;
+            reruns += attempt - 1;
         }
     }
     assert_eq!(indexes.len(), n, "{} of {n} inputs came out", indexes.len());
-    eprintln!("cli chaos: {kills} workers killed, {retried} tasks ran more than once");
+    eprintln!(
+        "cli chaos: {} workers killed ({PLANNED} planned), {retried} tasks ran more than once \
+         ({reruns} reruns)",
+        killed.len()
+    );
+    assert!(killed.len() >= PLANNED, "only {killed:?} were killed");
+    assert!(
+        retried > 0,
+        "{} workers were killed and no task ran more than once: {stderr}",
+        killed.len()
+    );
 }

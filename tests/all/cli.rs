@@ -5,16 +5,18 @@
 //! They share one compilation cache directory (so each component is compiled once per test
 //! run), except the tests of the cache itself.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::common::SOON;
 use crate::procfs::children_of;
 
 const FIXTURES: &str = env!("WASMPOOL_FIXTURES_WASM");
@@ -496,21 +498,22 @@ fn a_trap_among_good_results_in_text_mode() {
 
 #[test]
 fn map_times_out_tasks_that_run_too_long() {
+    // Compiled (into the shared cache) before the clock starts: only the map is timed.
+    map("sleep-ms", "1\n", &["--timeout", "200ms"])
+        .success()
+        .stdout("1\n");
     let started = Instant::now();
     let assert = map(
         "sleep-ms",
-        "5000\n10\n",
+        "60000\n10\n",
         &["--timeout", "200ms", "--output", "json"],
     )
     .code(1);
     let objects = json_lines(&stdout_of(&assert));
     assert_eq!(kind(&objects[0]), "timeout");
     assert_eq!(objects[1]["ok"], "10");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    // Without the timeout the map would take the whole minute.
+    assert!(started.elapsed() < SOON, "{:?}", started.elapsed());
 }
 
 #[test]
@@ -723,53 +726,128 @@ fn joblog_and_resume_skip_what_finished() {
     map("fib", "1\n", &["--joblog", &log_arg, "--resume"]).code(2);
 }
 
+/// What a child writes to a pipe, read on a thread of its own as it comes, so that a test
+/// can wait (within [`SOON`]) for the output that tells it the child got somewhere.
+struct Incoming {
+    chunks: Receiver<Vec<u8>>,
+    bytes: Vec<u8>,
+}
+
+impl Incoming {
+    fn new(mut source: impl Read + Send + 'static) -> Incoming {
+        let (sender, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            // The end, or an error (EIO from a pseudo-terminal whose last user left): no more.
+            while let Ok(n @ 1..) = source.read(&mut buffer) {
+                if sender.send(buffer[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        Incoming {
+            chunks,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Everything read so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// Reads until the text read so far satisfies `seen`; panics (with the text) if `what`
+    /// does not show within [`SOON`] or the output ends without it.
+    fn wait_for(&mut self, what: &str, seen: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + SOON;
+        while !seen(&self.text()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.bytes.extend_from_slice(&chunk),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no {what} within {SOON:?}: {:?}", self.text())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("the output ended before {what}: {:?}", self.text())
+                }
+            }
+        }
+    }
+
+    /// Everything, to the end of the output (which must come within [`SOON`]).
+    fn until_end(mut self) -> String {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.bytes.extend_from_slice(&chunk),
+                Err(RecvTimeoutError::Disconnected) => return self.text(),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("the output did not end within {SOON:?}: {:?}", self.text())
+                }
+            }
+        }
+    }
+}
+
+/// `path` as one word for `sh`.
+fn sh_word(path: impl AsRef<std::ffi::OsStr>) -> String {
+    let text = path.as_ref().to_str().expect("a UTF-8 path");
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 /// Interrupting a map: the running task is aborted, what finished is printed and logged,
 /// the exit status is 130, and `--resume` runs only what did not finish.
+///
+/// The task that finished behind the running one is printed and logged only at the
+/// interruption, so neither stdout nor the joblog can tell the test it is done; the progress
+/// bar can. So this map's stderr is a terminal: a pseudo-terminal from util-linux's `script`,
+/// whose output (the terminal's) the test reads; stdout goes to a file.
 #[test]
 fn ctrl_c_stops_cleanly_and_resume_goes_on() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("jobs.log");
     let inputs = dir.path().join("inputs.txt");
+    let stdout_file = dir.path().join("stdout.txt");
     // Index 2 sleeps for a minute; 3 finishes at once but waits for 2 to be printed.
     std::fs::write(&inputs, "1\n2\n60000\n3\n").expect("write");
-    let mut child = StdCommand::new(BIN)
+    let command = format!(
+        "exec {} map {} sleep-ms -j 2 --joblog {} {} >{}",
+        sh_word(BIN),
+        sh_word(FIXTURES),
+        sh_word(&log),
+        sh_word(&inputs),
+        sh_word(&stdout_file),
+    );
+    let mut script = StdCommand::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
         .env("XDG_CACHE_HOME", shared_cache())
-        .args(["map", FIXTURES, "sleep-ms", "-j", "2", "--joblog"])
-        .arg(&log)
-        .arg(&inputs)
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn wasmpool");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut printed = String::new();
-    while !printed.contains("2\n") {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).expect("read") == 0 {
-            panic!("wasmpool exited early: {printed:?}");
-        }
-        printed.push_str(&line);
-    }
-    // Give task 3 (3 ms) time to finish behind the sleeping task 2.
-    std::thread::sleep(Duration::from_millis(500));
+        .expect("spawn script (util-linux), for a terminal");
+    let mut terminal = Incoming::new(script.stdout.take().expect("stdout"));
+    // Only 0, 1 and 3 can finish: at 3 done, task 3 is done and waits for 2.
+    terminal.wait_for("progress bar at 3 tasks done", |t| {
+        t.contains(" 3 done") || t.contains(" 3/4 done")
+    });
+    // `exec`: the shell that `script` started is the map now.
+    let map = children_of(script.id());
+    assert_eq!(map.len(), 1, "{map:?}");
     let started = Instant::now();
     let killed = StdCommand::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &map[0].to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let status = child.wait().expect("wait");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "it did not stop promptly"
-    );
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
-    printed.push_str(&rest);
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read");
+    let status = script.wait().expect("wait");
+    assert!(started.elapsed() < SOON, "it did not stop promptly");
+    let stderr = terminal.until_end();
     assert_eq!(status.code(), Some(130), "{stderr}");
+    let printed = std::fs::read_to_string(&stdout_file).expect("its stdout");
     assert_eq!(printed, "1\n2\n3\n");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(stderr.contains("1 unfinished task(s) aborted"), "{stderr}");
@@ -819,16 +897,12 @@ fn ctrl_c_on_the_process_pool_does_not_report_the_workers_it_killed() {
         let mut stdin = child.stdin.take().expect("stdin");
         std::io::Write::write_all(&mut stdin, b"1\n2\n60000\n").expect("write stdin");
     }
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut printed = String::new();
-    while !printed.contains("2\n") {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).expect("read") == 0 {
-            panic!("wasmpool exited early: {printed:?}");
-        }
-        printed.push_str(&line);
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // The run is under way once 0 and 1 are printed. Task 2, whose line came in with theirs,
+    // went to a worker when submitted (each takes up to 2 tasks in flight) and sleeps there
+    // when the signal comes. (Were it still queued, the same must hold: it is aborted.)
+    let mut stdout = Incoming::new(child.stdout.take().expect("stdout"));
+    let mut stderr = Incoming::new(child.stderr.take().expect("stderr"));
+    stdout.wait_for("output of tasks 0 and 1", |t| t.contains("2\n"));
     let group = format!("-{}", child.id());
     let killed = StdCommand::new("kill")
         .args(["-INT", "--", &group])
@@ -836,9 +910,12 @@ fn ctrl_c_on_the_process_pool_does_not_report_the_workers_it_killed() {
         .expect("kill");
     assert!(killed.success());
     let status = child.wait().expect("wait");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read");
+    // The report of the interruption is the map's last word. Not to the end of stderr: the
+    // worker still sleeping in task 2 shares it, and may live on until its sleep ends.
+    stderr.wait_for("report of the interruption", |t| {
+        t.contains("unfinished task(s) aborted")
+    });
+    let stderr = stderr.text();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(!stderr.contains("broken-pool"), "{stderr}");
     assert!(stderr.contains("1 unfinished task(s) aborted"), "{stderr}");

@@ -2,11 +2,11 @@
 //! values of every WIT type, guest errors and traps.
 
 use wasmpool::{
-    CallError, Executor, LoadError, TaskComponent, TaskError, TaskErrorKind, ThreadPoolExecutor,
-    Val,
+    CallError, Executor, LoadError, OutputMode, PoolingConfig, ReturnWhen, Runtime, RuntimeConfig,
+    TaskComponent, TaskError, TaskErrorKind, TaskFuture, ThreadPoolExecutor, Val, wait,
 };
 
-use crate::common::{call, fixtures, seed};
+use crate::common::{SOON, call, fixtures, seed, until_started};
 
 fn run(wave: &str) -> Result<wasmpool::TaskValue, TaskError> {
     let pool = ThreadPoolExecutor::new(1).expect("pool");
@@ -297,4 +297,66 @@ fn each_task_gets_a_fresh_instance() {
             .unwrap();
         assert_eq!(f.result().unwrap().to_wave(), format!("{{x: {i}, y: 1}}"));
     }
+}
+
+/// Aborts its task when dropped, so that a failing assertion cannot leave a pool's drop
+/// waiting forever for a `loop-forever` task.
+struct AbortOnDrop(TaskFuture);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A full instance pool fails the task that finds it full with a clear start error, and the
+/// slot is free again once the task holding it has ended.
+#[test]
+fn an_exhausted_instance_pool_is_a_start_error() {
+    let runtime = Runtime::with_pooling(
+        RuntimeConfig::default(),
+        Some(PoolingConfig::default().instances(1)),
+    )
+    .unwrap();
+    assert_eq!(runtime.pooling().map(|p| p.instances), Some(1));
+    let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
+    let pool = ThreadPoolExecutor::builder()
+        .workers(2)
+        .output(OutputMode::Discard)
+        .build()
+        .unwrap();
+    // Two spinners on two workers: whichever instantiates first holds the only slot and
+    // spins until aborted; the other finds the pool full (which one depends on scheduling),
+    // and that is the only way either of them can end on its own.
+    let spinners: Vec<AbortOnDrop> = (0..2)
+        .map(|_| {
+            let call = component.call_wave("loop-forever()").unwrap();
+            AbortOnDrop(pool.submit(call).unwrap())
+        })
+        .collect();
+    let futures: Vec<TaskFuture> = spinners.iter().map(|s| s.0.clone()).collect();
+    let first = wait(&futures, Some(SOON), ReturnWhen::FirstCompleted);
+    assert_eq!(first.done.len(), 1, "neither spinner was refused a slot");
+    match first.done[0].result() {
+        Err(TaskError::Start { message }) => {
+            assert!(message.contains("maximum concurrent limit"), "{message}")
+        }
+        other => panic!("expected a start error, got {other:?}"),
+    }
+    let holder = &first.not_done[0];
+    until_started(holder);
+    assert!(holder.is_running(), "{holder:?}");
+    assert!(holder.abort());
+    assert_eq!(holder.result(), Err(TaskError::Cancelled));
+    // Once the workers have let go of it (shutdown waits for them), the slot is free again.
+    pool.shutdown(true, false);
+    let pool = ThreadPoolExecutor::builder()
+        .workers(1)
+        .output(OutputMode::Discard)
+        .build()
+        .unwrap();
+    let f = pool
+        .submit(component.call_wave("add(2, 3)").unwrap())
+        .unwrap();
+    assert_eq!(f.result_timeout(SOON).unwrap().unwrap().as_i64(), Some(5));
 }

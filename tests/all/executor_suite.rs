@@ -10,10 +10,11 @@
 //! CPython's process pool queues calls ahead of its workers. The cancellation tests check
 //! that exactly the tasks not handed yet are cancelled.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmpool::{Executor, FutureState, SubmitError, TaskError, TaskErrorKind, Val};
+use wasmpool::{Executor, FutureState, SubmitError, TaskError, TaskErrorKind, TaskFuture, Val};
 
 use crate::common::{SOON, call, fixtures, seed, until_started};
 
@@ -117,6 +118,43 @@ executor_suite!(
     handed_per_worker = 2
 );
 
+/// A task that keeps its worker busy until the test releases it: the fixture's
+/// `loop-forever`, stopped with [`TaskFuture::abort`]. Dropping it aborts the task too, so
+/// that a failing assertion cannot leave the pool's drop waiting for it forever.
+struct Blocker(TaskFuture);
+
+impl Blocker {
+    /// Submits `loop-forever()` and waits until a worker runs it.
+    fn start(pool: &impl Executor) -> Blocker {
+        let blocker = Blocker(pool.submit(call(fixtures(), "loop-forever()")).unwrap());
+        until_started(&blocker);
+        blocker
+    }
+
+    /// Stops the task, freeing its worker; it ends cancelled (it never returns a value).
+    fn release(&self) {
+        assert!(
+            self.0.abort(),
+            "the blocker finished on its own: {:?}",
+            self.0
+        );
+        assert_eq!(self.0.result(), Err(TaskError::Cancelled));
+    }
+}
+
+impl Deref for Blocker {
+    type Target = TaskFuture;
+    fn deref(&self) -> &TaskFuture {
+        &self.0
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn submit_returns_the_value(pool: impl Executor) {
     let f = pool.submit(call(seed(), "sleep-task(1)")).unwrap();
     assert_eq!(f.result().unwrap().as_f64(), Some(0.1));
@@ -184,8 +222,8 @@ fn map_buffered_keeps_few_tasks_in_flight(pool: impl Executor) {
 }
 
 fn dropping_a_map_cancels_what_has_not_started(pool: impl Executor, handed: usize) {
-    let blocker = pool.submit(call(fixtures(), "sleep-ms(300)")).unwrap();
-    until_started(&blocker);
+    // The one worker spins until released: nothing of the map can finish meanwhile.
+    let blocker = Blocker::start(&pool);
     let calls: Vec<_> = (0..10)
         .map(|n| call(seed(), &format!("quick-task({n})")))
         .collect();
@@ -205,12 +243,13 @@ fn dropping_a_map_cancels_what_has_not_started(pool: impl Executor, handed: usiz
     for (f, was_pending) in futures.iter().zip(&pending) {
         assert_eq!(f.is_cancelled(), *was_pending, "{f:?}");
     }
+    assert!(blocker.is_running(), "{:?}", *blocker);
+    blocker.release();
     for (n, f) in futures[..started].iter().enumerate() {
         assert_eq!(f.result().unwrap().as_i64(), Some(n as i64));
     }
     let after = pool.submit(call(seed(), "quick-task(99)")).unwrap();
     assert_eq!(after.result().unwrap().as_i64(), Some(99));
-    assert!(blocker.result().is_ok());
 }
 
 fn map_chunked_yields_in_input_order_across_components(pool: impl Executor) {
@@ -237,8 +276,7 @@ fn a_batch_runs_on_one_worker_and_its_queued_calls_can_be_cancelled(
     handed: usize,
 ) {
     // The one worker is busy, and its pipeline is full: the batch waits in the queue.
-    let blocker = pool.submit(call(fixtures(), "sleep-ms(200)")).unwrap();
-    until_started(&blocker);
+    let blocker = Blocker::start(&pool);
     let fillers: Vec<_> = (1..handed)
         .map(|_| pool.submit(call(fixtures(), "noop()")).unwrap())
         .collect();
@@ -248,6 +286,8 @@ fn a_batch_runs_on_one_worker_and_its_queued_calls_can_be_cancelled(
     let batch = pool.submit_batch(calls).unwrap();
     assert!(batch.iter().all(|f| f.state() == FutureState::Pending));
     assert!(batch[1].cancel() && batch[4].cancel());
+    assert!(blocker.is_running(), "{:?}", *blocker);
+    blocker.release();
     for (n, f) in batch.iter().enumerate() {
         match n {
             1 | 4 => assert_eq!(f.result(), Err(TaskError::Cancelled)),
@@ -259,23 +299,27 @@ fn a_batch_runs_on_one_worker_and_its_queued_calls_can_be_cancelled(
         .map(|&n| batch[n].report().expect("a report").worker)
         .collect();
     assert!(workers.iter().all(|w| *w == workers[0]), "{workers:?}");
-    assert!(blocker.result().is_ok());
     assert!(fillers.iter().all(|f| f.result().is_ok()));
 }
 
 fn shutdown_cancel_futures_cancels_the_batch_members_not_started(pool: impl Executor) {
-    let mut calls = vec![call(fixtures(), "sleep-ms(200)")];
+    let mut calls = vec![call(fixtures(), "loop-forever()")];
     calls.extend((0..4).map(|n| call(seed(), &format!("quick-task({n})"))));
     let batch = pool.submit_batch(calls).unwrap();
-    until_started(&batch[0]);
+    let first = Blocker(batch[0].clone());
+    until_started(&first);
     // The thread pool starts each member when its turn comes; the process pool hands the
-    // whole batch to the worker, which counts as started.
+    // whole batch to the worker, which counts as started. Nothing moves on while the first
+    // member spins.
     let pending: Vec<bool> = batch
         .iter()
         .map(|f| f.state() == FutureState::Pending)
         .collect();
+    // Cancel (without waiting), then let the worker go on past the first member.
+    pool.shutdown(false, true);
+    assert!(first.is_running(), "{:?}", *first);
+    first.release();
     pool.shutdown(true, true);
-    assert_eq!(batch[0].result().unwrap().as_i64(), Some(200));
     for (n, (f, was_pending)) in batch[1..].iter().zip(&pending[1..]).enumerate() {
         if *was_pending {
             assert_eq!(f.result(), Err(TaskError::Cancelled), "{f:?}");
@@ -307,21 +351,45 @@ fn shutdown_waits_for_queued_work(pool: impl Executor) {
 }
 
 fn shutdown_cancel_futures_cancels_the_backlog(pool: impl Executor, handed: usize) {
-    let running = pool.submit(call(fixtures(), "sleep-ms(200)")).unwrap();
-    until_started(&running);
+    let running = Blocker::start(&pool);
     let queued: Vec<_> = (0..10)
-        .map(|_| pool.submit(call(fixtures(), "sleep-ms(200)")).unwrap())
+        .map(|n| {
+            pool.submit(call(seed(), &format!("quick-task({n})")))
+                .unwrap()
+        })
         .collect();
-    pool.shutdown(true, true);
-    assert_eq!(running.result().unwrap().as_i64(), Some(200));
-    // What the worker's pipeline had taken ran; the backlog behind it was cancelled.
+    // What the worker's pipeline took counts as running; the backlog behind it is pending.
     let (taken, backlog) = queued.split_at(handed - 1);
     for f in taken {
-        assert_eq!(f.result().unwrap().as_i64(), Some(200));
+        until_started(f);
+    }
+    assert!(backlog.iter().all(|f| f.state() == FutureState::Pending));
+    std::thread::scope(|s| {
+        // Should anything below fail, release the worker so that the shutdown can return.
+        let _release = Blocker(running.0.clone());
+        let shutdown = s.spawn(|| pool.shutdown(true, true));
+        // The shutdown cancels the backlog at once ...
+        for f in backlog {
+            assert_eq!(
+                f.result_timeout(SOON),
+                Ok(Err(TaskError::Cancelled)),
+                "{f:?}"
+            );
+        }
+        // ... and then waits for the running task, which only ends when released.
+        assert!(
+            !shutdown.is_finished(),
+            "shutdown(wait) returned before the work was done"
+        );
+        assert!(running.is_running(), "{:?}", *running);
+        running.release();
+        shutdown.join().expect("shutdown returns");
+    });
+    for (n, f) in taken.iter().enumerate() {
+        assert_eq!(f.result().unwrap().as_i64(), Some(n as i64), "{f:?}");
     }
     for f in backlog {
         assert!(f.is_cancelled(), "{f:?}");
-        assert_eq!(f.result().unwrap_err(), TaskError::Cancelled);
     }
 }
 
@@ -342,19 +410,23 @@ fn shutdown_without_wait_still_finishes_the_work(pool: impl Executor) {
 }
 
 fn cancel_only_while_pending_two_workers_eight_of_ten(pool: impl Executor, handed: usize) {
-    // The reference's "Canceling Tasks": ten half-second tasks on two workers; once the
-    // first two have started, cancel all ten in reverse order: eight succeed (in the thread
-    // pool; in general, exactly those not handed to a worker yet: 10 - 2 * handed).
-    let tasks: Vec<_> = (1..=10)
-        .rev()
-        .map(|n| {
-            pool.submit(call(seed(), &format!("labeled-task({n})")))
-                .unwrap()
-        })
-        .collect();
-    until_started(&tasks[0]);
-    until_started(&tasks[1]);
+    // The reference's "Canceling Tasks": ten tasks on two workers; once the first ones have
+    // started, cancel all ten in reverse order: eight succeed (in the thread pool; in
+    // general, exactly those not handed to a worker yet: 10 - 2 * handed). The reference's
+    // first tasks sleep half a second, which would have to outlast this test's steps: here
+    // the tasks the workers take spin until released, the rest are the reference's.
     let started = 2 * handed;
+    let blockers: Vec<Blocker> = (0..started)
+        .map(|_| Blocker(pool.submit(call(fixtures(), "loop-forever()")).unwrap()))
+        .collect();
+    let mut tasks: Vec<TaskFuture> = blockers.iter().map(|b| b.0.clone()).collect();
+    tasks.extend((1..=10 - started as u32).rev().map(|n| {
+        pool.submit(call(seed(), &format!("labeled-task({n})")))
+            .unwrap()
+    }));
+    for f in &tasks[..started] {
+        until_started(f);
+    }
     let pending: Vec<bool> = tasks
         .iter()
         .map(|f| f.state() == FutureState::Pending)
@@ -367,9 +439,14 @@ fn cancel_only_while_pending_two_workers_eight_of_ten(pool: impl Executor, hande
     );
     assert_eq!(cancelled.iter().filter(|c| **c).count(), 10 - started);
     assert!(tasks[started..].iter().all(|f| f.is_cancelled()));
-    for (i, f) in tasks[..started].iter().enumerate() {
-        assert_eq!(f.result().unwrap().as_f64(), Some((10 - i) as f64 / 10.0));
+    assert!(tasks[..started].iter().all(|f| f.is_running()));
+    for blocker in &blockers {
+        blocker.release();
     }
+    // The workers are free again, and the cancelled tasks never ran.
+    let f = pool.submit(call(seed(), "labeled-task(1)")).unwrap();
+    assert_eq!(f.result().unwrap().as_f64(), Some(0.1));
+    assert!(tasks[started..].iter().all(|f| f.report().is_none()));
 }
 
 fn callbacks_run_exactly_once_for_every_outcome(pool: impl Executor) {

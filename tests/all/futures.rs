@@ -101,7 +101,11 @@ pub(crate) fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
-/// A logger that keeps error records, to check what wasmpool logs.
+/// A logger that keeps error records, to check what wasmpool logs. It is the logger of the
+/// whole test binary: [`logged_about`] installs it once, and no other test may install one
+/// (the `log` crate takes a single logger per process; if another one got there first, the
+/// log checks fail loudly instead of being skipped). Tests run in parallel, so each one
+/// looks only at the records that name its own future (`#id`, unique in the process).
 struct Capture(Mutex<Vec<String>>);
 
 impl log::Log for Capture {
@@ -121,30 +125,33 @@ impl log::Log for Capture {
 
 static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
 
-/// The error lines logged so far that mention `future` (by its `#id`), or `None` if the
-/// capturing logger could not be installed (another test of this binary installed its own).
-fn logged_about(future: &TaskFuture) -> Option<Vec<String>> {
-    static INSTALLED: OnceLock<bool> = OnceLock::new();
-    let installed = *INSTALLED.get_or_init(|| {
-        let ok = log::set_logger(&CAPTURE).is_ok();
-        if ok && log::max_level() < log::LevelFilter::Error {
+/// Installs the capturing logger, once per test binary; panics if another logger was
+/// installed instead.
+fn capture_logs() {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        log::set_logger(&CAPTURE).map_err(|e| e.to_string())?;
+        if log::max_level() < log::LevelFilter::Error {
             log::set_max_level(log::LevelFilter::Error);
         }
-        ok
+        Ok(())
     });
-    if !installed {
-        eprintln!("note: another logger is installed; not checking the log");
-        return None;
+    if let Err(e) = installed {
+        panic!("the capturing logger is not the test binary's logger ({e}): install no other");
     }
-    let tag = format!("#{} ", future.id());
-    let lines = CAPTURE.0.lock().unwrap_or_else(PoisonError::into_inner);
-    Some(lines.iter().filter(|l| l.contains(&tag)).cloned().collect())
+    assert!(
+        log::max_level() >= log::LevelFilter::Error,
+        "error records are filtered out (max level {})",
+        log::max_level()
+    );
 }
 
-/// Installs the capturing logger (if it can be) before the code under test logs.
-fn capture_logs() {
-    let (_p, f) = promise();
-    let _ = logged_about(&f);
+/// The error lines logged so far that mention `future` (by its `#id`).
+fn logged_about(future: &TaskFuture) -> Vec<String> {
+    capture_logs();
+    let tag = format!("#{} ", future.id());
+    let lines = CAPTURE.0.lock().unwrap_or_else(PoisonError::into_inner);
+    lines.iter().filter(|l| l.contains(&tag)).cloned().collect()
 }
 
 /// Counts its wake-ups.
@@ -487,12 +494,11 @@ fn set_running_twice_is_refused_and_logged() {
     let (p, f) = running();
     assert!(!p.set_running_or_notify_cancel());
     assert_eq!(f.state(), FutureState::Running);
-    if let Some(lines) = logged_about(&f) {
-        assert!(
-            lines.iter().any(|l| l.contains("unexpected state running")),
-            "nothing logged about {f:?}: {lines:?}"
-        );
-    }
+    let lines = logged_about(&f);
+    assert!(
+        lines.iter().any(|l| l.contains("unexpected state running")),
+        "nothing logged about {f:?}: {lines:?}"
+    );
     p.set_result(value(1));
     assert_eq!(f.result(), Ok(value(1)));
 }
@@ -711,15 +717,14 @@ fn panicking_done_callback_is_caught_and_logged() {
     f.add_done_callback(seen.callback("still fine"));
     assert_eq!(seen.lines().len(), 2);
 
-    if let Some(lines) = logged_about(&f) {
-        for message in ["doh!", "doh again!"] {
-            assert!(
-                lines
-                    .iter()
-                    .any(|l| l.contains("done callback") && l.ends_with(message)),
-                "{message:?} not logged for {f:?}: {lines:?}"
-            );
-        }
+    let lines = logged_about(&f);
+    for message in ["doh!", "doh again!"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("done callback") && l.ends_with(message)),
+            "{message:?} not logged for {f:?}: {lines:?}"
+        );
     }
 }
 

@@ -9,6 +9,7 @@ mod escapes;
 mod examples;
 mod executor_suite;
 mod futures;
+mod fuzz_seeds;
 mod instances;
 mod process_pool;
 #[path = "../support/procfs.rs"]

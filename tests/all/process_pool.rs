@@ -20,6 +20,7 @@ use wasmpool::{
 };
 
 use crate::common::{SOON, call, fixtures, seed, until_started};
+use crate::procfs::{children_of, started_at};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_wasmpool");
 
@@ -488,6 +489,80 @@ fn a_silent_worker_times_out() {
     assert!(started.elapsed() < SOON);
 }
 
+/// Ported from CPython's Lib/test/test_concurrent_futures (test_process_pool.py and
+/// test_shutdown.py, `test_del_shutdown`), rewritten in our own words: a pool that is
+/// dropped without `shutdown()` still stops its worker processes and reaps them. After the
+/// drop no process with a worker's pid and start time is left, not even a zombie (waited
+/// for by polling /proc, bounded by `SOON`).
+#[test]
+fn dropping_a_pool_without_shutdown_reaps_its_workers() {
+    let pool = pool(3);
+    let futures: Vec<_> = (0..30)
+        .map(|n| {
+            pool.submit(call(seed(), &format!("quick-task({n})")))
+                .expect("submit to a new pool")
+        })
+        .collect();
+    let workers: Vec<(u32, u64)> = pool
+        .worker_pids()
+        .into_iter()
+        .map(|pid| {
+            let start = started_at(pid).unwrap_or_else(|| panic!("worker {pid} is not in /proc"));
+            (pid, start)
+        })
+        .collect();
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    drop(pool);
+    let deadline = Instant::now() + SOON;
+    loop {
+        let left: Vec<u32> = workers
+            .iter()
+            .filter(|&&(pid, start)| started_at(pid) == Some(start))
+            .map(|&(pid, _)| pid)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers {left:?} still exist {SOON:?} after their pool was dropped (children of \
+             this process: {:?})",
+            children_of(std::process::id())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (n, f) in futures.iter().enumerate() {
+        assert_eq!(outcome(f).expect("a quick task").as_i64(), Some(n as i64));
+    }
+}
+
+/// The other half of CPython's `test_del_shutdown` (same source, our own words): dropping a
+/// pool is the context manager's exit, so it waits for the work submitted before it. Three
+/// times as many tasks as the workers hold at once (2 × pipeline depth 2) are submitted, so
+/// some are normally still queued at the drop; when the drop returns, every future is done,
+/// with its own value.
+#[test]
+fn dropping_a_pool_waits_for_submitted_work() {
+    let pool = pool(2);
+    let futures: Vec<_> = (0..12)
+        .map(|n| {
+            pool.submit(call(fixtures(), &format!("sleep-ms({})", 10 + n)))
+                .expect("submit to a new pool")
+        })
+        .collect();
+    drop(pool);
+    for (n, f) in futures.iter().enumerate() {
+        assert!(
+            f.is_done(),
+            "task {n} was not done when the drop returned: {f:?}"
+        );
+        assert_eq!(
+            f.result().expect("a finished sleep").as_i64(),
+            Some(10 + n as i64)
+        );
+    }
+}
+
 mod crash_matrix {
     use super::*;
 
@@ -580,19 +655,32 @@ mod crash_matrix {
         // Killed from the reader thread, in the middle of the stream of results.
         futures[200].add_done_callback(move |_| signal(victim, Signal::KILL));
         let mut ok = 0;
+        let mut reasons = std::collections::BTreeSet::new();
         for (n, f) in futures.iter().enumerate() {
             match outcome(f) {
                 Ok(v) => {
                     assert_eq!(v.as_i64(), Some(n as i64));
                     ok += 1;
                 }
-                Err(e) => assert!(broken(Err(e)).contains("SIGKILL")),
+                Err(e) => {
+                    reasons.insert(broken(Err(e)));
+                }
             }
         }
         // The task whose completion killed the worker finished; most after it could not.
         assert!(futures[200].result().is_ok());
         assert!((1..3000).contains(&ok), "{ok}");
-        assert!(pool.submit(call(seed(), "noop()")).is_err());
+        // Every failed task names the same death, the victim's, and so does submit.
+        let reason = match Vec::from_iter(reasons).as_slice() {
+            [reason] => reason.clone(),
+            other => panic!("the failed tasks give {} reasons: {other:?}", other.len()),
+        };
+        assert!(
+            reason.contains(&format!("(pid {victim}) terminated abruptly")),
+            "{reason}"
+        );
+        assert!(reason.contains("killed by signal 9 (SIGKILL)"), "{reason}");
+        submit_is_refused(&pool, &reason);
     }
 
     #[test]
@@ -789,7 +877,15 @@ mod crash_matrix {
                 "queued tasks are cancelled"
             );
         }
-        assert!(pool.submit(call(seed(), "noop()")).is_err());
+        // The pool is broken by the first death it saw, and submit says so.
+        let reason = pool
+            .broken_reason()
+            .expect("killing the workers breaks the pool");
+        assert!(reason.contains("killed by signal 9 (SIGKILL)"), "{reason}");
+        for f in &tasks[..4] {
+            assert_eq!(broken(outcome(f)), reason);
+        }
+        submit_is_refused(&pool, &reason);
     }
 
     #[test]

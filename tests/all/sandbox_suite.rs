@@ -4,7 +4,10 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use wasmpool::{Budget, Executor, Runtime, RuntimeConfig, TaskComponent, TaskError, TaskErrorKind};
+use wasmpool::{
+    Budget, Executor, FutureState, Runtime, RuntimeConfig, TaskComponent, TaskError, TaskErrorKind,
+    TaskFuture,
+};
 
 use crate::common::{SOON, call, fixtures, until_started};
 
@@ -88,6 +91,16 @@ sandbox_suite!(process_pool, |n| wasmpool::ProcessPoolExecutor::builder()
 
 fn timeout(ms: u64) -> Budget {
     Budget::default().timeout(Duration::from_millis(ms))
+}
+
+/// Aborts its task when dropped, so that a failing assertion cannot leave a pool's drop
+/// waiting forever for a `loop-forever` task.
+struct AbortOnDrop(TaskFuture);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The pool still runs a task normally.
@@ -204,20 +217,26 @@ fn abort_stops_a_spinning_task(pool: impl Executor) {
 }
 
 fn abort_of_a_pending_task_cancels_it(pool: impl Executor) {
-    let blocker = pool.submit(call(fixtures(), "sleep-ms(100)")).unwrap();
-    until_started(&blocker);
-    let queued = pool.submit(call(fixtures(), "loop-forever()")).unwrap();
-    assert!(queued.abort());
-    assert!(queued.is_cancelled());
-    assert_eq!(blocker.result().unwrap().as_i64(), Some(100));
+    // The one worker spins until aborted, so the next task stays pending meanwhile.
+    let blocker = AbortOnDrop(pool.submit(call(fixtures(), "loop-forever()")).unwrap());
+    until_started(&blocker.0);
+    let queued = AbortOnDrop(pool.submit(call(fixtures(), "loop-forever()")).unwrap());
+    assert_eq!(queued.0.state(), FutureState::Pending);
+    assert!(queued.0.abort());
+    assert!(queued.0.is_cancelled());
+    assert_eq!(queued.0.result(), Err(TaskError::Cancelled));
+    // Aborting the queued task left the running one alone.
+    assert!(blocker.0.is_running(), "{:?}", blocker.0);
+    assert!(blocker.0.abort());
+    // The aborted queued task never runs: with one worker, the next task does.
     still_serves(&pool);
+    assert_eq!(queued.0.report(), None, "the queued task never ran");
 }
 
 fn a_hog_does_not_harm_its_neighbours(pool: impl Executor) {
-    let hog = pool
-        .submit(call(fixtures(), "loop-forever()").with_budget(timeout(3_000)))
-        .unwrap();
-    until_started(&hog);
+    // A hog with no budget at all: it spins until aborted, however long the others take.
+    let hog = AbortOnDrop(pool.submit(call(fixtures(), "loop-forever()")).unwrap());
+    until_started(&hog.0);
     let grower = pool
         .submit(
             call(fixtures(), "allocate-forever()")
@@ -236,16 +255,16 @@ fn a_hog_does_not_harm_its_neighbours(pool: impl Executor) {
             Some(i as i64 + 1)
         );
     }
-    // The healthy tasks finished while the hog still spun on the other worker.
-    assert!(!hog.is_done(), "{hog:?}");
     assert_eq!(
-        grower.result().unwrap_err().kind(),
+        grower.result_timeout(SOON).unwrap().unwrap_err().kind(),
         TaskErrorKind::MemoryLimit
     );
-    assert_eq!(
-        hog.result_timeout(SOON).unwrap().unwrap_err().kind(),
-        TaskErrorKind::Timeout
-    );
+    // The healthy tasks and the grower finished while the hog still spun on the other
+    // worker; stopping it frees that worker too.
+    assert!(hog.0.is_running(), "{:?}", hog.0);
+    assert!(hog.0.abort());
+    assert_eq!(hog.0.result(), Err(TaskError::Cancelled));
+    still_serves(&pool);
 }
 
 fn reports_say_where_and_how_much(pool: impl Executor) {
