@@ -586,6 +586,20 @@ fn as_completed_prints_in_completion_order() {
         .stdout("300\n1\n");
 }
 
+/// The worker's crash hook is for the wrapper programs the crash tests start as workers: a
+/// stray `WASMPOOL_WORKER_TEST_HOOK` in the pool owner's environment never reaches its workers
+/// (this test build's workers have the hook compiled in; a release build has none).
+#[test]
+fn a_stray_crash_hook_in_the_environment_does_not_reach_the_workers() {
+    let assert = wasmpool(["map", FIXTURES, "fib", "--pool", "process", "-j", "1"])
+        .env("WASMPOOL_WORKER_TEST_HOOK", "abort-after:1")
+        .write_stdin("10\n20\n")
+        .assert();
+    let stderr = stderr_of(&assert);
+    assert.success().stdout("55\n6765\n");
+    assert!(!stderr.contains("broken-pool"), "{stderr}");
+}
+
 #[test]
 fn map_on_the_process_pool() {
     let assert = map(
