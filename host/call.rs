@@ -1,5 +1,5 @@
-//! Building calls: finding the exported function by name, and checking the arguments
-//! against its parameter types before anything runs.
+//! Building calls: checking the arguments against the function's parameter types before
+//! anything runs. Finding the function by name is `component.rs`.
 
 use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
 use wasmtime::component::{Type, Val};
@@ -23,6 +23,18 @@ pub struct Call {
 }
 
 impl Call {
+    /// A call of `component`'s function number `function` with `args` (already checked),
+    /// with no budget or arguments of its own.
+    fn new(component: &TaskComponent, function: usize, args: Vec<Val>) -> Call {
+        Call {
+            component: component.clone(),
+            function,
+            args,
+            budget: Budget::default(),
+            argv: None,
+        }
+    }
+
     /// The component the call runs in.
     pub fn component(&self) -> &TaskComponent {
         &self.component
@@ -100,13 +112,7 @@ impl TaskComponent {
                 message,
             })?;
         }
-        Ok(Call {
-            component: self.clone(),
-            function,
-            args,
-            budget: Budget::default(),
-            argv: None,
-        })
+        Ok(Call::new(self, function, args))
     }
 
     /// A call written in WAVE, as `wasmtime run --invoke` takes it: `fib(30)`,
@@ -150,103 +156,6 @@ impl TaskComponent {
                 function: f.name().to_string(),
                 message: e.to_string(),
             })?;
-        Ok(Call {
-            component: self.clone(),
-            function,
-            args,
-            budget: Budget::default(),
-            argv: None,
-        })
-    }
-
-    /// Finds an exported function by any of the names [`TaskComponent::call`] accepts.
-    pub fn function(&self, name: &str) -> Result<&ExportedFunction, CallError> {
-        self.lookup(name).map(|i| self.function_at(i))
-    }
-
-    fn lookup(&self, name: &str) -> Result<usize, CallError> {
-        let functions = self.functions();
-        if let Some(i) = functions.iter().position(|f| f.name() == name) {
-            return Ok(i);
-        }
-        if let Some((interface, func)) = split_qualified(name) {
-            let matches: Vec<usize> = functions
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| {
-                    f.func_name() == func
-                        && f.interface()
-                            .is_some_and(|i| interface_matches(i, &interface))
-                })
-                .map(|(i, _)| i)
-                .collect();
-            if let [only] = matches[..] {
-                return Ok(only);
-            }
-        }
-        Err(CallError::UnknownFunction {
-            name: name.to_string(),
-            available: functions
-                .iter()
-                .map(|f| f.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-    }
-}
-
-/// Splits `iface#func` or WAVE's `[pkg:ns/]iface.func[@version]` into interface and function.
-fn split_qualified(name: &str) -> Option<(String, String)> {
-    if let Some((interface, func)) = name.rsplit_once('#') {
-        return Some((interface.to_string(), func.to_string()));
-    }
-    let (path, version) = match name.rsplit_once('@') {
-        Some((path, version)) => (path, Some(version)),
-        None => (name, None),
-    };
-    let (interface, func) = path.rsplit_once('.')?;
-    let interface = match version {
-        Some(v) => format!("{interface}@{v}"),
-        None => interface.to_string(),
-    };
-    Some((interface, func.to_string()))
-}
-
-/// Does the exported interface `export` (e.g. `wasmpool:tasks/math@0.1.0`) answer to
-/// `wanted`: the full name, the name without version, or the short name `math`?
-fn interface_matches(export: &str, wanted: &str) -> bool {
-    let unversioned = export.split_once('@').map_or(export, |(p, _)| p);
-    let short = unversioned.rsplit_once('/').map_or(unversioned, |(_, s)| s);
-    wanted == export || wanted == unversioned || wanted == short
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn qualified_names_split() {
-        assert_eq!(
-            split_qualified("a:b/math@0.1.0#add"),
-            Some(("a:b/math@0.1.0".into(), "add".into()))
-        );
-        assert_eq!(
-            split_qualified("a:b/math.add@0.1.0"),
-            Some(("a:b/math@0.1.0".into(), "add".into()))
-        );
-        assert_eq!(
-            split_qualified("math.add"),
-            Some(("math".into(), "add".into()))
-        );
-        assert_eq!(split_qualified("fib"), None);
-    }
-
-    #[test]
-    fn interface_names_match_in_three_forms() {
-        let export = "wasmpool:tasks/math@0.1.0";
-        assert!(interface_matches(export, "wasmpool:tasks/math@0.1.0"));
-        assert!(interface_matches(export, "wasmpool:tasks/math"));
-        assert!(interface_matches(export, "math"));
-        assert!(!interface_matches(export, "types"));
+        Ok(Call::new(self, function, args))
     }
 }

@@ -27,13 +27,20 @@ mod future_loom;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod instance;
+mod invoke;
+mod load;
+mod outcome;
 mod output;
 #[cfg(unix)]
 mod process_pool;
 mod report;
 mod run;
+mod runtime;
 mod sandbox;
+mod settings;
 mod spin;
+mod store;
 mod sync;
 mod thread_pool;
 mod ticker;
@@ -42,7 +49,7 @@ mod value;
 mod wait;
 
 pub use call::Call;
-pub use component::{ExportedFunction, PoolingConfig, Runtime, RuntimeConfig, TaskComponent};
+pub use component::{ExportedFunction, TaskComponent};
 pub use error::{
     BuildError, CallError, LoadError, ProtocolError, SubmitError, TaskError, TaskErrorKind,
     WaitTimeout,
@@ -56,9 +63,11 @@ pub use process_pool::{
     WORKER_ENV, serve_worker_if_requested,
 };
 pub use report::TaskReport;
-pub use run::{DEFAULT_MAX_MEMORY, InstancePolicy};
+pub use runtime::{PoolingConfig, Runtime, RuntimeConfig};
 pub use sandbox::{Budget, Capabilities, DirGrant};
+pub use settings::InstancePolicy;
 pub use spin::SPIN_ENV;
+pub use store::DEFAULT_MAX_MEMORY;
 pub use thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use value::TaskValue;
 pub use wait::{AsCompleted, ReturnWhen, WaitResult, as_completed, wait};

@@ -12,8 +12,10 @@ use crate::call::Call;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
 use crate::future::{Promise, TaskFuture, promise};
-use crate::run::{InstanceSlot, TaskControl, TaskEnv, run_task};
-use crate::run::{TaskSettings, task_settings_setters};
+use crate::instance::InstanceSlot;
+use crate::run::run_task;
+use crate::settings::{TaskEnv, TaskSettings, task_settings_setters};
+use crate::store::TaskControl;
 
 /// Settings of a [`ThreadPoolExecutor`].
 ///
