@@ -14,12 +14,10 @@
 //! function, `TaskFuture::finish`, which wakes everybody and runs the done callbacks.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
 use std::mem;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -27,6 +25,12 @@ use crossbeam_channel::Sender;
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard, lock, wait_timeout_while, wait_while};
 
 use crate::{TaskError, TaskReport, TaskValue, WaitTimeout};
+
+mod awaiting;
+mod promise;
+
+pub use awaiting::ResultFuture;
+pub use promise::{Promise, promise};
 
 /// What a finished task produced.
 type Outcome = Result<TaskValue, TaskError>;
@@ -444,207 +448,8 @@ fn type_name(value: &TaskValue) -> &'static str {
     value.val().map_or("nothing", crate::types::val_kind)
 }
 
-/// Awaiting a future yields its outcome, like [`TaskFuture::result`], without blocking a
-/// thread: the task's waker is woken when the future is done.
-///
-/// ```
-/// use wasmpool::{promise, TaskValue};
-///
-/// let (promise, future) = promise();
-/// promise.set_result(TaskValue::unit());
-/// let outcome = futures::executor::block_on(async { future.await });
-/// assert_eq!(outcome, Ok(TaskValue::unit()));
-/// ```
-impl IntoFuture for TaskFuture {
-    type Output = Result<TaskValue, TaskError>;
-    type IntoFuture = ResultFuture;
-
-    fn into_future(self) -> ResultFuture {
-        ResultFuture {
-            future: self,
-            key: None,
-        }
-    }
-}
-
-impl IntoFuture for &TaskFuture {
-    type Output = Result<TaskValue, TaskError>;
-    type IntoFuture = ResultFuture;
-
-    fn into_future(self) -> ResultFuture {
-        self.clone().into_future()
-    }
-}
-
-/// The [`Future`] that `.await`ing a [`TaskFuture`] polls: it resolves to the task's outcome.
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct ResultFuture {
-    future: TaskFuture,
-    /// The key of our waker slot in the shared state, once registered.
-    key: Option<u64>,
-}
-
-impl Future for ResultFuture {
-    type Output = Result<TaskValue, TaskError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let mut inner = this.future.lock();
-        if inner.state.is_done() {
-            // The terminal transition already dropped our waker slot.
-            this.key = None;
-            return Poll::Ready(outcome_of(&inner));
-        }
-        let key = *this.key.get_or_insert_with(next_key);
-        match inner.wakers.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, waker)) => {
-                if !waker.will_wake(cx.waker()) {
-                    waker.clone_from(cx.waker());
-                }
-            }
-            None => inner.wakers.push((key, cx.waker().clone())),
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for ResultFuture {
-    fn drop(&mut self) {
-        if let Some(key) = self.key {
-            self.future.lock().wakers.retain(|(k, _)| *k != key);
-        }
-    }
-}
-
-/// Creates a new pending future and the [`Promise`] that completes it.
-///
-/// This is the producer side, for executor implementations and tests (Python exposes
-/// `set_running_or_notify_cancel` and `set_result` on the future for the same purpose).
-///
-/// ```
-/// use wasmpool::{promise, TaskError};
-///
-/// let (promise, future) = promise();
-/// assert!(future.cancel()); // not started yet, so it can be cancelled
-/// assert!(!promise.set_running_or_notify_cancel()); // the executor skips the task
-/// assert_eq!(future.result(), Err(TaskError::Cancelled));
-/// ```
-pub fn promise() -> (Promise, TaskFuture) {
-    let future = TaskFuture::new();
-    (
-        Promise {
-            future: future.clone(),
-        },
-        future,
-    )
-}
-
-/// The producer's side of a [`TaskFuture`]: the executor marks it running, then completes it.
-///
-/// There is one `Promise` per future. A `Promise` dropped without completing resolves its
-/// future with [`TaskError::BrokenPool`], so that no future is ever left hanging.
-pub struct Promise {
-    future: TaskFuture,
-}
-
-impl Promise {
-    /// The future this promise completes.
-    pub fn future(&self) -> TaskFuture {
-        self.future.clone()
-    }
-
-    /// Call before running the task. Moves a pending future to running and returns `true`;
-    /// returns `false` if the future was cancelled, and the task must then not run (whoever
-    /// waited on the future was notified when it was cancelled).
-    ///
-    /// Calling it on a running or finished future is a bug in the executor: it returns `false`
-    /// and logs an error.
-    pub fn set_running_or_notify_cancel(&self) -> bool {
-        let mut inner = self.future.lock();
-        match inner.state {
-            FutureState::Pending => {
-                inner.state = FutureState::Running;
-                let sleepers = inner.sleepers > 0;
-                drop(inner);
-                // `wait_started` waits on the same condition variable.
-                if sleepers {
-                    self.future.shared.done.notify_all();
-                }
-                true
-            }
-            FutureState::Cancelled => false,
-            state @ (FutureState::Running | FutureState::Finished) => {
-                drop(inner);
-                log::error!(
-                    "set_running_or_notify_cancel called on future #{} in unexpected state {state}",
-                    self.future.id()
-                );
-                false
-            }
-        }
-    }
-
-    /// Whether the future was cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.future.is_cancelled()
-    }
-
-    /// Completes the future (from pending or running) with the task's outcome: it becomes
-    /// finished, everything waiting on it wakes up, and the done callbacks run in this thread.
-    /// If the future was cancelled meanwhile, the outcome is dropped.
-    pub fn complete(self, outcome: Result<TaskValue, TaskError>) {
-        let inner = self.future.lock();
-        if !inner.state.is_done() {
-            self.future
-                .finish(inner, FutureState::Finished, Some(outcome));
-        }
-    }
-
-    /// Like [`complete`](Self::complete), and records how the task ran: the report is in
-    /// place before anyone waiting on the future wakes up.
-    pub fn complete_with_report(self, outcome: Result<TaskValue, TaskError>, report: TaskReport) {
-        self.future.extras().report = Some(report);
-        self.complete(outcome);
-    }
-
-    /// Completes the future with a value; see [`complete`](Self::complete).
-    pub fn set_result(self, value: TaskValue) {
-        self.complete(Ok(value));
-    }
-
-    /// Completes the future with an error; see [`complete`](Self::complete).
-    pub fn set_error(self, error: TaskError) {
-        self.complete(Err(error));
-    }
-}
-
-impl fmt::Debug for Promise {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Promise").field(&self.future).finish()
-    }
-}
-
-impl Drop for Promise {
-    fn drop(&mut self) {
-        let inner = self.future.lock();
-        if !inner.state.is_done() {
-            let error = TaskError::BrokenPool {
-                reason: "the executor dropped the task before it finished".into(),
-            };
-            self.future
-                .finish(inner, FutureState::Finished, Some(Err(error)));
-        }
-    }
-}
-
-// -------------------------------------------------------------------------------------------
-// Crate-private extension point: a per-future report slot and an abort hook.
-//
-// They live behind their own lock, apart from the state machine above, so that an abort hook
-// can be called without holding the state lock. Nothing here is interpreted yet: the report
-// `finish` does not touch them.
-// -------------------------------------------------------------------------------------------
+// `Extras`: the report and abort hook of a future, behind their own lock so that an abort
+// hook runs without the state lock.
 
 /// Stops the running task of a future (set by the executor that runs it).
 pub(crate) type AbortHook = Box<dyn Fn() + Send + Sync>;
