@@ -15,6 +15,27 @@
 //! assert_eq!(results, [0.5, 0.4, 0.3, 0.2, 0.1]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! How a task goes, file by file:
+//! 1. `runtime.rs`: the engine and host functions ([`Runtime`], [`RuntimeConfig`],
+//!    [`PoolingConfig`]); `ticker.rs` ticks its epochs.
+//! 2. `load.rs`: a `.wasm` becomes a [`TaskComponent`] (`component.rs`: its exports, finding
+//!    one by name).
+//! 3. `call.rs`: a [`Call`], checked against the WIT types (`types.rs`); values are
+//!    [`TaskValue`] (`value.rs`).
+//! 4. `settings.rs`, `sandbox.rs`: what every task gets (budget, capabilities, instance
+//!    policy, output).
+//! 5. `executor.rs`: [`Executor`] (`submit`, `map`); `thread_pool.rs` and `process_pool/`
+//!    queue tasks for their workers.
+//! 6. `run.rs`: a worker runs the task: `instance.rs` (a fresh or kept instance), `store.rs`
+//!    (limits, WASI, abort), `invoke.rs` (the sync and async call paths), `output.rs` (the
+//!    guest's stdout/stderr).
+//! 7. `outcome.rs`: how it ended, as a value or a [`TaskError`] (`error.rs`), with a
+//!    [`TaskReport`] (`report.rs`).
+//! 8. `future/`: the [`TaskFuture`] the caller holds; `wait.rs`: [`wait`], [`as_completed`].
+//!
+//! Support: `spin.rs` (spin, then park), `sync.rs` (locks; loom's in model checks,
+//! `future_loom.rs`), `fuzzing.rs` (entry points for the fuzz targets).
 
 mod call;
 mod component;

@@ -1,6 +1,7 @@
 //! What a task may use: its budget (time, fuel, memory) and its capabilities (directories,
-//! environment variables, arguments). Plain data; enforced where a task runs
-//! (`component.rs`), the same way in every pool.
+//! environment variables, arguments). Plain data, enforced where a task runs, the same way
+//! in every pool: the memory cap, WASI grants and the epoch check in `store.rs`; fuel and
+//! the deadline, set for each task, in `run.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;

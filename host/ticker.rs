@@ -1,6 +1,6 @@
 //! The epoch ticker: one thread per runtime that advances the engine's epoch every
 //! [`TICK`] while at least one task runs. Running tasks check their deadline and abort
-//! flag at each tick (see `run.rs`), so no task needs a thread of its own.
+//! flag at each tick (the epoch callback in `store.rs`), so no task needs a thread of its own.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
