@@ -32,7 +32,7 @@
 //!    guest's stdout/stderr).
 //! 7. `outcome.rs`: how it ended, as a value or a [`TaskError`] (`error.rs`), with a
 //!    [`TaskReport`] (`report.rs`).
-//! 8. `future/`: the [`TaskFuture`] the caller holds; `wait.rs`: [`wait`], [`as_completed`].
+//! 8. `future/`: the [`TaskFuture`] the caller holds; `wait.rs`: [`wait()`], [`as_completed`].
 //!
 //! Support: `spin.rs` (spin, then park), `sync.rs` (locks; loom's in model checks,
 //! `future_loom.rs`), `fuzzing.rs` (entry points for the fuzz targets).

@@ -117,7 +117,6 @@ impl PoolingConfig {
             .total_tables(self.instances.saturating_mul(2))
             // One async stack per instance for the async path (tasks with a deadline).
             .total_stacks(self.instances)
-            // 4 GiB: all a 32-bit memory can address (see `MAX_MEMORY_SIZE`).
             .max_memory_size(MAX_MEMORY_SIZE)
             // As many elements as the store's table limit allows.
             .table_elements(MAX_TABLE_ELEMENTS)
