@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use crate::call::Call;
 use crate::error::{SubmitError, TaskError};
-use crate::future::{TaskFuture, promise};
+use crate::future::TaskFuture;
 use crate::value::TaskValue;
 
 /// An executor runs calls as tasks and hands back futures: the interface shared by
@@ -152,7 +152,7 @@ impl Map<'_> {
             let future = self
                 .executor
                 .submit(call)
-                .unwrap_or_else(|e| failed_future(submit_failure(e)));
+                .unwrap_or_else(|e| TaskFuture::failed(submit_failure(e)));
             self.pending.push_back(future);
         }
     }
@@ -174,13 +174,6 @@ fn submit_failure(e: SubmitError) -> TaskError {
         SubmitError::BrokenPool(reason) => TaskError::BrokenPool { reason },
         _ => TaskError::Cancelled,
     }
-}
-
-/// A future that is already resolved with `error`.
-fn failed_future(error: TaskError) -> TaskFuture {
-    let (promise, future) = promise();
-    promise.set_error(error);
-    future
 }
 
 impl Iterator for Map<'_> {

@@ -229,8 +229,10 @@ impl Runtime {
         &self.inner.config
     }
 
-    /// The wasmtime engine behind this runtime, for code that drives wasmtime directly with
-    /// the same settings (the benchmarks' raw-wasmtime baseline).
+    /// The wasmtime engine behind this runtime, for the benchmarks' raw-wasmtime baseline
+    /// (same settings, no pool); only in test and bench builds (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
     }

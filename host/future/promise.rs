@@ -29,6 +29,24 @@ pub fn promise() -> (Promise, TaskFuture) {
     )
 }
 
+impl TaskFuture {
+    /// A future that is already finished with `error`: what an executor hands back for a
+    /// call it could not even queue (for example, `map` over a pool that broke meanwhile).
+    ///
+    /// ```
+    /// use wasmpool::{TaskError, TaskFuture};
+    ///
+    /// let future = TaskFuture::failed(TaskError::Cancelled);
+    /// assert!(future.is_done());
+    /// assert_eq!(future.result(), Err(TaskError::Cancelled));
+    /// ```
+    pub fn failed(error: TaskError) -> TaskFuture {
+        let (promise, future) = promise();
+        promise.set_error(error);
+        future
+    }
+}
+
 /// The producer's side of a [`TaskFuture`]: the executor marks it running, then completes it.
 ///
 /// There is one `Promise` per future. A `Promise` dropped without completing resolves its

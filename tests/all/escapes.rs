@@ -7,8 +7,8 @@
 //! symlinks, a preopen named `/`, HOME, name lookup and IPv6, the *default* memory cap with
 //! a worker process's RSS, the same hogs inside worker processes, and output floods.
 //!
-//! Not tried: table growth (no fixture grows a table; `run.rs` caps tables at 2^20
-//! elements per instance, untested).
+//! Not tried: table growth (no fixture grows a table; `store.rs` caps tables at
+//! `MAX_TABLE_ELEMENTS`, 2^20 elements per instance, untested).
 
 use std::path::Path;
 use std::time::Duration;
