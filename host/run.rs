@@ -116,6 +116,7 @@ impl TaskControl {
 }
 
 /// How a task went.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TaskRun {
     pub(crate) outcome: Result<TaskValue, TaskError>,
     pub(crate) elapsed: Duration,
