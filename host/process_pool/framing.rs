@@ -56,7 +56,7 @@ pub(crate) fn append<M: Message>(out: &mut Vec<u8>, m: &M) -> Result<(), Protoco
 
 /// `m`'s frame, with its tail shared rather than copied.
 pub(crate) fn frame<M: Message>(m: &M) -> Result<Frame, ProtocolError> {
-    let mut head = Vec::with_capacity(64);
+    let mut head = Vec::new();
     put_head(&mut head, m)?;
     Ok(match m.tail() {
         None => Frame::Whole(head),
@@ -72,6 +72,8 @@ pub(crate) fn frame<M: Message>(m: &M) -> Result<Frame, ProtocolError> {
 #[inline]
 fn put_head<M: Message>(out: &mut Vec<u8>, m: &M) -> Result<(), ProtocolError> {
     let start = out.len();
+    // Most frames fit: one allocation for a fresh buffer, none for a batch with room.
+    out.reserve(64);
     out.extend_from_slice(&[0; 4]);
     out.push(m.kind());
     if let Err(e) = m.encode_payload(out) {

@@ -351,7 +351,7 @@ mod tests {
     use crate::error::TaskError;
     use crate::output::OutputMode;
     use crate::process_pool::codec::arbitrary::{
-        Arbitrary, assert_round_trips, assert_round_trips_open, nth,
+        Arbitrary, Gen, assert_round_trips, assert_round_trips_open, nth,
     };
     use crate::process_pool::framing::{Frame, append, frame, read_frame};
     use crate::run::InstancePolicy;
@@ -405,6 +405,31 @@ mod tests {
     fn messages_round_trip_through_frames() {
         assert_messages_round_trip::<ToWorker<'static>>(4_000);
         assert_messages_round_trip::<FromWorker<'static>>(4_000);
+    }
+
+    #[test]
+    fn mangled_payloads_never_panic() {
+        let mut g = Gen::new(7);
+        for case in 0..4_000 {
+            let mut payload = match nth::<ToWorker>(case) {
+                m if case % 2 == 0 => bytes(&m)[5..].to_vec(),
+                _ => bytes(&nth::<FromWorker>(case))[5..].to_vec(),
+            };
+            for _ in 0..g.below(4) {
+                match g.below(3) {
+                    0 if !payload.is_empty() => {
+                        let i = g.below(payload.len() as u64) as usize;
+                        payload[i] = g.next() as u8;
+                    }
+                    1 => payload.truncate(g.below(payload.len() as u64 + 1) as usize),
+                    _ => payload.push(g.next() as u8),
+                }
+            }
+            for kind in [RESULT, OUTPUT, SETUP, LOAD, TASK, ABORT] {
+                let _ = ToWorker::decode(kind, &payload);
+                let _ = FromWorker::decode(kind, &payload);
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,9 @@ use rustix::process::{Pid, Signal, kill_process};
 use crate::error::ProtocolError;
 use crate::output::HostStream;
 
-use super::framing::{CHANNEL_BUFFER, read_frame, read_hello, whole_frame_buffered, write_frames};
+use super::framing::{
+    CHANNEL_BUFFER, frame, read_frame, read_hello, whole_frame_buffered, write_frames,
+};
 use super::messages::{FromWorker, Message, Output, PROTOCOL_VERSION, Setup, TaskResult, ToWorker};
 use super::pool::{Shared, lock};
 use super::state::{End, Worker};
@@ -46,7 +48,7 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
     let settings = &shared.settings;
     let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
     let name: Arc<str> = Arc::from(format!("{}-{serial}", settings.name_prefix));
-    let setup = super::framing::frame(&ToWorker::Setup(Setup {
+    let setup = frame(&ToWorker::Setup(Setup {
         name: name.to_string(),
         settings: settings.task.clone(),
     }))
