@@ -354,3 +354,56 @@ impl TestHook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::Val;
+
+    use super::*;
+    use crate::value::TaskValue;
+
+    fn decoded(frame: Frame) -> TaskResult {
+        let Frame::Whole(bytes) = frame else {
+            panic!("a RESULT is one whole frame");
+        };
+        let (kind, payload) = read_frame(&mut &bytes[..]).unwrap().unwrap();
+        match FromWorker::decode(kind, &payload).unwrap() {
+            FromWorker::Result(result) => result,
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_sent_becomes_a_start_error_that_keeps_the_report() {
+        let mut deep = Val::Bool(true);
+        for _ in 0..200 {
+            deep = Val::Option(Some(Box::new(deep)));
+        }
+        let run = TaskRun {
+            outcome: Ok(TaskValue::from(deep)),
+            elapsed: Duration::from_millis(3),
+            fuel_consumed: Some(9),
+            peak_memory: 1,
+            stdout: Some("o".into()),
+            stderr: None,
+            breaks_pool: false,
+        };
+        let sent = decoded(result_frame(4, run).unwrap());
+        assert_eq!(sent.id, 4);
+        assert!(
+            matches!(&sent.run.outcome, Err(TaskError::Start { message })
+                if message.starts_with("the task's result cannot be returned: ")),
+            "{:?}",
+            sent.run.outcome
+        );
+        assert_eq!(sent.run.elapsed, Duration::from_millis(3));
+        assert_eq!(sent.run.fuel_consumed, Some(9));
+        assert_eq!(sent.run.stdout.as_deref(), Some("o"));
+    }
+
+    #[test]
+    fn a_result_that_can_be_sent_is_sent_as_it_is() {
+        let run = failed_run(TaskError::Cancelled);
+        assert_eq!(decoded(result_frame(1, run.clone()).unwrap()).run, run);
+    }
+}
