@@ -6,19 +6,20 @@
 //! - `pool.rs`: the pool's life: start, submit, results and losses, shutdown.
 //! - `state.rs`: the bookkeeping rules: queue, scheduling, broken pool, respawn, recycling.
 //! - `process.rs`: starting a worker process, its writer and reader threads, reaping it.
-//! - `protocol.rs`, `records.rs` and `wire.rs`: the frames on the channel, the encoding of
-//!   settings and errors, and the encoding of values.
+//! - `messages.rs`: the messages between pool and workers, independent of the pipe.
+//! - `framing.rs`: the pipe: frames, the greeting, the writer loop both sides use.
+//! - `codec/`: the byte encoding of every type the messages carry.
 //! - `worker.rs`: the loop a worker process runs.
 //!
 //! What users need to know (worker program, channel, when a task is running, broken pool)
 //! is in the docs of [`ProcessPoolExecutor`].
 
+pub(crate) mod codec;
+pub(crate) mod framing;
+pub(crate) mod messages;
 mod pool;
 mod process;
-pub(crate) mod protocol;
-mod records;
 mod state;
-mod wire;
 mod worker;
 
 use std::path::PathBuf;
@@ -31,8 +32,8 @@ use crate::executor::Executor;
 use crate::future::TaskFuture;
 use crate::run::{TaskSettings, task_settings_setters};
 
+pub use messages::PROTOCOL_VERSION;
 pub use process::WORKER_ENV;
-pub use protocol::PROTOCOL_VERSION;
 
 use pool::{Settings, Shared, StartError};
 

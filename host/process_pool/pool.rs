@@ -3,6 +3,7 @@
 //! the workers are in `state.rs`; this file takes the lock, applies them, and then does
 //! what they decided ([`Shared::settle`]) with the lock released.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -18,8 +19,9 @@ use crate::future::{Promise, TaskFuture, promise};
 use crate::run::TaskRun;
 use crate::run::TaskSettings;
 
-use super::process::{self, Outgoing};
-use super::protocol::{MAX_FRAME, abort_frame, load_frame_header, task_frame};
+use super::framing::{self, Frame};
+use super::messages::{Abort, Load, RunTask, ToWorker};
+use super::process;
 use super::state::{
     Effects, End, Job, MAX_FAILED_STARTS, Phase, StartupFailure, State, Worker, describe,
     describe_start,
@@ -55,9 +57,8 @@ pub(crate) struct Shared {
 /// A component as the workers know it.
 pub(crate) struct ComponentEntry {
     pub(crate) id: u64,
-    /// The LOAD frame without the code.
-    pub(crate) header: Vec<u8>,
-    pub(crate) code: Arc<[u8]>,
+    /// Its LOAD frame (the code shared, not copied).
+    pub(crate) load: Frame,
 }
 
 thread_local! {
@@ -236,22 +237,18 @@ impl Shared {
         frames: &mut Vec<u8>,
     ) -> Result<((u64, Promise), TaskFuture), SubmitError> {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
-        let encoded = task_frame(
+        let task = ToWorker::Task(RunTask {
             id,
             component,
-            call.function_index(),
-            call.budget(),
-            call.argv(),
-            call.args(),
-        )
-        .map_err(|e| {
+            function: call.function_index(),
+            budget: call.budget().clone(),
+            argv: call.argv().map(Cow::Borrowed),
+            args: Cow::Borrowed(call.args()),
+        });
+        // Straight into the job's buffer: no frame of its own to copy.
+        framing::append(frames, &task).map_err(|e| {
             SubmitError::Incompatible(format!("the call cannot be sent to a worker: {e}"))
         })?;
-        if frames.is_empty() {
-            *frames = encoded;
-        } else {
-            frames.extend_from_slice(&encoded);
-        }
         let (promise, future) = promise();
         let pool = Arc::downgrade(self);
         future.extras().abort_hook = Some(Box::new(move || abort_task(&pool, id)));
@@ -282,17 +279,20 @@ impl Shared {
         }
         let id = registry.len() as u64 + 1;
         let config: &RuntimeConfig = component.runtime().config();
-        let header = load_frame_header(id, config, component.origin(), code.len())
-            .ok()
-            .filter(|h| h.len() + code.len() < MAX_FRAME as usize)
-            .ok_or_else(|| {
-                SubmitError::Incompatible(format!(
-                    "{} is too large to send to the workers ({} bytes compiled)",
-                    component.origin(),
-                    code.len()
-                ))
-            })?;
-        let entry = Arc::new(ComponentEntry { id, header, code });
+        let load = ToWorker::Load(Load {
+            id,
+            config: config.clone(),
+            origin: component.origin().to_string(),
+            code: code.clone(),
+        });
+        let load = framing::frame(&load).map_err(|_| {
+            SubmitError::Incompatible(format!(
+                "{} is too large to send to the workers ({} bytes compiled)",
+                component.origin(),
+                code.len()
+            ))
+        })?;
+        let entry = Arc::new(ComponentEntry { id, load });
         registry.insert(key, entry.clone());
         Ok(entry)
     }
@@ -542,8 +542,10 @@ fn abort_task(pool: &Weak<Shared>, id: u64) {
         .workers
         .iter()
         .find(|w| w.in_flight.iter().any(|(t, _)| *t == id));
-    if let Some(tx) = worker.and_then(|w| w.tx.as_ref()) {
-        let _ = tx.send(Outgoing::Bytes(abort_frame(id)));
+    if let Some(tx) = worker.and_then(|w| w.tx.as_ref())
+        && let Ok(frame) = framing::frame(&ToWorker::Abort(Abort { id }))
+    {
+        let _ = tx.send(frame);
     }
 }
 

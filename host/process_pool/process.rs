@@ -5,25 +5,26 @@
 //! stdout, and the kernel ends that read (EOF) the moment the process dies, however it dies.
 //! The reader then reaps the process (its exit status names the cause) and reports the loss.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, unbounded};
+use crossbeam_channel::unbounded;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::error::ProtocolError;
 use crate::output::HostStream;
 
-use super::pool::{Shared, lock};
-use super::protocol::{
-    FromWorker, PROTOCOL_VERSION, Setup, decode_from_worker, read_frame, read_hello, setup_frame,
+use super::framing::{
+    CHANNEL_BUFFER, frame, read_frame, read_hello, whole_frame_buffered, write_frames,
 };
+use super::messages::{FromWorker, Message, Output, PROTOCOL_VERSION, Setup, TaskResult, ToWorker};
+use super::pool::{Shared, lock};
 use super::state::{End, Worker};
 
 /// The environment variable that starts a program in worker mode (its value is the
@@ -32,17 +33,6 @@ pub const WORKER_ENV: &str = "WASMPOOL_WORKER";
 
 /// How long a worker whose channel ended may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_millis(250);
-
-/// Buffer size of both directions of the channel.
-const CHANNEL_BUFFER: usize = 64 * 1024;
-
-/// What the writer thread writes to a worker.
-pub(crate) enum Outgoing {
-    /// A whole frame.
-    Bytes(Vec<u8>),
-    /// A LOAD frame: its header, then the precompiled code (shared, not copied).
-    Code { header: Vec<u8>, code: Arc<[u8]> },
-}
 
 /// Starts one worker process with its writer and reader threads, and registers it. The
 /// caller counted it in `spawning`; a failure un-counts it and breaks the pool.
@@ -58,10 +48,10 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
     let settings = &shared.settings;
     let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
     let name: Arc<str> = Arc::from(format!("{}-{serial}", settings.name_prefix));
-    let setup = setup_frame(&Setup {
+    let setup = frame(&ToWorker::Setup(Setup {
         name: name.to_string(),
         settings: settings.task.clone(),
-    })
+    }))
     .map_err(std::io::Error::other)?;
     // Each worker gets its own process group: a terminal's Ctrl-C goes to the pool's
     // owner, which decides what to abort, not straight to the workers (which would look
@@ -87,10 +77,10 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
     };
     let (tx, rx) = unbounded();
     // The channel is fresh and its receiver alive: this cannot fail.
-    let _ = tx.send(Outgoing::Bytes(setup));
+    let _ = tx.send(setup);
     let writer = std::thread::Builder::new()
         .name(format!("{name}-writer"))
-        .spawn(move || write_loop(stdin, &rx));
+        .spawn(move || write_frames(stdin, &rx));
     if let Err(e) = writer {
         kill_and_reap(&mut child);
         return Err(e);
@@ -123,31 +113,6 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
         shared.worker_gone(serial, End::Protocol(error), status);
     }
     Ok(())
-}
-
-/// Feeds the worker's stdin: waits for a frame, writes it and everything else queued, then
-/// flushes, so a burst of tasks costs one write. Ends when the pool drops the sender (the
-/// worker then sees EOF and exits after its last task) or a write fails (it died).
-fn write_loop(stdin: ChildStdin, frames: &Receiver<Outgoing>) {
-    let mut out = BufWriter::with_capacity(CHANNEL_BUFFER, stdin);
-    while let Some(first) = crate::spin::recv(frames) {
-        let mut next = Some(first);
-        while let Some(frame) = next {
-            let written = match frame {
-                Outgoing::Bytes(bytes) => out.write_all(&bytes),
-                Outgoing::Code { header, code } => {
-                    out.write_all(&header).and_then(|()| out.write_all(&code))
-                }
-            };
-            if written.is_err() {
-                return;
-            }
-            next = frames.try_recv().ok();
-        }
-        if out.flush().is_err() {
-            return;
-        }
-    }
 }
 
 /// Reads the worker's frames until its channel ends, then reaps it and reports.
@@ -194,9 +159,9 @@ fn read_results(shared: &Arc<Shared>, serial: u64, input: &mut BufReader<ChildSt
             Ok(None) => break End::Eof,
             Err(e) => break End::Protocol(e),
         };
-        match decode_from_worker(kind, &payload) {
-            Ok(FromWorker::Output(stream, line)) => print_line(stream, &line),
-            Ok(FromWorker::Result(id, run)) => results.push((id, run)),
+        match FromWorker::decode(kind, &payload) {
+            Ok(FromWorker::Output(Output { stream, line })) => print_line(stream, &line),
+            Ok(FromWorker::Result(TaskResult { id, run })) => results.push((id, run)),
             Err(e) => break End::Protocol(e),
         }
         if !whole_frame_buffered(input.buffer())
@@ -208,14 +173,6 @@ fn read_results(shared: &Arc<Shared>, serial: u64, input: &mut BufReader<ChildSt
     match shared.tasks_done(serial, results) {
         Err(e) if matches!(end, End::Eof) => End::Protocol(e),
         _ => end,
-    }
-}
-
-/// Whether `buf` starts with a whole frame (so reading it will not block).
-fn whole_frame_buffered(buf: &[u8]) -> bool {
-    match buf.first_chunk::<4>() {
-        Some(len) => buf.len() - 4 >= u32::from_le_bytes(*len) as usize,
-        None => false,
     }
 }
 

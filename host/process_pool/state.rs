@@ -19,8 +19,9 @@ use crossbeam_channel::Sender;
 use crate::error::{ProtocolError, SubmitError, TaskError};
 use crate::future::Promise;
 
+use super::framing::Frame;
 use super::pool::{ComponentEntry, Settings};
-use super::process::{Outgoing, exit_text};
+use super::process::exit_text;
 
 pub(crate) enum Phase {
     Open,
@@ -122,7 +123,7 @@ pub(crate) struct Worker {
     pub(crate) child: Arc<Mutex<Child>>,
     /// Frames to the worker's writer thread; `None` once the pool closed the worker (its
     /// stdin is then closed, and it exits after its last task).
-    pub(crate) tx: Option<Sender<Outgoing>>,
+    pub(crate) tx: Option<Sender<Frame>>,
     /// Handshake done: tasks may be handed to it.
     pub(crate) ready: bool,
     /// Ran its share of tasks (`max_tasks_per_worker`): gets no more, exits when idle.
@@ -266,12 +267,9 @@ impl Worker {
             // A send fails only if the writer thread ended, i.e. the process is dying: the
             // reader thread will see that and fail the task with the rest.
             if self.loaded.insert(job.component.id) {
-                let _ = tx.send(Outgoing::Code {
-                    header: job.component.header.clone(),
-                    code: job.component.code.clone(),
-                });
+                let _ = tx.send(job.component.load.clone());
             }
-            let _ = tx.send(Outgoing::Bytes(job.frames));
+            let _ = tx.send(Frame::Whole(job.frames));
         }
         self.assigned += job.tasks.len();
         self.in_flight.extend(job.tasks);

@@ -16,9 +16,10 @@
 //! When stdin ends (the pool closed it, or died), the worker finishes the tasks it has and
 //! exits with code 0. A malformed frame from the pool makes it exit with code 2.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -27,13 +28,12 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::call::Call;
 use crate::component::{Runtime, RuntimeConfig, TaskComponent};
-use crate::error::TaskError;
+use crate::error::{ProtocolError, TaskError};
 use crate::output::redirect_host_output;
 use crate::run::{InstanceSlot, TaskControl, TaskEnv, TaskRun, run_task};
 
-use super::protocol::{
-    Load, Task, ToWorker, decode_to_worker, hello_frame, output_frame, read_frame, result_frame,
-};
+use super::framing::{CHANNEL_BUFFER, Frame, frame, hello_frame, read_frame, write_frames};
+use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskResult, ToWorker};
 
 /// Test hook for the crash tests, compiled only with the `test-hooks` feature (which
 /// `cargo test` turns on and a release build never has): `exit-after:N`, `abort-after:N`
@@ -42,17 +42,10 @@ use super::protocol::{
 /// only a wrapper program started as the worker can set it.
 pub(crate) const TEST_HOOK_ENV: &str = "WASMPOOL_WORKER_TEST_HOOK";
 
-/// What the writer thread writes.
-enum Out {
-    Bytes(Vec<u8>),
-    /// Flush and stop: the worker is exiting.
-    Finish,
-}
-
 /// What the executor thread does, in order.
 enum Job {
     Load(Load),
-    Task(Task),
+    Task(RunTask<'static>),
 }
 
 /// Tasks received and not finished, with their abort switches.
@@ -71,19 +64,19 @@ pub(crate) fn serve() -> i32 {
 
 fn serve_inner() -> Result<(), String> {
     let channel = take_stdout().map_err(|e| format!("cannot set up the channel: {e}"))?;
-    let (out, out_rx) = unbounded::<Out>();
+    let (out, out_rx) = unbounded::<Frame>();
     let writer = std::thread::Builder::new()
         .name("wasmpool-worker-writer".into())
-        .spawn(move || write_loop(channel, &out_rx))
+        .spawn(move || write_frames(channel, &out_rx))
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
-    let _ = out.send(Out::Bytes(hello_frame(std::process::id())));
+    let _ = out.send(Frame::Whole(hello_frame(std::process::id())));
 
     let stdin = std::io::stdin();
-    let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+    let mut input = BufReader::with_capacity(CHANNEL_BUFFER, stdin.lock());
     let setup = match read_frame(&mut input) {
         // The pool went away before it said anything (e.g. a failed build): nothing to do.
         Ok(None) => return finish(&out, writer),
-        Ok(Some((kind, payload))) => match decode_to_worker(kind, &payload) {
+        Ok(Some((kind, payload))) => match ToWorker::decode(kind, &payload) {
             Ok(ToWorker::Setup(setup)) => setup,
             Ok(_) => return Err("the first frame from the pool is not SETUP".into()),
             Err(e) => return Err(e.to_string()),
@@ -92,8 +85,12 @@ fn serve_inner() -> Result<(), String> {
     };
     let lines = out.clone();
     redirect_host_output(move |stream, line| {
-        if let Ok(frame) = output_frame(stream, line) {
-            let _ = lines.send(Out::Bytes(frame));
+        let output = FromWorker::Output(Output {
+            stream,
+            line: Cow::Borrowed(line),
+        });
+        if let Ok(frame) = frame(&output) {
+            let _ = lines.send(frame);
         }
     });
     let env = TaskEnv {
@@ -121,7 +118,7 @@ fn serve_inner() -> Result<(), String> {
             Ok(None) => break,
             Err(e) => return Err(e.to_string()),
         };
-        match decode_to_worker(kind, &payload).map_err(|e| e.to_string())? {
+        match ToWorker::decode(kind, &payload).map_err(|e| e.to_string())? {
             ToWorker::Setup(_) => return Err("a second SETUP frame".into()),
             ToWorker::Load(load) => {
                 let _ = jobs.send(Job::Load(load));
@@ -135,7 +132,7 @@ fn serve_inner() -> Result<(), String> {
                 lock(&controls).insert(task.id, (Arc::new(TaskControl::default()), false));
                 let _ = jobs.send(Job::Task(task));
             }
-            ToWorker::Abort(id) => {
+            ToWorker::Abort(Abort { id }) => {
                 if let Some((control, aborted)) = lock(&controls).get_mut(&id) {
                     *aborted = true;
                     control.abort();
@@ -149,8 +146,8 @@ fn serve_inner() -> Result<(), String> {
     finish(&out, writer)
 }
 
-fn finish(out: &Sender<Out>, writer: std::thread::JoinHandle<()>) -> Result<(), String> {
-    let _ = out.send(Out::Finish);
+fn finish(out: &Sender<Frame>, writer: std::thread::JoinHandle<()>) -> Result<(), String> {
+    let _ = out.send(Frame::Close);
     let _ = writer.join();
     Ok(())
 }
@@ -163,32 +160,8 @@ fn take_stdout() -> std::io::Result<File> {
     Ok(File::from(channel))
 }
 
-fn write_loop(channel: File, frames: &Receiver<Out>) {
-    let mut w = BufWriter::with_capacity(64 * 1024, channel);
-    while let Some(first) = crate::spin::recv(frames) {
-        let mut next = Some(first);
-        while let Some(frame) = next {
-            match frame {
-                Out::Bytes(bytes) => {
-                    if w.write_all(&bytes).is_err() {
-                        return;
-                    }
-                }
-                Out::Finish => {
-                    let _ = w.flush();
-                    return;
-                }
-            }
-            next = frames.try_recv().ok();
-        }
-        if w.flush().is_err() {
-            return;
-        }
-    }
-}
-
 /// Runs the jobs in order until the main thread closes the queue.
-fn execute(jobs: &Receiver<Job>, out: &Sender<Out>, controls: &Controls, env: &TaskEnv) {
+fn execute(jobs: &Receiver<Job>, out: &Sender<Frame>, controls: &Controls, env: &TaskEnv) {
     let mut runtimes: Vec<(RuntimeConfig, Runtime)> = Vec::new();
     let mut components: HashMap<u64, Result<TaskComponent, String>> = HashMap::new();
     let mut instances = InstanceSlot::default();
@@ -213,16 +186,8 @@ fn execute(jobs: &Receiver<Job>, out: &Sender<Out>, controls: &Controls, env: &T
                     }
                 };
                 lock(controls).remove(&id);
-                let frame = result_frame(id, &run).or_else(|e| {
-                    result_frame(
-                        id,
-                        &failed_run(TaskError::Start {
-                            message: format!("the task's result cannot be returned: {e}"),
-                        }),
-                    )
-                });
-                if let Ok(frame) = frame {
-                    let _ = out.send(Out::Bytes(frame));
+                if let Ok(frame) = result_frame(id, run) {
+                    let _ = out.send(frame);
                 }
             }
         }
@@ -249,10 +214,40 @@ fn load_component(
     unsafe { runtime.load_precompiled(&load.code, &load.origin) }.map_err(|e| e.to_string())
 }
 
+/// The RESULT frame of task `id`. A value that cannot be sent (a resource) becomes a
+/// [`TaskError::Start`] in a run that keeps its report; a frame too large becomes that
+/// error with an empty report.
+fn result_frame(id: u64, run: TaskRun) -> Result<Frame, ProtocolError> {
+    let cannot_return = |e: ProtocolError| TaskError::Start {
+        message: format!("the task's result cannot be returned: {e}"),
+    };
+    let message = FromWorker::Result(TaskResult { id, run });
+    let error = match frame(&message) {
+        Ok(frame) => return Ok(frame),
+        Err(e) => e,
+    };
+    let FromWorker::Result(TaskResult { run, .. }) = message else {
+        return Err(error);
+    };
+    let run = match error {
+        ProtocolError::FrameTooLarge { .. } => failed_run(cannot_return(error)),
+        _ => TaskRun {
+            outcome: Err(cannot_return(error)),
+            ..run
+        },
+    };
+    frame(&FromWorker::Result(TaskResult { id, run })).or_else(|e| {
+        frame(&FromWorker::Result(TaskResult {
+            id,
+            run: failed_run(cannot_return(e)),
+        }))
+    })
+}
+
 /// Builds the checked call the task describes (its arguments are checked again here).
 fn make_call(
     components: &HashMap<u64, Result<TaskComponent, String>>,
-    task: Task,
+    task: RunTask<'static>,
 ) -> Result<Call, String> {
     let component = match components.get(&task.component) {
         Some(Ok(component)) => component,
@@ -271,11 +266,11 @@ fn make_call(
         .name()
         .to_string();
     let call = component
-        .call(&name, task.args)
+        .call(&name, task.args.into_owned())
         .map_err(|e| e.to_string())?
         .with_budget(task.budget);
     Ok(match task.argv {
-        Some(argv) => call.with_args(argv),
+        Some(argv) => call.with_args(argv.into_owned()),
         None => call,
     })
 }
@@ -348,14 +343,67 @@ impl TestHook {
         }
     }
 
-    fn on_task(&self, seen: u64, out: &Sender<Out>) {
+    fn on_task(&self, seen: u64, out: &Sender<Frame>) {
         match *self {
             TestHook::ExitAfter(n) if seen == n => std::process::exit(0),
             TestHook::AbortAfter(n) if seen == n => std::process::abort(),
             TestHook::GarbageAfter(n) if seen == n => {
-                let _ = out.send(Out::Bytes(b"\x07\0\0\0\xffgarbage!".to_vec()));
+                let _ = out.send(Frame::Whole(b"\x07\0\0\0\xffgarbage!".to_vec()));
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::Val;
+
+    use super::*;
+    use crate::value::TaskValue;
+
+    fn decoded(frame: Frame) -> TaskResult {
+        let Frame::Whole(bytes) = frame else {
+            panic!("a RESULT is one whole frame");
+        };
+        let (kind, payload) = read_frame(&mut &bytes[..]).unwrap().unwrap();
+        match FromWorker::decode(kind, &payload).unwrap() {
+            FromWorker::Result(result) => result,
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_sent_becomes_a_start_error_that_keeps_the_report() {
+        let mut deep = Val::Bool(true);
+        for _ in 0..200 {
+            deep = Val::Option(Some(Box::new(deep)));
+        }
+        let run = TaskRun {
+            outcome: Ok(TaskValue::from(deep)),
+            elapsed: Duration::from_millis(3),
+            fuel_consumed: Some(9),
+            peak_memory: 1,
+            stdout: Some("o".into()),
+            stderr: None,
+            breaks_pool: false,
+        };
+        let sent = decoded(result_frame(4, run).unwrap());
+        assert_eq!(sent.id, 4);
+        assert!(
+            matches!(&sent.run.outcome, Err(TaskError::Start { message })
+                if message.starts_with("the task's result cannot be returned: ")),
+            "{:?}",
+            sent.run.outcome
+        );
+        assert_eq!(sent.run.elapsed, Duration::from_millis(3));
+        assert_eq!(sent.run.fuel_consumed, Some(9));
+        assert_eq!(sent.run.stdout.as_deref(), Some("o"));
+    }
+
+    #[test]
+    fn a_result_that_can_be_sent_is_sent_as_it_is() {
+        let run = failed_run(TaskError::Cancelled);
+        assert_eq!(decoded(result_frame(1, run.clone()).unwrap()).run, run);
     }
 }

@@ -1,9 +1,8 @@
-//! The byte-level encoding under the worker protocol: LEB128 integers, length-prefixed
-//! strings, and component values ([`Val`]) as self-describing tag + payload.
+//! The encoding of component values ([`Val`]) as self-describing tag + payload, and of a
+//! task's value ([`TaskValue`], an option value).
 //!
-//! Decoding never trusts a length: every count is checked against the bytes that remain
-//! before anything is allocated, values nest at most [`MAX_DEPTH`] levels, and every failure
-//! is a [`ProtocolError`], never a panic.
+//! Values nest at most [`MAX_DEPTH`] levels, both ways; a value that cannot leave the
+//! process (a resource or another handle) fails to encode.
 //!
 //! Value encoding (one tag byte, then the payload):
 //!
@@ -29,6 +28,9 @@
 use wasmtime::component::Val;
 
 use crate::error::ProtocolError;
+use crate::value::TaskValue;
+
+use super::{Codec, Put, Reader, bounded_vec, malformed};
 
 /// The deepest nesting of values accepted (the component model's own type-depth limit is
 /// lower, so no real value comes close).
@@ -60,204 +62,25 @@ const RESULT_ERR: u8 = 22;
 const FLAGS: u8 = 23;
 const MAP: u8 = 24;
 
-/// Appends encoded data to a byte buffer.
-pub(crate) trait Put {
-    fn put_u8(&mut self, b: u8);
-    fn put_uleb(&mut self, v: u64);
-    fn put_bytes(&mut self, b: &[u8]);
-
-    fn put_sleb(&mut self, v: i64) {
-        // Zigzag: small magnitudes of either sign stay short.
-        self.put_uleb(((v << 1) ^ (v >> 63)) as u64);
+impl Codec for Val {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        put_val_at(out, self, 0)
     }
 
-    fn put_len(&mut self, n: usize) {
-        self.put_uleb(n as u64);
-    }
-
-    fn put_str(&mut self, s: &str) {
-        self.put_len(s.len());
-        self.put_bytes(s.as_bytes());
-    }
-
-    fn put_bool(&mut self, b: bool) {
-        self.put_u8(u8::from(b));
-    }
-
-    fn put_opt_uleb(&mut self, v: Option<u64>) {
-        match v {
-            None => self.put_u8(0),
-            Some(v) => {
-                self.put_u8(1);
-                self.put_uleb(v);
-            }
-        }
-    }
-
-    fn put_opt_str(&mut self, v: Option<&str>) {
-        match v {
-            None => self.put_u8(0),
-            Some(s) => {
-                self.put_u8(1);
-                self.put_str(s);
-            }
-        }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        read_val_at(r, 0)
     }
 }
 
-impl Put for Vec<u8> {
-    fn put_u8(&mut self, b: u8) {
-        self.push(b);
+/// An option value: the unit value is none.
+impl Codec for TaskValue {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        put_opt_val(out, self.val(), 0)
     }
 
-    fn put_uleb(&mut self, mut v: u64) {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.push(byte);
-                return;
-            }
-            self.push(byte | 0x80);
-        }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        Ok(TaskValue::from(read_opt_at(r, 0)?.map(|b| *b)))
     }
-
-    fn put_bytes(&mut self, b: &[u8]) {
-        self.extend_from_slice(b);
-    }
-}
-
-/// Reads encoded data from a frame's payload, checking every length.
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
-    }
-
-    /// Bytes not read yet.
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Fails unless everything was read (a frame with trailing bytes is malformed).
-    pub(crate) fn finish(&self, what: &str) -> Result<(), ProtocolError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(malformed(format!(
-                "{} unexpected trailing bytes after {what}",
-                self.buf.len()
-            )))
-        }
-    }
-
-    pub(crate) fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
-        if n > self.buf.len() {
-            return Err(malformed(format!(
-                "{what} needs {n} bytes, only {} remain",
-                self.buf.len()
-            )));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    /// Everything not read yet.
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
-    }
-
-    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, ProtocolError> {
-        Ok(self.bytes(1, what)?[0])
-    }
-
-    pub(crate) fn bool(&mut self, what: &str) -> Result<bool, ProtocolError> {
-        match self.u8(what)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            b => Err(malformed(format!("{what}: {b} is not a boolean"))),
-        }
-    }
-
-    pub(crate) fn u32_le(&mut self, what: &str) -> Result<u32, ProtocolError> {
-        let b = self.bytes(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    pub(crate) fn uleb(&mut self, what: &str) -> Result<u64, ProtocolError> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let byte = self.u8(what)?;
-            let bits = u64::from(byte & 0x7f);
-            if i == 9 && bits > 1 {
-                break;
-            }
-            value |= bits << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(malformed(format!("{what}: integer overflows 64 bits")))
-    }
-
-    pub(crate) fn sleb(&mut self, what: &str) -> Result<i64, ProtocolError> {
-        let z = self.uleb(what)?;
-        Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
-    }
-
-    /// A count of items that each take at least `min_size` bytes: checked against what
-    /// remains, so a lying count fails here instead of allocating.
-    pub(crate) fn count(&mut self, min_size: usize, what: &str) -> Result<usize, ProtocolError> {
-        let n = self.uleb(what)?;
-        let most = self.remaining() / min_size.max(1);
-        match usize::try_from(n) {
-            Ok(n) if n <= most => Ok(n),
-            _ => Err(malformed(format!(
-                "{what}: {n} items cannot fit in the {} bytes that remain",
-                self.remaining()
-            ))),
-        }
-    }
-
-    pub(crate) fn str(&mut self, what: &str) -> Result<&'a str, ProtocolError> {
-        let n = self.count(1, what)?;
-        let bytes = self.bytes(n, what)?;
-        std::str::from_utf8(bytes).map_err(|e| malformed(format!("{what}: {e}")))
-    }
-
-    pub(crate) fn string(&mut self, what: &str) -> Result<String, ProtocolError> {
-        self.str(what).map(str::to_string)
-    }
-
-    pub(crate) fn opt_uleb(&mut self, what: &str) -> Result<Option<u64>, ProtocolError> {
-        Ok(if self.bool(what)? {
-            Some(self.uleb(what)?)
-        } else {
-            None
-        })
-    }
-
-    pub(crate) fn opt_string(&mut self, what: &str) -> Result<Option<String>, ProtocolError> {
-        Ok(if self.bool(what)? {
-            Some(self.string(what)?)
-        } else {
-            None
-        })
-    }
-}
-
-pub(crate) fn malformed(message: String) -> ProtocolError {
-    ProtocolError::Malformed(message)
-}
-
-/// Appends `v`. Fails on values that cannot leave this process (resources and other
-/// handles); the buffer then holds a partial value and must be dropped.
-pub(crate) fn put_val(out: &mut Vec<u8>, v: &Val) -> Result<(), ProtocolError> {
-    put_val_at(out, v, 0)
 }
 
 fn put_val_at(out: &mut Vec<u8>, v: &Val, depth: usize) -> Result<(), ProtocolError> {
@@ -359,11 +182,7 @@ fn put_seq(out: &mut Vec<u8>, tag: u8, items: &[Val], depth: usize) -> Result<()
     items.iter().try_for_each(|v| put_val_at(out, v, depth))
 }
 
-pub(crate) fn put_opt_val(
-    out: &mut Vec<u8>,
-    v: Option<&Val>,
-    depth: usize,
-) -> Result<(), ProtocolError> {
+fn put_opt_val(out: &mut Vec<u8>, v: Option<&Val>, depth: usize) -> Result<(), ProtocolError> {
     match v {
         None => out.put_u8(0),
         Some(v) => {
@@ -374,27 +193,12 @@ pub(crate) fn put_opt_val(
     Ok(())
 }
 
-/// Reads one value.
-pub(crate) fn read_val(r: &mut Reader<'_>) -> Result<Val, ProtocolError> {
-    read_val_at(r, 0)
-}
-
-/// Reads an option value (a byte 0, or 1 and a value).
-pub(crate) fn read_opt_val(r: &mut Reader<'_>) -> Result<Option<Val>, ProtocolError> {
-    read_opt_at(r, 0).map(|v| v.map(|b| *b))
-}
-
 fn read_opt_at(r: &mut Reader<'_>, depth: usize) -> Result<Option<Box<Val>>, ProtocolError> {
-    Ok(if r.bool("option flag")? {
+    Ok(if r.read::<bool>("option flag")? {
         Some(Box::new(read_val_at(r, depth)?))
     } else {
         None
     })
-}
-
-/// Items are read into a vector that grows as they arrive: a count is only a bound.
-fn bounded_vec<T>(n: usize) -> Vec<T> {
-    Vec::with_capacity(n.min(1024))
 }
 
 fn read_val_at(r: &mut Reader<'_>, depth: usize) -> Result<Val, ProtocolError> {
@@ -429,7 +233,7 @@ fn read_val_at(r: &mut Reader<'_>, depth: usize) -> Result<Val, ProtocolError> {
             let c = u32::try_from(n).ok().and_then(char::from_u32);
             Val::Char(c.ok_or_else(|| malformed(format!("char: {n:#x} is not a scalar value")))?)
         }
-        STRING => Val::String(r.string("string")?),
+        STRING => Val::String(r.str("string").map(str::to_string)?),
         LIST => Val::List(read_seq(r, depth)?),
         TUPLE => Val::Tuple(read_seq(r, depth)?),
         FIXED_LIST => Val::FixedLengthList(read_seq(r, depth)?),
@@ -438,16 +242,16 @@ fn read_val_at(r: &mut Reader<'_>, depth: usize) -> Result<Val, ProtocolError> {
             let n = r.count(2, "record")?;
             let mut fields = bounded_vec(n);
             for _ in 0..n {
-                let name = r.string("field name")?;
+                let name = r.str("field name").map(str::to_string)?;
                 fields.push((name, read_val_at(r, depth)?));
             }
             Val::Record(fields)
         }
         VARIANT => {
-            let case = r.string("variant case")?;
+            let case = r.str("variant case").map(str::to_string)?;
             Val::Variant(case, read_opt_at(r, depth)?)
         }
-        ENUM => Val::Enum(r.string("enum case")?),
+        ENUM => Val::Enum(r.str("enum case").map(str::to_string)?),
         OPTION => Val::Option(read_opt_at(r, depth)?),
         RESULT_OK => Val::Result(Ok(read_opt_at(r, depth)?)),
         RESULT_ERR => Val::Result(Err(read_opt_at(r, depth)?)),
@@ -455,7 +259,7 @@ fn read_val_at(r: &mut Reader<'_>, depth: usize) -> Result<Val, ProtocolError> {
             let n = r.count(1, "flags")?;
             let mut names = bounded_vec(n);
             for _ in 0..n {
-                names.push(r.string("flag name")?);
+                names.push(r.str("flag name").map(str::to_string)?);
             }
             Val::Flags(names)
         }
@@ -483,6 +287,8 @@ fn read_seq(r: &mut Reader<'_>, depth: usize) -> Result<Vec<Val>, ProtocolError>
 
 #[cfg(test)]
 mod tests {
+    use super::super::arbitrary::{assert_never_panics, assert_round_trips};
+    use super::super::{from_bytes, to_bytes};
     use super::*;
 
     fn every_kind() -> Val {
@@ -517,16 +323,11 @@ mod tests {
     }
 
     fn encode(v: &Val) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_val(&mut out, v).expect("encodes");
-        out
+        to_bytes(v).expect("encodes")
     }
 
     fn decode(bytes: &[u8]) -> Result<Val, ProtocolError> {
-        let mut r = Reader::new(bytes);
-        let v = read_val(&mut r)?;
-        r.finish("the value")?;
-        Ok(v)
+        from_bytes(bytes)
     }
 
     #[test]
@@ -560,31 +361,15 @@ mod tests {
     }
 
     #[test]
-    fn random_bytes_never_panic() {
-        // xorshift: deterministic, no dependency.
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let valid = encode(&every_kind());
-        for round in 0..20_000 {
-            let mut bytes = if round % 2 == 0 {
-                valid.clone()
-            } else {
-                (0..(next() % 64)).map(|_| next() as u8).collect()
-            };
-            // Flip a few bytes of the valid encoding, or use pure noise.
-            for _ in 0..(next() % 4) {
-                if !bytes.is_empty() {
-                    let i = (next() as usize) % bytes.len();
-                    bytes[i] = next() as u8;
-                }
-            }
-            let _ = decode(&bytes);
-        }
+    fn random_and_mutated_bytes_never_panic() {
+        assert_never_panics::<Val>(20_000);
+        assert_never_panics::<TaskValue>(5_000);
+    }
+
+    #[test]
+    fn arbitrary_values_round_trip() {
+        assert_round_trips::<Val>(5_000);
+        assert_round_trips::<TaskValue>(2_000);
     }
 
     #[test]
@@ -606,10 +391,7 @@ mod tests {
         for _ in 0..MAX_DEPTH + 1 {
             v = Val::Option(Some(Box::new(v)));
         }
-        assert_eq!(
-            put_val(&mut Vec::new(), &v),
-            Err(ProtocolError::TooDeep(MAX_DEPTH))
-        );
+        assert_eq!(to_bytes(&v), Err(ProtocolError::TooDeep(MAX_DEPTH)));
     }
 
     #[test]
@@ -622,19 +404,5 @@ mod tests {
             U64, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
         ];
         assert!(decode(&overlong).is_err());
-    }
-
-    #[test]
-    fn leb_extremes_round_trip() {
-        for v in [0, 1, 127, 128, u64::MAX, u64::MAX - 1] {
-            let mut out = Vec::new();
-            out.put_uleb(v);
-            assert_eq!(Reader::new(&out).uleb("x").unwrap(), v);
-        }
-        for v in [0, -1, 1, i64::MIN, i64::MAX] {
-            let mut out = Vec::new();
-            out.put_sleb(v);
-            assert_eq!(Reader::new(&out).sleb("x").unwrap(), v);
-        }
     }
 }
