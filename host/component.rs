@@ -8,12 +8,9 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Type};
 
 use crate::error::{CallError, LoadError};
+use crate::runtime::Runtime;
 use crate::store::TaskState;
 use crate::types::wit_signature;
-
-// Shim for process_pool/ and fuzzing while they move: remove at the merge.
-// (component.rs uses `Runtime` itself: at the merge it becomes a plain `use`.)
-pub(crate) use crate::runtime::{Runtime, RuntimeConfig};
 
 /// One exported function a task can call.
 #[derive(Clone)]

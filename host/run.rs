@@ -13,13 +13,9 @@ use crate::report::TaskReport;
 use crate::store::DEFAULT_MAX_MEMORY;
 use crate::value::TaskValue;
 
-// Shim for process_pool/ and fuzzing while they move: remove at the merge.
-// (run.rs uses these three itself: at the merge they become plain `use`s.)
-pub(crate) use crate::instance::InstanceSlot;
-pub(crate) use crate::settings::TaskEnv;
-pub(crate) use crate::store::TaskControl;
-// Shim for process_pool/ and fuzzing while they move: remove at the merge.
-pub(crate) use crate::settings::{InstancePolicy, TaskSettings, task_settings_setters};
+use crate::instance::InstanceSlot;
+use crate::settings::TaskEnv;
+use crate::store::TaskControl;
 
 /// How a task went.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,15 +9,16 @@ use wasmtime::component::Val;
 
 use super::Seed;
 use super::frames::encode;
-use crate::component::RuntimeConfig;
 use crate::error::TaskError;
 use crate::output::{HostStream, OutputMode};
 use crate::process_pool::framing::hello_frame;
 use crate::process_pool::messages::{
     Abort, FromWorker, Load, Output, RunTask, Setup, TaskResult, ToWorker,
 };
-use crate::run::{InstancePolicy, TaskRun, TaskSettings};
+use crate::run::TaskRun;
+use crate::runtime::RuntimeConfig;
 use crate::sandbox::{Budget, Capabilities};
+use crate::settings::{InstancePolicy, TaskSettings};
 use crate::value::TaskValue;
 
 fn seed(target: &'static str, name: &str, frames: &[Vec<u8>]) -> Seed {

@@ -21,11 +21,12 @@ use std::sync::Arc;
 
 use wasmtime::component::Val;
 
-use crate::component::RuntimeConfig;
 use crate::error::ProtocolError;
 use crate::output::HostStream;
-use crate::run::{TaskRun, TaskSettings};
+use crate::run::TaskRun;
+use crate::runtime::RuntimeConfig;
 use crate::sandbox::Budget;
+use crate::settings::TaskSettings;
 
 use super::codec::{Codec, Put, Reader};
 
@@ -354,8 +355,8 @@ mod tests {
         Arbitrary, Gen, assert_round_trips, assert_round_trips_open, nth,
     };
     use crate::process_pool::framing::{Frame, append, frame, read_frame};
-    use crate::run::InstancePolicy;
     use crate::sandbox::Capabilities;
+    use crate::settings::InstancePolicy;
     use crate::value::TaskValue;
 
     /// `m`'s frame, in one buffer.

@@ -30,7 +30,7 @@ use crate::call::Call;
 use crate::error::{BuildError, SubmitError};
 use crate::executor::Executor;
 use crate::future::TaskFuture;
-use crate::run::{TaskSettings, task_settings_setters};
+use crate::settings::{TaskSettings, task_settings_setters};
 
 pub use messages::PROTOCOL_VERSION;
 pub use process::WORKER_ENV;

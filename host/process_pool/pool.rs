@@ -13,11 +13,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::call::Call;
-use crate::component::{RuntimeConfig, TaskComponent};
+use crate::component::TaskComponent;
 use crate::error::{ProtocolError, SubmitError, TaskError};
 use crate::future::{Promise, TaskFuture, promise};
 use crate::run::TaskRun;
-use crate::run::TaskSettings;
+use crate::runtime::RuntimeConfig;
+use crate::settings::TaskSettings;
 
 use super::framing::{self, Frame};
 use super::messages::{Abort, Load, RunTask, ToWorker};

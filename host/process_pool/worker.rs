@@ -27,10 +27,14 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::call::Call;
-use crate::component::{Runtime, RuntimeConfig, TaskComponent};
+use crate::component::TaskComponent;
 use crate::error::{ProtocolError, TaskError};
+use crate::instance::InstanceSlot;
 use crate::output::redirect_host_output;
-use crate::run::{InstanceSlot, TaskControl, TaskEnv, TaskRun, run_task};
+use crate::run::{TaskRun, run_task};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::settings::TaskEnv;
+use crate::store::TaskControl;
 
 use super::framing::{CHANNEL_BUFFER, Frame, frame, hello_frame, read_frame, write_frames};
 use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskResult, ToWorker};

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use wasmtime::component::Val;
 
-use crate::component::RuntimeConfig;
 use crate::error::TaskError;
 use crate::output::{HostStream, OutputMode};
 use crate::process_pool::messages::{
     Abort, FromWorker, Load, Output, RunTask, Setup, TaskResult, ToWorker,
 };
-use crate::run::{InstancePolicy, TaskRun, TaskSettings};
+use crate::run::TaskRun;
+use crate::runtime::RuntimeConfig;
 use crate::sandbox::{Budget, Capabilities, DirGrant};
+use crate::settings::{InstancePolicy, TaskSettings};
 use crate::value::TaskValue;
 
 use super::{Codec, from_bytes, to_bytes};

@@ -21,11 +21,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::component::RuntimeConfig;
 use crate::error::{ProtocolError, TaskError};
 use crate::output::{HostStream, OutputMode};
-use crate::run::{InstancePolicy, TaskRun, TaskSettings};
+use crate::run::TaskRun;
+use crate::runtime::RuntimeConfig;
 use crate::sandbox::{Budget, Capabilities, DirGrant};
+use crate::settings::{InstancePolicy, TaskSettings};
 use crate::value::TaskValue;
 
 use super::{Codec, Put, Reader, malformed};
