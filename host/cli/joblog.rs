@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::output::TaskRecord;
+use super::print::TaskRecord;
 
 const HEADER: &str = "# wasmpool joblog 1:";
 
@@ -169,7 +169,7 @@ fn end_with_newline(file: &mut File) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::output::Failure;
+    use crate::cli::print::Failure;
     use wasmpool::TaskValue;
 
     fn record(index: u64, ok: bool) -> TaskRecord {
