@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::output::TaskRecord;
+use super::print::TaskRecord;
 
 const HEADER: &str = "# wasmpool joblog 1:";
 
@@ -57,13 +57,9 @@ impl JobLog {
         let mut skip = HashSet::new();
         let file = if resume == Resume::No {
             let mut file = File::create(path).with_context(context)?;
-            writeln!(
-                file,
-                "{HEADER} function={function} component={}",
-                component.display()
-            )
-            .and_then(|()| writeln!(file, "# index\tstatus\tattempts\telapsed_ms\tinput"))
-            .with_context(context)?;
+            write_header(&mut file, function, component)
+                .and_then(|()| writeln!(file, "# index\tstatus\tattempts\telapsed_ms\tinput"))
+                .with_context(context)?;
             file
         } else {
             let mut file = OpenOptions::new()
@@ -79,12 +75,7 @@ impl JobLog {
                     path.display()
                 ),
                 Some(_) => {}
-                None => writeln!(
-                    file,
-                    "{HEADER} function={function} component={}",
-                    component.display()
-                )
-                .with_context(context)?,
+                None => write_header(&mut file, function, component).with_context(context)?,
             }
             end_with_newline(&mut file).with_context(context)?;
             file
@@ -116,6 +107,15 @@ impl JobLog {
             .write_all(line.as_bytes())
             .with_context(|| format!("cannot write to joblog {}", self.path.display()))
     }
+}
+
+/// Writes the header line that names the log's function and component.
+fn write_header(file: &mut File, function: &str, component: &Path) -> std::io::Result<()> {
+    writeln!(
+        file,
+        "{HEADER} function={function} component={}",
+        component.display()
+    )
 }
 
 /// Reads a log: fills `skip`, returns the function of its header (if it has one).
@@ -169,7 +169,7 @@ fn end_with_newline(file: &mut File) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::output::Failure;
+    use crate::cli::print::Failure;
     use wasmpool::TaskValue;
 
     fn record(index: u64, ok: bool) -> TaskRecord {

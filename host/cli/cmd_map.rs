@@ -28,8 +28,8 @@ use super::cache;
 use super::input::{self, Input};
 use super::interrupt::{self, INTERRUPTED};
 use super::joblog::{JobLog, Resume};
-use super::output::{CAPTURE_LIMIT, Failure, TaskRecord};
-use super::pool::PoolSettings;
+use super::pool_settings::PoolSettings;
+use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
 
 /// The exit status when stdout was closed under us (128 + SIGPIPE, as a shell reports it).

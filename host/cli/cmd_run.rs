@@ -8,8 +8,8 @@ use wasmpool::OutputMode;
 
 use super::args::{OutputFormat, PoolKind, RunArgs};
 use super::cache;
-use super::output::{CAPTURE_LIMIT, Failure, TaskRecord};
-use super::pool::PoolSettings;
+use super::pool_settings::PoolSettings;
+use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 
 /// Runs `wasmpool run`.
 pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
