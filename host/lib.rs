@@ -35,7 +35,7 @@
 //! 8. `future/`: the [`TaskFuture`] the caller holds; `wait.rs`: [`wait()`], [`as_completed`].
 //!
 //! Support: `spin.rs` (spin, then park), `sync.rs` (locks; loom's in model checks,
-//! `future_loom.rs`), `fuzzing.rs` (entry points for the fuzz targets).
+//! `future_loom.rs`), `fuzzing/` (entry points and seeds of the fuzz targets).
 
 mod call;
 mod component;
