@@ -20,6 +20,7 @@ pub(crate) mod messages;
 mod pool;
 mod process;
 mod state;
+mod transitions;
 mod worker;
 
 use std::path::PathBuf;
@@ -35,7 +36,8 @@ use crate::settings::{TaskSettings, task_settings_setters};
 pub use messages::PROTOCOL_VERSION;
 pub use process::WORKER_ENV;
 
-use pool::{Settings, Shared, StartError};
+use pool::{Config, Shared, StartError};
+use state::Rules;
 
 /// Turns this process into a process-pool worker if a pool started it as one, and never
 /// returns in that case; otherwise returns at once and does nothing.
@@ -194,16 +196,20 @@ impl ProcessPoolBuilder {
             Some(path) => path,
             None => std::env::current_exe()?,
         };
-        let shared = Shared::new(Settings {
-            workers,
-            program,
-            name_prefix: self.name_prefix,
-            task: self.settings,
-            respawn: self.respawn,
-            max_tasks_per_worker: self.max_tasks_per_worker,
-            pipeline_depth: self.pipeline_depth,
-            handshake_timeout: self.handshake_timeout,
-        });
+        let shared = Shared::new(
+            Config {
+                workers,
+                program,
+                name_prefix: self.name_prefix,
+                task: self.settings,
+                handshake_timeout: self.handshake_timeout,
+            },
+            Rules {
+                respawn: self.respawn,
+                max_tasks_per_worker: self.max_tasks_per_worker,
+                pipeline_depth: self.pipeline_depth,
+            },
+        );
         match shared.start() {
             Ok(()) => Ok(ProcessPoolExecutor { shared }),
             Err(StartError::Spawn(e)) => Err(BuildError::Spawn(e)),
@@ -297,7 +303,7 @@ impl ProcessPoolExecutor {
 
     /// How many worker processes the pool keeps.
     pub fn workers(&self) -> usize {
-        self.shared.settings.workers
+        self.shared.config.workers
     }
 
     /// The process ids of the worker processes alive now (including one that is finishing
@@ -352,7 +358,7 @@ impl Executor for ProcessPoolExecutor {
         self.shared.submit(call)
     }
 
-    /// One job per run of calls of the same component: its TASK frames go to one worker in
+    /// One batch per run of calls of the same component: its TASK frames go to one worker in
     /// one write, handed whole once the worker has fewer than
     /// [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth) tasks in flight. Calls
     /// cancelled while the batch waits are left out of it.
