@@ -21,8 +21,8 @@ use crate::settings::TaskSettings;
 use super::framing;
 use super::messages::{Abort, Load, RunTask, Setup, ToWorker};
 use super::process::{self, Listener, Spec};
-use super::state::{Batch, Component, Effects, Rules, State, Worker};
-use super::transitions::{Event, StartupFailure};
+use super::state::{Batch, Component, Effects, Rules, StartupFailure, State, Worker};
+use super::transitions::Event;
 
 /// How a pool starts its workers (the rules it runs by are [`Rules`]).
 #[derive(Debug, Clone)]

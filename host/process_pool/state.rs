@@ -24,7 +24,6 @@ use crate::report::TaskReport;
 use crate::value::TaskValue;
 
 use super::framing::Frame;
-use super::transitions::StartupFailure;
 
 /// A worker process, shared by its reader thread (which reaps it) and the pool (which
 /// signals it).
@@ -59,6 +58,14 @@ pub(crate) struct State {
     pub(crate) started: bool,
     /// Replacements in a row that died before their handshake (reset by a greeting).
     pub(crate) failed_starts: u32,
+}
+
+/// Why the first worker that failed its handshake did (for the build error).
+#[derive(Debug)]
+pub(crate) struct StartupFailure {
+    pub(crate) worker: String,
+    pub(crate) reason: String,
+    pub(crate) source: Option<ProtocolError>,
 }
 
 /// A component as the workers know it.
