@@ -54,7 +54,7 @@ thread_local! {
     static READER_OF: Cell<usize> = const { Cell::new(0) };
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -218,7 +218,7 @@ fn a_failed_initializer_breaks_the_pool() {
     assert_eq!(fx.completed.len(), 1);
     assert_eq!(
         reasons(&fx),
-        [reason.clone()],
+        [reason.as_str()],
         "the other task fails with it"
     );
     assert_eq!(st.broken_reason(), Some(reason));
