@@ -4,6 +4,9 @@
 //! Detection does not depend on a task finishing: the reader thread blocks on the worker's
 //! stdout, and the kernel ends that read (EOF) the moment the process dies, however it dies.
 //! The reader then reaps the process (its exit status names the cause) and reports the loss.
+//!
+//! This file decides nothing: what the reader sees goes to a [`Listener`] (the pool) as
+//! [`Event`]s, and the pool's state decides what they mean.
 
 use std::io::{BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -19,6 +22,7 @@ use rustix::process::{Pid, Signal, kill_process};
 
 use crate::error::ProtocolError;
 use crate::output::HostStream;
+use crate::run::TaskRun;
 
 use super::framing::{
     CHANNEL_BUFFER, Frame, read_frame, read_hello, whole_frame_buffered, write_frames,
@@ -225,10 +229,11 @@ fn read_results<L: Listener>(
     }
 }
 
+/// Hands results over, if there are any.
 fn report_results<L: Listener>(
     listener: &Arc<L>,
     serial: u64,
-    results: Vec<(u64, crate::run::TaskRun)>,
+    results: Vec<(u64, TaskRun)>,
 ) -> Result<(), ProtocolError> {
     if results.is_empty() {
         return Ok(());
