@@ -2,17 +2,59 @@
 //! that crashes its host code, or a worker that is killed, cannot take the pool's process
 //! down with it.
 //!
+//! What users need to know (worker program, channel, when a task is running, broken pool)
+//! is in the docs of [`ProcessPoolExecutor`].
+//!
+//! ## Data flow
+//!
+//! ```text
+//!  caller              pool process                                         worker process (worker.rs)
+//!  ──────              ────────────                                         ──────────────────────────
+//!  submit(call) ─► pool.rs: RunTask ─framing::append─► Batch ─► State::on_submit ─► pump (state.rs):
+//!                  the batch goes to the ready worker with the fewest tasks in flight (Worker::hand)
+//!                  Worker.tx ─► writer thread (framing::write_frames) ══stdin══► main thread: read_frame
+//!                                                                                 → ToWorker::decode → Job
+//!                                                                                executor thread: run_task
+//!                                                                                 → TaskRun → TaskResult
+//!  TaskFuture ◄─ Promise ◄─ pool.rs: settle(Effects) ◄─ State::on(Event)     writer thread:
+//!                           (after the lock)          (transitions.rs)       framing::write_frames
+//!                                                          ▲                         ║
+//!                                      Listener::report(Greeted | Results | Gone)    ║
+//!                                      reader thread (process.rs) ◄══════stdout══════╝
+//!                                      EOF ⇒ reap ⇒ Gone { end, exit }
+//!  abort() ─► pool.rs: State::abort_route(id) ─► ABORT frame ─► main thread: TaskControl::abort
+//! ```
+//!
+//! Every decision (which result answers which task, what a lost worker does, when the start
+//! is over, the reason texts) is in `transitions.rs`; `state.rs` and `transitions.rs` do no
+//! I/O and know neither `pool.rs` nor `process.rs`. `process.rs` only launches, reads, reaps
+//! and reports; `pool.rs` only takes the lock, asks the state, and applies the `Effects`
+//! it returns with the lock released (sends to a worker's writer thread stay under the lock,
+//! so that a worker gets LOAD before the TASK that needs it).
+//!
+//! ## Words
+//!
+//! - *call*: a checked function call ([`Call`]).
+//! - *task*: a submitted call with its promise (and its id on the wire).
+//! - *batch*: tasks handed to one worker at once, in one write (`state::Batch`).
+//! - *run*: how one task ran (`TaskRun`).
+//! - *message*: a `ToWorker`/`FromWorker` value; *frame*: its bytes on the pipe.
+//! - *event*: what a reader thread saw (`transitions::Event`); *effects*: what the state
+//!   decided must happen after the lock (`state::Effects`).
+//! - *rules*: the settings the decisions depend on (`state::Rules`); *config*: how the
+//!   workers are started (`pool::Config`).
+//!
+//! ## Files
+//!
 //! - `mod.rs` (this file): the public API, [`ProcessPoolBuilder`] and [`ProcessPoolExecutor`].
-//! - `pool.rs`: the pool's life: start, submit, results and losses, shutdown.
-//! - `state.rs`: the bookkeeping rules: queue, scheduling, broken pool, respawn, recycling.
-//! - `process.rs`: starting a worker process, its writer and reader threads, reaping it.
+//! - `pool.rs`: the pool's life: start, submit, shutdown; applies what the state decides.
+//! - `state.rs`: the state and its scheduling: queue, workers, handing batches, broken pool.
+//! - `transitions.rs`: the rules: what each event and call does to the state.
+//! - `process.rs`: a worker process: launching it, its writer and reader threads, reaping it.
 //! - `messages.rs`: the messages between pool and workers, independent of the pipe.
 //! - `framing.rs`: the pipe: frames, the greeting, the writer loop both sides use.
 //! - `codec/`: the byte encoding of every type the messages carry.
 //! - `worker.rs`: the loop a worker process runs.
-//!
-//! What users need to know (worker program, channel, when a task is running, broken pool)
-//! is in the docs of [`ProcessPoolExecutor`].
 
 pub(crate) mod codec;
 pub(crate) mod framing;
@@ -20,6 +62,7 @@ pub(crate) mod messages;
 mod pool;
 mod process;
 mod state;
+mod transitions;
 mod worker;
 
 use std::path::PathBuf;
@@ -35,7 +78,8 @@ use crate::settings::{TaskSettings, task_settings_setters};
 pub use messages::PROTOCOL_VERSION;
 pub use process::WORKER_ENV;
 
-use pool::{Settings, Shared, StartError};
+use pool::{Config, Shared, StartError};
+use state::Rules;
 
 /// Turns this process into a process-pool worker if a pool started it as one, and never
 /// returns in that case; otherwise returns at once and does nothing.
@@ -194,16 +238,20 @@ impl ProcessPoolBuilder {
             Some(path) => path,
             None => std::env::current_exe()?,
         };
-        let shared = Shared::new(Settings {
-            workers,
-            program,
-            name_prefix: self.name_prefix,
-            task: self.settings,
-            respawn: self.respawn,
-            max_tasks_per_worker: self.max_tasks_per_worker,
-            pipeline_depth: self.pipeline_depth,
-            handshake_timeout: self.handshake_timeout,
-        });
+        let shared = Shared::new(
+            Config {
+                workers,
+                program,
+                name_prefix: self.name_prefix,
+                task: self.settings,
+                handshake_timeout: self.handshake_timeout,
+            },
+            Rules {
+                respawn: self.respawn,
+                max_tasks_per_worker: self.max_tasks_per_worker,
+                pipeline_depth: self.pipeline_depth,
+            },
+        );
         match shared.start() {
             Ok(()) => Ok(ProcessPoolExecutor { shared }),
             Err(StartError::Spawn(e)) => Err(BuildError::Spawn(e)),
@@ -297,7 +345,7 @@ impl ProcessPoolExecutor {
 
     /// How many worker processes the pool keeps.
     pub fn workers(&self) -> usize {
-        self.shared.settings.workers
+        self.shared.config.workers
     }
 
     /// The process ids of the worker processes alive now (including one that is finishing
@@ -352,7 +400,7 @@ impl Executor for ProcessPoolExecutor {
         self.shared.submit(call)
     }
 
-    /// One job per run of calls of the same component: its TASK frames go to one worker in
+    /// One batch per run of calls of the same component: its TASK frames go to one worker in
     /// one write, handed whole once the worker has fewer than
     /// [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth) tasks in flight. Calls
     /// cancelled while the batch waits are left out of it.

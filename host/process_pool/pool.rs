@@ -1,65 +1,51 @@
-//! The pool's life: starting its workers, accepting tasks, taking results and losses from
-//! the reader threads, shutting down. The rules for what each event does to the queue and
-//! the workers are in `state.rs`; this file takes the lock, applies them, and then does
-//! what they decided ([`Shared::settle`]) with the lock released.
+//! The pool's life: starting its workers, accepting tasks, taking the reader threads'
+//! events, shutting down. What each of these does to the queue and the workers is decided
+//! in `transitions.rs` (scheduling in `state.rs`); this file takes the lock, asks the state,
+//! and then does what it decided ([`Shared::settle`]) with the lock released.
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::call::Call;
 use crate::component::TaskComponent;
-use crate::error::{ProtocolError, SubmitError, TaskError};
+use crate::error::{ProtocolError, SubmitError};
 use crate::future::{Promise, TaskFuture, promise};
-use crate::run::TaskRun;
 use crate::runtime::RuntimeConfig;
 use crate::settings::TaskSettings;
 
-use super::framing::{self, Frame};
-use super::messages::{Abort, Load, RunTask, ToWorker};
-use super::process;
-use super::state::{
-    Effects, End, Job, MAX_FAILED_STARTS, Phase, StartupFailure, State, Worker, describe,
-    describe_start,
-};
+use super::framing;
+use super::messages::{Abort, Load, RunTask, Setup, ToWorker};
+use super::process::{self, Listener, Spec};
+use super::state::{Batch, Component, Effects, Rules, StartupFailure, State, Worker};
+use super::transitions::Event;
 
-/// The settings a pool was built with.
+/// How a pool starts its workers (the rules it runs by are [`Rules`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub(crate) struct Config {
     pub(crate) workers: usize,
     pub(crate) program: PathBuf,
     pub(crate) name_prefix: String,
     /// What every task gets.
     pub(crate) task: TaskSettings,
-    pub(crate) respawn: bool,
-    pub(crate) max_tasks_per_worker: Option<usize>,
-    pub(crate) pipeline_depth: usize,
     pub(crate) handshake_timeout: Duration,
 }
 
 /// Everything the executor handle, the abort hooks and the reader threads share.
 pub(crate) struct Shared {
-    pub(crate) settings: Settings,
+    pub(crate) config: Config,
     state: Mutex<State>,
     /// Notified when a worker becomes ready or goes away, and when the pool breaks.
     changed: Condvar,
     /// Components the workers may need, by the address of their precompiled bytes (kept
     /// alive here, so an address is never reused for another component).
-    registry: Mutex<HashMap<usize, Arc<ComponentEntry>>>,
+    registry: Mutex<HashMap<usize, Arc<Component>>>,
     next_task: AtomicU64,
-    pub(crate) next_serial: AtomicU64,
-}
-
-/// A component as the workers know it.
-pub(crate) struct ComponentEntry {
-    pub(crate) id: u64,
-    /// Its LOAD frame (the code shared, not copied).
-    pub(crate) load: Frame,
+    next_serial: AtomicU64,
 }
 
 thread_local! {
@@ -68,23 +54,15 @@ thread_local! {
     static READER_OF: Cell<usize> = const { Cell::new(0) };
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
-    pub(crate) fn new(settings: Settings) -> Arc<Shared> {
+    pub(crate) fn new(config: Config, rules: Rules) -> Arc<Shared> {
         Arc::new(Shared {
-            settings,
-            state: Mutex::new(State {
-                phase: Phase::Open,
-                queue: VecDeque::new(),
-                workers: Vec::new(),
-                spawning: 0,
-                startup_failure: None,
-                started: false,
-                failed_starts: 0,
-            }),
+            config,
+            state: Mutex::new(State::new(rules)),
             changed: Condvar::new(),
             registry: Mutex::new(HashMap::new()),
             next_task: AtomicU64::new(1),
@@ -96,9 +74,16 @@ impl Shared {
         lock(&self.state)
     }
 
-    /// Marks the calling thread as a reader thread of this pool.
-    pub(crate) fn enter_reader_thread(self: &Arc<Self>) {
-        READER_OF.set(Arc::as_ptr(self) as usize);
+    /// Applies `change` to the state under the lock, then does what it decided.
+    fn apply<R>(self: &Arc<Self>, change: impl FnOnce(&mut State) -> (Effects, R)) -> R {
+        let mut st = self.lock();
+        let (fx, out) = change(&mut st);
+        if fx.wake {
+            self.changed.notify_all();
+        }
+        drop(st);
+        self.settle(fx);
+        out
     }
 
     fn on_reader_thread(self: &Arc<Self>) -> bool {
@@ -109,12 +94,11 @@ impl Shared {
 
     /// Starts the pool's workers and waits for their handshakes.
     pub(crate) fn start(self: &Arc<Self>) -> Result<(), StartError> {
-        let n = self.settings.workers;
+        let n = self.config.workers;
         self.lock().spawning = n;
         for started in 0..n {
-            if let Err(e) = process::start(self) {
-                // The ones not attempted are not coming either.
-                self.lock().spawning -= n - started - 1;
+            // The ones not attempted after a failure are not coming either.
+            if let Err(e) = self.spawn_one(n - started - 1) {
                 self.abandon();
                 return Err(StartError::Spawn(e));
             }
@@ -122,20 +106,14 @@ impl Shared {
         // Each reader thread gives its worker `handshake_timeout` to greet it.
         let mut st = self.lock();
         loop {
-            if let Phase::Broken(reason) = &st.phase {
-                let reason = reason.clone();
-                let failure = st.startup_failure.take().unwrap_or(StartupFailure {
-                    worker: "a worker".into(),
-                    reason,
-                    source: None,
-                });
-                drop(st);
-                self.abandon();
-                return Err(StartError::Worker(failure));
-            }
-            if st.spawning == 0 && st.workers.iter().all(|w| w.ready) {
-                st.started = true;
-                return Ok(());
+            match st.start_verdict() {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(failure)) => {
+                    drop(st);
+                    self.abandon();
+                    return Err(StartError::Worker(failure));
+                }
+                None => {}
             }
             st = self
                 .changed
@@ -146,46 +124,65 @@ impl Shared {
 
     /// Gives up on a pool that could not start: stops every worker and waits for them.
     fn abandon(self: &Arc<Self>) {
-        let mut fx = Effects::default();
-        let mut st = self.lock();
-        st.break_pool("the pool could not start".into(), &mut fx);
-        drop(st);
-        self.settle(fx);
+        self.apply(|st| (st.on_abandon(), ()));
         self.wait_for_workers();
     }
 
-    /// Registers a worker whose process was just started (`spawning` counted it).
-    /// Returns `false`, registering nothing, if the pool broke meanwhile.
-    pub(crate) fn add_worker(&self, worker: Worker) -> bool {
-        let mut st = self.lock();
-        st.spawning -= 1;
-        let added = !matches!(st.phase, Phase::Broken(_));
+    /// Starts one worker process (counted in `spawning`) and registers it, then starts its
+    /// reader thread. A failure un-counts it and `not_attempted` more, and breaks the pool.
+    fn spawn_one(self: &Arc<Self>, not_attempted: usize) -> std::io::Result<()> {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = Arc::from(format!("{}-{serial}", self.config.name_prefix));
+        let launched = framing::frame(&ToWorker::Setup(Setup {
+            name: name.to_string(),
+            settings: self.config.task.clone(),
+        }))
+        .map_err(std::io::Error::other)
+        .and_then(|setup| {
+            process::launch(&Spec {
+                serial,
+                name: name.clone(),
+                program: &self.config.program,
+                setup,
+                handshake_timeout: self.config.handshake_timeout,
+            })
+        });
+        let launched = match launched {
+            Ok(launched) => launched,
+            Err(e) => {
+                self.apply(|st| (st.on_spawn_failed(&e, not_attempted), ()));
+                return Err(e);
+            }
+        };
+        let worker = Worker::new(
+            serial,
+            name,
+            launched.pid,
+            launched.child.clone(),
+            launched.tx.clone(),
+        );
+        let added = {
+            let mut st = self.lock();
+            let added = st.on_spawned(worker);
+            self.changed.notify_all();
+            added
+        };
         if added {
-            st.workers.push(worker);
+            launched.watch(self.clone());
+        } else {
+            launched.discard();
         }
-        self.changed.notify_all();
-        added
-    }
-
-    /// A start that failed before the worker was registered.
-    pub(crate) fn spawn_failed(self: &Arc<Self>, error: &std::io::Error) {
-        let mut fx = Effects::default();
-        let mut st = self.lock();
-        st.spawning -= 1;
-        st.break_pool(format!("cannot start a new worker: {error}"), &mut fx);
-        self.changed.notify_all();
-        drop(st);
-        self.settle(fx);
+        Ok(())
     }
 
     // --- submitting -----------------------------------------------------------------------
 
     pub(crate) fn submit(self: &Arc<Self>, call: Call) -> Result<TaskFuture, SubmitError> {
-        self.lock().phase.check()?;
+        self.lock().check_open()?;
         let component = self.register(call.component())?;
         let mut frames = Vec::new();
         let (task, future) = self.prepare(&call, component.id, &mut frames)?;
-        self.enqueue(vec![Job {
+        self.enqueue(vec![Batch {
             tasks: vec![task],
             ends: vec![frames.len()],
             frames,
@@ -194,38 +191,40 @@ impl Shared {
         Ok(future)
     }
 
-    /// Submits `calls` as batches: each run of calls of one component is one job, handed to
-    /// one worker in one write.
+    /// Submits `calls` as batches: each run of calls of one component is one batch, handed
+    /// to one worker in one write.
     pub(crate) fn submit_batch(
         self: &Arc<Self>,
         calls: Vec<Call>,
     ) -> Result<Vec<TaskFuture>, SubmitError> {
-        self.lock().phase.check()?;
-        let mut jobs: Vec<Job> = Vec::new();
+        self.lock().check_open()?;
+        let mut batches: Vec<Batch> = Vec::new();
         let mut futures = Vec::with_capacity(calls.len());
         for (i, call) in calls.iter().enumerate() {
-            let job = match jobs.last_mut() {
-                Some(job) if i > 0 && calls[i - 1].component().same_component(call.component()) => {
-                    job
+            let batch = match batches.last_mut() {
+                Some(batch)
+                    if i > 0 && calls[i - 1].component().same_component(call.component()) =>
+                {
+                    batch
                 }
                 _ => {
                     let component = self.register(call.component())?;
-                    jobs.push(Job {
+                    batches.push(Batch {
                         tasks: Vec::new(),
                         frames: Vec::new(),
                         ends: Vec::new(),
                         component,
                     });
-                    let last = jobs.len() - 1;
-                    &mut jobs[last]
+                    let last = batches.len() - 1;
+                    &mut batches[last]
                 }
             };
-            let (task, future) = self.prepare(call, job.component.id, &mut job.frames)?;
-            job.tasks.push(task);
-            job.ends.push(job.frames.len());
+            let (task, future) = self.prepare(call, batch.component.id, &mut batch.frames)?;
+            batch.tasks.push(task);
+            batch.ends.push(batch.frames.len());
             futures.push(future);
         }
-        self.enqueue(jobs)?;
+        self.enqueue(batches)?;
         Ok(futures)
     }
 
@@ -246,7 +245,7 @@ impl Shared {
             argv: call.argv().map(Cow::Borrowed),
             args: Cow::Borrowed(call.args()),
         });
-        // Straight into the job's buffer: no frame of its own to copy.
+        // Straight into the batch's buffer: no frame of its own to copy.
         framing::append(frames, &task).map_err(|e| {
             SubmitError::Incompatible(format!("the call cannot be sent to a worker: {e}"))
         })?;
@@ -256,20 +255,17 @@ impl Shared {
         Ok(((id, promise), future))
     }
 
-    /// Queues `jobs` and hands what it can to the workers. If the pool closed meanwhile,
-    /// the jobs' futures fail with the reason (their promises are dropped).
-    fn enqueue(self: &Arc<Self>, jobs: Vec<Job>) -> Result<(), SubmitError> {
-        let mut st = self.lock();
-        st.phase.check()?;
-        st.queue.extend(jobs);
-        let fx = st.pump(&self.settings);
-        drop(st);
-        self.settle(fx);
-        Ok(())
+    /// Queues `batches` and hands what it can to the workers. If the pool closed meanwhile,
+    /// the batches' futures fail with the reason (their promises are dropped).
+    fn enqueue(self: &Arc<Self>, batches: Vec<Batch>) -> Result<(), SubmitError> {
+        self.apply(|st| match st.on_submit(batches) {
+            Ok(fx) => (fx, Ok(())),
+            Err(e) => (Effects::default(), Err(e)),
+        })
     }
 
     /// The workers' id of `component`, registering it on first use.
-    fn register(&self, component: &TaskComponent) -> Result<Arc<ComponentEntry>, SubmitError> {
+    fn register(&self, component: &TaskComponent) -> Result<Arc<Component>, SubmitError> {
         let code = component.precompiled().map_err(|e| {
             SubmitError::Incompatible(format!("cannot precompile it for the workers: {e}"))
         })?;
@@ -293,179 +289,15 @@ impl Shared {
                 code.len()
             ))
         })?;
-        let entry = Arc::new(ComponentEntry { id, load });
+        let entry = Arc::new(Component { id, load });
         registry.insert(key, entry.clone());
         Ok(entry)
-    }
-
-    // --- what the reader threads report ---------------------------------------------------
-
-    /// The worker answered the handshake.
-    pub(crate) fn worker_ready(self: &Arc<Self>, serial: u64) {
-        let mut st = self.lock();
-        if let Some(w) = st.worker_mut(serial) {
-            w.ready = true;
-            st.failed_starts = 0;
-        }
-        let fx = st.pump(&self.settings);
-        self.changed.notify_all();
-        drop(st);
-        self.settle(fx);
-    }
-
-    /// Results arrived. Fails if the worker answered a task it was not running.
-    pub(crate) fn tasks_done(
-        self: &Arc<Self>,
-        serial: u64,
-        results: Vec<(u64, TaskRun)>,
-    ) -> Result<(), ProtocolError> {
-        if results.is_empty() {
-            return Ok(());
-        }
-        let mut st = self.lock();
-        let broken = matches!(st.phase, Phase::Broken(_));
-        let Some(w) = st.worker_mut(serial) else {
-            return Ok(());
-        };
-        let (name, pid) = (w.name.clone(), w.pid);
-        let mut done = Vec::with_capacity(results.len());
-        let mut breaks_pool = None;
-        let mut error = None;
-        for (id, run) in results {
-            let Some(i) = w.in_flight.iter().position(|(t, _)| *t == id) else {
-                // A broken pool failed the task already and is stopping this worker.
-                if !broken {
-                    error = Some(ProtocolError::Malformed(format!(
-                        "a result for task {id}, which it was not running"
-                    )));
-                    break;
-                }
-                continue;
-            };
-            let Some((_, promise)) = w.in_flight.remove(i) else {
-                continue;
-            };
-            if run.breaks_pool {
-                // The pool's initializer failed: concurrent.futures breaks the pool.
-                breaks_pool = Some(match &run.outcome {
-                    Err(TaskError::BrokenPool { reason }) => reason.clone(),
-                    _ => format!("the initializer failed in {name}"),
-                });
-            }
-            done.push((promise, run));
-        }
-        let mut fx = Effects::default();
-        if let Some(reason) = breaks_pool {
-            st.break_pool(reason, &mut fx);
-        }
-        fx.merge(st.pump(&self.settings));
-        drop(st);
-        self.settle(fx);
-        for (promise, run) in done {
-            let report = run.report(&name, pid, 1);
-            promise.complete_with_report(run.outcome, report);
-        }
-        error.map_or(Ok(()), Err)
-    }
-
-    /// The worker's channel ended; `status` is how its process ended. Decides whether that
-    /// was expected (the pool closed it, or is broken already) or breaks the pool, or, in
-    /// respawn mode, fails only the worker's own tasks and starts a replacement.
-    pub(crate) fn worker_gone(self: &Arc<Self>, serial: u64, end: End, status: Option<ExitStatus>) {
-        let mut fx = Effects::default();
-        let mut st = self.lock();
-        let Some(i) = st.workers.iter().position(|w| w.serial == serial) else {
-            return;
-        };
-        let worker = st.workers.remove(i);
-        let closed_by_us = worker.tx.is_none() && worker.in_flight.is_empty();
-        let expected =
-            matches!(st.phase, Phase::Broken(_)) || (matches!(end, End::Eof) && closed_by_us);
-        if !expected {
-            let reason = describe(&worker, &end, status);
-            if !worker.ready && st.startup_failure.is_none() {
-                st.startup_failure = Some(StartupFailure {
-                    worker: worker.name.to_string(),
-                    reason: describe_start(&end, status),
-                    source: match &end {
-                        End::Handshake(e) | End::Protocol(e) => Some(e.clone()),
-                        End::Eof => None,
-                    },
-                });
-            }
-            // Work is left for a replacement to do.
-            let needed = matches!(st.phase, Phase::Open) || !st.queue.is_empty();
-            if self.settings.respawn && worker.ready {
-                let replace = !worker.retiring && needed;
-                let error = TaskError::BrokenPool {
-                    reason: if replace {
-                        format!("{reason}; a new worker takes its place (respawn mode)")
-                    } else {
-                        reason
-                    },
-                };
-                for (_, promise) in worker.in_flight {
-                    fx.failed.push((promise, error.clone()));
-                }
-                if replace {
-                    st.spawning += 1;
-                    fx.spawn += 1;
-                }
-            } else if self.settings.respawn
-                && st.started
-                && (st.failed_starts < MAX_FAILED_STARTS || !needed)
-            {
-                // A replacement died before its greeting (it had no tasks yet): start
-                // another if there is work for it, a bounded number of times in a row.
-                if needed {
-                    log::warn!("{reason}; starting another worker (respawn mode)");
-                    st.failed_starts += 1;
-                    st.spawning += 1;
-                    fx.spawn += 1;
-                }
-            } else {
-                let reason = if self.settings.respawn && st.failed_starts >= MAX_FAILED_STARTS {
-                    format!(
-                        "{reason}; {} replacement workers in a row failed to start, so \
-                         respawn mode gives up",
-                        st.failed_starts + 1
-                    )
-                } else {
-                    reason
-                };
-                let error = TaskError::BrokenPool {
-                    reason: reason.clone(),
-                };
-                for (_, promise) in worker.in_flight {
-                    fx.failed.push((promise, error.clone()));
-                }
-                st.break_pool(reason, &mut fx);
-            }
-        }
-        fx.merge(st.pump(&self.settings));
-        self.changed.notify_all();
-        drop(st);
-        self.settle(fx);
     }
 
     // --- shutting down --------------------------------------------------------------------
 
     pub(crate) fn shutdown(self: &Arc<Self>, wait: bool, cancel_futures: bool) {
-        let mut st = self.lock();
-        if matches!(st.phase, Phase::Open) {
-            st.phase = Phase::ShuttingDown;
-        }
-        let cancelled: Vec<Job> = if cancel_futures {
-            st.queue.drain(..).collect()
-        } else {
-            Vec::new()
-        };
-        let fx = st.pump(&self.settings);
-        drop(st);
-        for (_, promise) in cancelled.iter().flat_map(|job| &job.tasks) {
-            promise.future().cancel();
-        }
-        self.settle(fx);
+        self.apply(|st| (st.on_shutdown(cancel_futures), ()));
         if wait {
             self.wait_for_workers();
         }
@@ -480,56 +312,68 @@ impl Shared {
         let st = self.lock();
         let _done = self
             .changed
-            .wait_while(st, |s| !s.workers.is_empty() || s.spawning > 0)
+            .wait_while(st, |s| !s.all_gone())
             .unwrap_or_else(PoisonError::into_inner);
     }
 
     /// The futures of the tasks the workers are running now.
     pub(crate) fn running(&self) -> Vec<TaskFuture> {
-        let st = self.lock();
-        st.workers
-            .iter()
-            .flat_map(|w| w.in_flight.iter().map(|(_, p)| p.future()))
-            .collect()
+        self.lock().running()
     }
 
     /// Sends `signal` to every worker process still running.
     pub(crate) fn signal_workers(&self, signal: rustix::process::Signal) {
-        let children: Vec<_> = self
-            .lock()
-            .workers
-            .iter()
-            .map(|w| w.child.clone())
-            .collect();
+        let children = self.lock().children();
         for child in children {
             process::signal(&child, signal);
         }
     }
 
     pub(crate) fn worker_pids(&self) -> Vec<u32> {
-        self.lock().workers.iter().map(|w| w.pid).collect()
+        self.lock().pids()
     }
 
     pub(crate) fn broken_reason(&self) -> Option<String> {
-        match &self.lock().phase {
-            Phase::Broken(reason) => Some(reason.clone()),
-            _ => None,
-        }
+        self.lock().broken_reason()
     }
 
-    /// Does what the state changes decided, without the lock: kills processes, resolves
-    /// futures (running their callbacks here), starts replacements.
+    /// Does what the state changes decided, without the lock: logs, kills processes,
+    /// resolves futures (running their callbacks here), starts replacements. `wake` was
+    /// done under the lock, by [`apply`](Self::apply).
     fn settle(self: &Arc<Self>, fx: Effects) {
+        for warning in &fx.warnings {
+            log::warn!("{warning}");
+        }
         for child in &fx.kill {
             process::signal(child, rustix::process::Signal::KILL);
+        }
+        for promise in fx.cancelled {
+            promise.future().cancel();
         }
         for (promise, error) in fx.failed {
             promise.set_error(error);
         }
         for _ in 0..fx.spawn {
-            // A failure breaks the pool, with the reason (see `spawn_failed`).
-            let _ = process::start(self);
+            // A failure breaks the pool, with the reason (see `State::on_spawn_failed`).
+            let _ = self.spawn_one(0);
         }
+        for (promise, outcome, report) in fx.completed {
+            promise.complete_with_report(outcome, report);
+        }
+    }
+}
+
+impl Listener for Shared {
+    fn reader_started(self: &Arc<Self>) {
+        READER_OF.set(Arc::as_ptr(self) as usize);
+    }
+
+    fn report(self: &Arc<Self>, event: Event) -> Result<(), ProtocolError> {
+        self.apply(|st| {
+            let mut fx = st.on(event);
+            let violation = fx.violation.take();
+            (fx, violation.map_or(Ok(()), Err))
+        })
     }
 }
 
@@ -538,12 +382,9 @@ fn abort_task(pool: &Weak<Shared>, id: u64) {
     let Some(shared) = pool.upgrade() else {
         return;
     };
+    // Sent under the lock, as every frame to a worker is, so frames keep their order.
     let st = shared.lock();
-    let worker = st
-        .workers
-        .iter()
-        .find(|w| w.in_flight.iter().any(|(t, _)| *t == id));
-    if let Some(tx) = worker.and_then(|w| w.tx.as_ref())
+    if let Some(tx) = st.abort_route(id)
         && let Ok(frame) = framing::frame(&ToWorker::Abort(Abort { id }))
     {
         let _ = tx.send(frame);

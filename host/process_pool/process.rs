@@ -4,28 +4,32 @@
 //! Detection does not depend on a task finishing: the reader thread blocks on the worker's
 //! stdout, and the kernel ends that read (EOF) the moment the process dies, however it dies.
 //! The reader then reaps the process (its exit status names the cause) and reports the loss.
+//!
+//! This file decides nothing: what the reader sees goes to a [`Listener`] (the pool) as
+//! [`Event`]s, and the pool's state decides what they mean.
 
 use std::io::{BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{Sender, unbounded};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::error::ProtocolError;
 use crate::output::HostStream;
+use crate::run::TaskRun;
 
 use super::framing::{
-    CHANNEL_BUFFER, frame, read_frame, read_hello, whole_frame_buffered, write_frames,
+    CHANNEL_BUFFER, Frame, read_frame, read_hello, whole_frame_buffered, write_frames,
 };
-use super::messages::{FromWorker, Message, Output, PROTOCOL_VERSION, Setup, TaskResult, ToWorker};
-use super::pool::{Shared, lock};
-use super::state::{End, Worker};
+use super::messages::{FromWorker, Message, Output, PROTOCOL_VERSION, TaskResult};
+use super::state::ChildHandle;
+use super::transitions::{End, Event};
 
 /// The environment variable that starts a program in worker mode (its value is the
 /// protocol version the pool speaks). See [`serve_worker_if_requested`](crate::serve_worker_if_requested).
@@ -34,29 +38,48 @@ pub const WORKER_ENV: &str = "WASMPOOL_WORKER";
 /// How long a worker whose channel ended may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_millis(250);
 
-/// Starts one worker process with its writer and reader threads, and registers it. The
-/// caller counted it in `spawning`; a failure un-counts it and breaks the pool.
-pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
-    let result = start_inner(shared);
-    if let Err(e) = &result {
-        shared.spawn_failed(e);
-    }
-    result
+/// Who hears what a worker's reader thread sees (the pool).
+pub(crate) trait Listener: Send + Sync + 'static {
+    /// Called first on the reader thread.
+    fn reader_started(self: &Arc<Self>);
+    /// What the reader saw. An error ends the channel as [`End::Protocol`].
+    fn report(self: &Arc<Self>, event: Event) -> Result<(), ProtocolError>;
 }
 
-fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
-    let settings = &shared.settings;
-    let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
-    let name: Arc<str> = Arc::from(format!("{}-{serial}", settings.name_prefix));
-    let setup = frame(&ToWorker::Setup(Setup {
-        name: name.to_string(),
-        settings: settings.task.clone(),
-    }))
-    .map_err(std::io::Error::other)?;
+/// What a worker process is started with.
+pub(crate) struct Spec<'a> {
+    pub(crate) serial: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) program: &'a Path,
+    /// The SETUP frame, the first one the worker reads.
+    pub(crate) setup: Frame,
+    /// How long the reader waits for the worker's greeting.
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// A worker process just started, with its writer thread (SETUP queued), its stdout not read
+/// yet: [`watch`](Self::watch) it once registered, or [`discard`](Self::discard) it.
+pub(crate) struct Launched {
+    serial: u64,
+    name: Arc<str>,
+    pub(crate) pid: u32,
+    pub(crate) child: ChildHandle,
+    /// Frames to the writer thread.
+    pub(crate) tx: Sender<Frame>,
+    stdout: ChildStdout,
+    handshake_timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts one worker process and its writer thread, and queues its SETUP frame.
+pub(crate) fn launch(spec: &Spec<'_>) -> std::io::Result<Launched> {
     // Each worker gets its own process group: a terminal's Ctrl-C goes to the pool's
     // owner, which decides what to abort, not straight to the workers (which would look
     // like crashes). A worker whose owner dies still exits: its stdin reaches EOF.
-    let mut child = Command::new(&settings.program)
+    let mut child = Command::new(spec.program)
         .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
         .env_remove(super::worker::TEST_HOOK_ENV)
         .process_group(0)
@@ -67,7 +90,7 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
         .map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("cannot run {}: {e}", settings.program.display()),
+                format!("cannot run {}: {e}", spec.program.display()),
             )
         })?;
     let pid = child.id();
@@ -77,59 +100,85 @@ fn start_inner(shared: &Arc<Shared>) -> std::io::Result<()> {
     };
     let (tx, rx) = unbounded();
     // The channel is fresh and its receiver alive: this cannot fail.
-    let _ = tx.send(setup);
+    let _ = tx.send(spec.setup.clone());
     let writer = std::thread::Builder::new()
-        .name(format!("{name}-writer"))
+        .name(format!("{}-writer", spec.name))
         .spawn(move || write_frames(stdin, &rx));
     if let Err(e) = writer {
         kill_and_reap(&mut child);
         return Err(e);
     }
-    let child = Arc::new(Mutex::new(child));
-    let added = shared.add_worker(Worker {
-        serial,
-        name: name.clone(),
+    Ok(Launched {
+        serial: spec.serial,
+        name: spec.name.clone(),
         pid,
-        child: child.clone(),
-        tx: Some(tx),
-        ready: false,
-        retiring: false,
-        assigned: 0,
-        loaded: Default::default(),
-        in_flight: std::collections::VecDeque::new(),
-    });
-    if !added {
-        kill_and_reap(&mut lock(&child));
-        return Ok(());
+        child: Arc::new(Mutex::new(child)),
+        tx,
+        stdout,
+        handshake_timeout: spec.handshake_timeout,
+    })
+}
+
+impl Launched {
+    /// Starts the reader thread, which reports to `listener` until the channel ends.
+    pub(crate) fn watch<L: Listener>(self, listener: Arc<L>) {
+        let Launched {
+            serial,
+            name,
+            child,
+            stdout,
+            handshake_timeout,
+            ..
+        } = self;
+        let reader_listener = listener.clone();
+        let reader_child = child.clone();
+        let reader = std::thread::Builder::new()
+            .name(format!("{name}-reader"))
+            .spawn(move || {
+                read_loop(
+                    &reader_listener,
+                    serial,
+                    stdout,
+                    &reader_child,
+                    handshake_timeout,
+                );
+            });
+        if let Err(e) = reader {
+            let status = reap(&child, true);
+            let end = End::Protocol(ProtocolError::Io(format!("cannot start its reader: {e}")));
+            let exit = exit_text(status);
+            let _ = listener.report(Event::Gone { serial, end, exit });
+        }
     }
-    let reader_shared = shared.clone();
-    let reader_child = child.clone();
-    let reader = std::thread::Builder::new()
-        .name(format!("{name}-reader"))
-        .spawn(move || read_loop(&reader_shared, serial, stdout, &reader_child));
-    if let Err(e) = reader {
-        let status = reap(&child, true);
-        let error = ProtocolError::Io(format!("cannot start its reader: {e}"));
-        shared.worker_gone(serial, End::Protocol(error), status);
+
+    /// Kills the process and reaps it (the pool did not take it).
+    pub(crate) fn discard(self) {
+        kill_and_reap(&mut lock(&self.child));
     }
-    Ok(())
 }
 
 /// Reads the worker's frames until its channel ends, then reaps it and reports.
-fn read_loop(shared: &Arc<Shared>, serial: u64, stdout: ChildStdout, child: &Mutex<Child>) {
-    shared.enter_reader_thread();
-    let greeted = wait_for_greeting(&stdout, shared.settings.handshake_timeout);
+fn read_loop<L: Listener>(
+    listener: &Arc<L>,
+    serial: u64,
+    stdout: ChildStdout,
+    child: &Mutex<Child>,
+    handshake_timeout: Duration,
+) {
+    listener.reader_started();
+    let greeted = wait_for_greeting(&stdout, handshake_timeout);
     let mut input = BufReader::with_capacity(CHANNEL_BUFFER, stdout);
     let end = match greeted.and_then(|()| read_hello(&mut input)) {
         Err(e) => End::Handshake(e),
         Ok(_) => {
-            shared.worker_ready(serial);
-            read_results(shared, serial, &mut input)
+            let _ = listener.report(Event::Greeted { serial });
+            read_results(listener, serial, &mut input)
         }
     };
     // A worker that broke the protocol may still be running: stop it first.
     let status = reap(child, !matches!(end, End::Eof));
-    shared.worker_gone(serial, end, status);
+    let exit = exit_text(status);
+    let _ = listener.report(Event::Gone { serial, end, exit });
 }
 
 /// Waits until the worker has written something (its greeting, or EOF), at most `timeout`.
@@ -151,7 +200,11 @@ fn wait_for_greeting(stdout: &ChildStdout, timeout: Duration) -> Result<(), Prot
 
 /// Reads frames until the channel ends. Results that arrive together (already in the
 /// buffer) are handed over together: one lock and one round of dispatch for the lot.
-fn read_results(shared: &Arc<Shared>, serial: u64, input: &mut BufReader<ChildStdout>) -> End {
+fn read_results<L: Listener>(
+    listener: &Arc<L>,
+    serial: u64,
+    input: &mut BufReader<ChildStdout>,
+) -> End {
     let mut results = Vec::new();
     let end = loop {
         let (kind, payload) = match read_frame(input) {
@@ -165,15 +218,27 @@ fn read_results(shared: &Arc<Shared>, serial: u64, input: &mut BufReader<ChildSt
             Err(e) => break End::Protocol(e),
         }
         if !whole_frame_buffered(input.buffer())
-            && let Err(e) = shared.tasks_done(serial, std::mem::take(&mut results))
+            && let Err(e) = report_results(listener, serial, std::mem::take(&mut results))
         {
             break End::Protocol(e);
         }
     };
-    match shared.tasks_done(serial, results) {
+    match report_results(listener, serial, results) {
         Err(e) if matches!(end, End::Eof) => End::Protocol(e),
         _ => end,
     }
+}
+
+/// Hands results over, if there are any.
+fn report_results<L: Listener>(
+    listener: &Arc<L>,
+    serial: u64,
+    results: Vec<(u64, TaskRun)>,
+) -> Result<(), ProtocolError> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    listener.report(Event::Results { serial, results })
 }
 
 /// Prints a line a task wrote (prefix and newline included), in one locked write, the same
@@ -229,7 +294,7 @@ pub(crate) fn signal(child: &Mutex<Child>, signal: Signal) {
 }
 
 /// How a process ended, in words: `killed by signal 9 (SIGKILL)`, `exited with code 1`.
-pub(crate) fn exit_text(status: Option<ExitStatus>) -> String {
+fn exit_text(status: Option<ExitStatus>) -> String {
     let Some(status) = status else {
         return "its exit status is unknown".to_string();
     };

@@ -1,27 +1,41 @@
-//! The pool's state and the rules that change it: which tasks wait, which worker runs what,
-//! when a task is handed over, and what a broken pool does to everything in flight.
+//! The pool's state and its scheduling: which tasks wait, which worker runs what, when a
+//! batch is handed over, and what a broken pool does to everything in flight. What each
+//! event does to this state (a greeting, results, a lost worker, a submit, a shutdown) is
+//! decided in `transitions.rs`.
 //!
 //! Everything here runs under the pool's lock and does no I/O: frames go to the writer
 //! threads through channels, and what must happen after the lock is released (resolving
 //! futures, which runs their callbacks; killing or starting processes) is returned as
-//! [`Effects`].
+//! [`Effects`]. Nothing here knows `pool.rs` or `process.rs`.
 //!
 //! Scheduling: a task is handed to the ready worker with the fewest tasks in flight, as long as
 //! that worker has fewer than `pipeline_depth`; it becomes *running* at that moment, as in
 //! CPython's process pool (tasks still in the queue can be cancelled, handed ones cannot).
 
 use std::collections::{HashSet, VecDeque};
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
 use crate::error::{ProtocolError, SubmitError, TaskError};
 use crate::future::Promise;
+use crate::report::TaskReport;
+use crate::value::TaskValue;
 
 use super::framing::Frame;
-use super::pool::{ComponentEntry, Settings};
-use super::process::exit_text;
+
+/// A worker process, shared by its reader thread (which reaps it) and the pool (which
+/// signals it).
+pub(crate) type ChildHandle = Arc<Mutex<Child>>;
+
+/// The settings that the rules depend on.
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    pub(crate) respawn: bool,
+    pub(crate) max_tasks_per_worker: Option<usize>,
+    pub(crate) pipeline_depth: usize,
+}
 
 pub(crate) enum Phase {
     Open,
@@ -30,9 +44,10 @@ pub(crate) enum Phase {
 }
 
 pub(crate) struct State {
+    pub(crate) rules: Rules,
     pub(crate) phase: Phase,
     /// Tasks not handed to a worker yet (pending; cancellable).
-    pub(crate) queue: VecDeque<Job>,
+    pub(crate) queue: VecDeque<Batch>,
     pub(crate) workers: Vec<Worker>,
     /// Worker processes being started, not in `workers` yet.
     pub(crate) spawning: usize,
@@ -45,37 +60,41 @@ pub(crate) struct State {
     pub(crate) failed_starts: u32,
 }
 
-/// How many replacements in a row may die before their handshake before a respawn pool
-/// gives up and breaks: a worker program that cannot start must not be restarted forever,
-/// but one replacement killed while it starts must not break the pool.
-pub(crate) const MAX_FAILED_STARTS: u32 = 3;
-
+/// Why the first worker that failed its handshake did (for the build error).
+#[derive(Debug)]
 pub(crate) struct StartupFailure {
     pub(crate) worker: String,
     pub(crate) reason: String,
     pub(crate) source: Option<ProtocolError>,
 }
 
-/// What the queue holds: one task, or a batch (`submit_batch`, `map_chunked`) handed to one
-/// worker as a whole, in one write.
-pub(crate) struct Job {
+/// A component as the workers know it.
+pub(crate) struct Component {
+    pub(crate) id: u64,
+    /// Its LOAD frame (the code shared, not copied).
+    pub(crate) load: Frame,
+}
+
+/// What the queue holds: tasks handed to one worker as a whole, in one write (one task from
+/// `submit`, a run of calls of one component from `submit_batch` or `map_chunked`).
+pub(crate) struct Batch {
     /// Task ids and promises, in order.
     pub(crate) tasks: Vec<(u64, Promise)>,
     /// Their TASK frames, back to back.
     pub(crate) frames: Vec<u8>,
     /// Where each task's frame ends in `frames`.
     pub(crate) ends: Vec<usize>,
-    pub(crate) component: Arc<ComponentEntry>,
+    pub(crate) component: Arc<Component>,
 }
 
-impl Job {
-    fn cancelled(&self) -> bool {
+impl Batch {
+    fn all_cancelled(&self) -> bool {
         self.tasks.iter().all(|(_, p)| p.is_cancelled())
     }
 
     /// Marks the tasks running, and keeps only those: a task cancelled while it waited in
     /// the queue is neither sent nor counted in flight. `None` if every one was cancelled.
-    fn start(self) -> Option<Job> {
+    fn start(self) -> Option<Batch> {
         let (mut all_started, mut any_started) = (true, false);
         for (_, promise) in &self.tasks {
             let started = promise.set_running_or_notify_cancel();
@@ -88,7 +107,7 @@ impl Job {
         if !any_started {
             return None;
         }
-        let Job {
+        let Batch {
             tasks: all,
             frames: all_frames,
             ends: all_ends,
@@ -106,7 +125,7 @@ impl Job {
             }
             begin = end;
         }
-        (!tasks.is_empty()).then_some(Job {
+        (!tasks.is_empty()).then_some(Batch {
             tasks,
             frames,
             ends,
@@ -120,7 +139,7 @@ pub(crate) struct Worker {
     pub(crate) serial: u64,
     pub(crate) name: Arc<str>,
     pub(crate) pid: u32,
-    pub(crate) child: Arc<Mutex<Child>>,
+    pub(crate) child: ChildHandle,
     /// Frames to the worker's writer thread; `None` once the pool closed the worker (its
     /// stdin is then closed, and it exits after its last task).
     pub(crate) tx: Option<Sender<Frame>>,
@@ -134,30 +153,62 @@ pub(crate) struct Worker {
     pub(crate) in_flight: VecDeque<(u64, Promise)>,
 }
 
-/// How a worker's channel ended, as its reader thread saw it.
-pub(crate) enum End {
-    /// End of stream between frames: the process exited (or closed its stdout).
-    Eof,
-    /// The first frame was not a valid greeting.
-    Handshake(ProtocolError),
-    /// A malformed frame, or a read error, after the handshake.
-    Protocol(ProtocolError),
+impl Worker {
+    /// A worker whose process was just started: not greeted yet, nothing handed to it.
+    pub(crate) fn new(
+        serial: u64,
+        name: Arc<str>,
+        pid: u32,
+        child: ChildHandle,
+        tx: Sender<Frame>,
+    ) -> Worker {
+        Worker {
+            serial,
+            name,
+            pid,
+            child,
+            tx: Some(tx),
+            ready: false,
+            retiring: false,
+            assigned: 0,
+            loaded: HashSet::new(),
+            in_flight: VecDeque::new(),
+        }
+    }
 }
 
-/// What to do once the state lock is released.
+/// What to do once the state lock is released, in this order (see `Shared::settle`).
 #[derive(Default)]
 #[must_use]
 pub(crate) struct Effects {
+    /// Lines to log as warnings.
+    pub(crate) warnings: Vec<String>,
+    /// Wake whoever waits for the state to change (the startup wait, `wait_for_workers`).
+    pub(crate) wake: bool,
+    pub(crate) kill: Vec<ChildHandle>,
+    /// Queued tasks that `shutdown(cancel_futures)` took out of the queue: to cancel.
+    pub(crate) cancelled: Vec<Promise>,
     pub(crate) failed: Vec<(Promise, TaskError)>,
-    pub(crate) kill: Vec<Arc<Mutex<Child>>>,
+    /// Worker processes to start (already counted in `spawning`).
     pub(crate) spawn: usize,
+    /// Tasks that a worker answered.
+    pub(crate) completed: Vec<(Promise, Result<TaskValue, TaskError>, TaskReport)>,
+    /// The worker answered a task it was not running: its channel ends as a protocol error.
+    pub(crate) violation: Option<ProtocolError>,
 }
 
 impl Effects {
     pub(crate) fn merge(&mut self, other: Effects) {
-        self.failed.extend(other.failed);
+        self.warnings.extend(other.warnings);
+        self.wake |= other.wake;
         self.kill.extend(other.kill);
+        self.cancelled.extend(other.cancelled);
+        self.failed.extend(other.failed);
         self.spawn += other.spawn;
+        self.completed.extend(other.completed);
+        if self.violation.is_none() {
+            self.violation = other.violation;
+        }
     }
 }
 
@@ -172,37 +223,56 @@ impl Phase {
 }
 
 impl State {
+    pub(crate) fn new(rules: Rules) -> State {
+        State {
+            rules,
+            phase: Phase::Open,
+            queue: VecDeque::new(),
+            workers: Vec::new(),
+            spawning: 0,
+            startup_failure: None,
+            started: false,
+            failed_starts: 0,
+        }
+    }
+
+    /// Whether a submit may go ahead.
+    pub(crate) fn check_open(&self) -> Result<(), SubmitError> {
+        self.phase.check()
+    }
+
     pub(crate) fn worker_mut(&mut self, serial: u64) -> Option<&mut Worker> {
         self.workers.iter_mut().find(|w| w.serial == serial)
     }
 
     /// Hands queued tasks to workers with room, and closes workers that have nothing more
     /// to do (retired ones; all idle ones once the pool shuts down and the queue is empty).
-    pub(crate) fn pump(&mut self, settings: &Settings) -> Effects {
+    pub(crate) fn pump(&mut self) -> Effects {
         let mut fx = Effects::default();
         if matches!(self.phase, Phase::Broken(_)) {
             return fx;
         }
         loop {
-            while self.queue.front().is_some_and(Job::cancelled) {
+            while self.queue.front().is_some_and(Batch::all_cancelled) {
                 self.queue.pop_front();
             }
             if self.queue.is_empty() {
                 break;
             }
-            let Some(w) = self.pick(settings.pipeline_depth) else {
+            let Some(w) = self.pick(self.rules.pipeline_depth) else {
                 break;
             };
-            let Some(job) = self.queue.pop_front() else {
+            let Some(batch) = self.queue.pop_front() else {
                 break;
             };
-            let Some(job) = job.start() else {
+            let Some(batch) = batch.start() else {
                 continue;
             };
             let replace = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
             let worker = &mut self.workers[w];
-            worker.hand(job);
-            if settings
+            worker.hand(batch);
+            if self
+                .rules
                 .max_tasks_per_worker
                 .is_some_and(|max| worker.assigned >= max)
             {
@@ -214,7 +284,7 @@ impl State {
             }
         }
         let finished = matches!(self.phase, Phase::ShuttingDown) && {
-            self.queue.retain(|job| !job.cancelled());
+            self.queue.retain(|batch| !batch.all_cancelled());
             self.queue.is_empty()
         };
         for worker in &mut self.workers {
@@ -245,8 +315,8 @@ impl State {
             reason: reason.clone(),
         };
         self.phase = Phase::Broken(reason);
-        for job in self.queue.drain(..) {
-            for (_, promise) in job.tasks {
+        for batch in self.queue.drain(..) {
+            for (_, promise) in batch.tasks {
                 fx.failed.push((promise, error.clone()));
             }
         }
@@ -261,41 +331,50 @@ impl State {
 }
 
 impl Worker {
-    /// Sends `job` to the worker (its component first, if the worker lacks it).
-    fn hand(&mut self, job: Job) {
+    /// Sends `batch` to the worker (its component first, if the worker lacks it).
+    fn hand(&mut self, batch: Batch) {
         if let Some(tx) = &self.tx {
             // A send fails only if the writer thread ended, i.e. the process is dying: the
             // reader thread will see that and fail the task with the rest.
-            if self.loaded.insert(job.component.id) {
-                let _ = tx.send(job.component.load.clone());
+            if self.loaded.insert(batch.component.id) {
+                let _ = tx.send(batch.component.load.clone());
             }
-            let _ = tx.send(Frame::Whole(job.frames));
+            let _ = tx.send(Frame::Whole(batch.frames));
         }
-        self.assigned += job.tasks.len();
-        self.in_flight.extend(job.tasks);
+        self.assigned += batch.tasks.len();
+        self.in_flight.extend(batch.tasks);
     }
 }
 
-/// Why a worker's loss broke the pool, naming the worker and how it ended.
-pub(crate) fn describe(worker: &Worker, end: &End, status: Option<ExitStatus>) -> String {
-    let who = format!("{} (pid {})", worker.name, worker.pid);
-    let during = match worker.in_flight.len() {
-        0 => String::new(),
-        1 => " while running 1 task".to_string(),
-        n => format!(" while running {n} tasks"),
-    };
-    match end {
-        End::Eof => format!("{who} terminated abruptly{during}: {}", exit_text(status)),
-        End::Handshake(e) => format!("{who} failed the handshake: {e}"),
-        End::Protocol(e) => format!("{who} sent a malformed message{during} and was stopped: {e}"),
-    }
-}
+// --- queries for the executor ----------------------------------------------------------------
 
-pub(crate) fn describe_start(end: &End, status: Option<ExitStatus>) -> String {
-    match end {
-        End::Handshake(ProtocolError::Truncated(_)) | End::Eof => {
-            format!("it ended before the handshake ({})", exit_text(status))
+impl State {
+    /// The futures of the tasks the workers are running now.
+    pub(crate) fn running(&self) -> Vec<crate::future::TaskFuture> {
+        self.workers
+            .iter()
+            .flat_map(|w| w.in_flight.iter().map(|(_, p)| p.future()))
+            .collect()
+    }
+
+    /// The worker processes (alive, or exited and not reaped yet).
+    pub(crate) fn children(&self) -> Vec<ChildHandle> {
+        self.workers.iter().map(|w| w.child.clone()).collect()
+    }
+
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.pid).collect()
+    }
+
+    pub(crate) fn broken_reason(&self) -> Option<String> {
+        match &self.phase {
+            Phase::Broken(reason) => Some(reason.clone()),
+            _ => None,
         }
-        End::Handshake(e) | End::Protocol(e) => e.to_string(),
+    }
+
+    /// Every worker has exited and been reaped, and none is being started.
+    pub(crate) fn all_gone(&self) -> bool {
+        self.workers.is_empty() && self.spawning == 0
     }
 }

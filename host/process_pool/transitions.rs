@@ -1,0 +1,307 @@
+//! The rules: what each event does to the pool's [`State`], returned as [`Effects`].
+//!
+//! The reader threads report [`Event`]s (a greeting, results, the end of a worker's
+//! channel); the executor's calls submit, shut down, abort and start. Every decision lives
+//! here: which result answers which task, when a lost worker breaks the pool and when respawn
+//! mode replaces it, when the startup is over, what the reason texts say. Like `state.rs`
+//! (which does the scheduling), this file does no I/O and knows neither `pool.rs` nor
+//! `process.rs`.
+
+use crossbeam_channel::Sender;
+
+use crate::error::{ProtocolError, SubmitError, TaskError};
+use crate::run::TaskRun;
+
+use super::framing::Frame;
+use super::state::{Batch, Effects, Phase, StartupFailure, State, Worker};
+
+/// How many replacements in a row may die before their handshake before a respawn pool
+/// gives up and breaks: a worker program that cannot start must not be restarted forever,
+/// but one replacement killed while it starts must not break the pool.
+pub(crate) const MAX_FAILED_STARTS: u32 = 3;
+
+/// How a worker's channel ended, as its reader thread saw it.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// End of stream between frames: the process exited (or closed its stdout).
+    Eof,
+    /// The first frame was not a valid greeting.
+    Handshake(ProtocolError),
+    /// A malformed frame, or a read error, after the handshake.
+    Protocol(ProtocolError),
+}
+
+/// What a worker's reader thread saw.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The worker answered the handshake.
+    Greeted { serial: u64 },
+    /// Results arrived (those that arrived together, in order).
+    Results {
+        serial: u64,
+        results: Vec<(u64, TaskRun)>,
+    },
+    /// The worker's channel ended and its process was reaped; `exit` says how it ended
+    /// (`killed by signal 9 (SIGKILL)`).
+    Gone { serial: u64, end: End, exit: String },
+}
+
+impl State {
+    /// What a reader thread's event does.
+    pub(crate) fn on(&mut self, event: Event) -> Effects {
+        match event {
+            Event::Greeted { serial } => self.on_greeted(serial),
+            Event::Results { serial, results } => self.on_results(serial, results),
+            Event::Gone { serial, end, exit } => self.on_gone(serial, end, &exit),
+        }
+    }
+
+    fn on_greeted(&mut self, serial: u64) -> Effects {
+        if let Some(w) = self.worker_mut(serial) {
+            w.ready = true;
+            self.failed_starts = 0;
+        }
+        let mut fx = self.pump();
+        fx.wake = true;
+        fx
+    }
+
+    /// Matches each result to the task in flight it answers. A result for a task the worker
+    /// was not running is a protocol violation (unless the pool is broken: then it failed
+    /// the task already and is stopping the worker).
+    fn on_results(&mut self, serial: u64, results: Vec<(u64, TaskRun)>) -> Effects {
+        let mut fx = Effects::default();
+        if results.is_empty() {
+            return fx;
+        }
+        let broken = matches!(self.phase, Phase::Broken(_));
+        let Some(w) = self.worker_mut(serial) else {
+            return fx;
+        };
+        let (name, pid) = (w.name.clone(), w.pid);
+        let mut breaks_pool = None;
+        for (id, run) in results {
+            let Some(i) = w.in_flight.iter().position(|(t, _)| *t == id) else {
+                if !broken {
+                    fx.violation = Some(ProtocolError::Malformed(format!(
+                        "a result for task {id}, which it was not running"
+                    )));
+                    break;
+                }
+                continue;
+            };
+            let Some((_, promise)) = w.in_flight.remove(i) else {
+                continue;
+            };
+            if run.breaks_pool {
+                // The pool's initializer failed: concurrent.futures breaks the pool.
+                breaks_pool = Some(match &run.outcome {
+                    Err(TaskError::BrokenPool { reason }) => reason.clone(),
+                    _ => format!("the initializer failed in {name}"),
+                });
+            }
+            let report = run.report(&name, pid, 1);
+            fx.completed.push((promise, run.outcome, report));
+        }
+        if let Some(reason) = breaks_pool {
+            self.break_pool(reason, &mut fx);
+        }
+        fx.merge(self.pump());
+        fx
+    }
+
+    /// The worker's channel ended. Decides whether that was expected (the pool closed it,
+    /// or is broken already) or breaks the pool, or, in respawn mode, fails only the
+    /// worker's own tasks and starts a replacement.
+    fn on_gone(&mut self, serial: u64, end: End, exit: &str) -> Effects {
+        let mut fx = Effects::default();
+        let Some(i) = self.workers.iter().position(|w| w.serial == serial) else {
+            return fx;
+        };
+        let worker = self.workers.remove(i);
+        let closed_by_us = worker.tx.is_none() && worker.in_flight.is_empty();
+        let expected =
+            matches!(self.phase, Phase::Broken(_)) || (matches!(end, End::Eof) && closed_by_us);
+        if !expected {
+            let respawn = self.rules.respawn;
+            let reason = describe(&worker, &end, exit);
+            if !worker.ready && self.startup_failure.is_none() {
+                self.startup_failure = Some(StartupFailure {
+                    worker: worker.name.to_string(),
+                    reason: describe_start(&end, exit),
+                    source: match &end {
+                        End::Handshake(e) | End::Protocol(e) => Some(e.clone()),
+                        End::Eof => None,
+                    },
+                });
+            }
+            // Work is left for a replacement to do.
+            let needed = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
+            if respawn && worker.ready {
+                let replace = !worker.retiring && needed;
+                let error = TaskError::BrokenPool {
+                    reason: if replace {
+                        format!("{reason}; a new worker takes its place (respawn mode)")
+                    } else {
+                        reason
+                    },
+                };
+                for (_, promise) in worker.in_flight {
+                    fx.failed.push((promise, error.clone()));
+                }
+                if replace {
+                    self.spawning += 1;
+                    fx.spawn += 1;
+                }
+            } else if respawn && self.started && (self.failed_starts < MAX_FAILED_STARTS || !needed)
+            {
+                // A replacement died before its greeting (it had no tasks yet): start
+                // another if there is work for it, a bounded number of times in a row.
+                if needed {
+                    fx.warnings
+                        .push(format!("{reason}; starting another worker (respawn mode)"));
+                    self.failed_starts += 1;
+                    self.spawning += 1;
+                    fx.spawn += 1;
+                }
+            } else {
+                let reason = if respawn && self.failed_starts >= MAX_FAILED_STARTS {
+                    format!(
+                        "{reason}; {} replacement workers in a row failed to start, so \
+                         respawn mode gives up",
+                        self.failed_starts + 1
+                    )
+                } else {
+                    reason
+                };
+                let error = TaskError::BrokenPool {
+                    reason: reason.clone(),
+                };
+                for (_, promise) in worker.in_flight {
+                    fx.failed.push((promise, error.clone()));
+                }
+                self.break_pool(reason, &mut fx);
+            }
+        }
+        fx.merge(self.pump());
+        fx.wake = true;
+        fx
+    }
+
+    /// Registers a worker whose process was just started (`spawning` counted it).
+    /// Returns `false`, registering nothing, if the pool broke meanwhile: the caller then
+    /// discards the process.
+    pub(crate) fn on_spawned(&mut self, worker: Worker) -> bool {
+        self.spawning -= 1;
+        let added = !matches!(self.phase, Phase::Broken(_));
+        if added {
+            self.workers.push(worker);
+        }
+        added
+    }
+
+    /// A worker process could not be started (`spawning` counted it, and `not_attempted`
+    /// more that the caller will not start either): the pool breaks.
+    pub(crate) fn on_spawn_failed(
+        &mut self,
+        error: &std::io::Error,
+        not_attempted: usize,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        self.spawning -= 1 + not_attempted;
+        self.break_pool(format!("cannot start a new worker: {error}"), &mut fx);
+        fx.wake = true;
+        fx
+    }
+
+    /// Whether the first start is over: `None` while workers are still to greet, `Ok` once
+    /// all did (from then on, a worker that dies before its greeting is a replacement),
+    /// `Err` with the first worker's failure once the pool broke.
+    pub(crate) fn start_verdict(&mut self) -> Option<Result<(), StartupFailure>> {
+        if let Phase::Broken(reason) = &self.phase {
+            let reason = reason.clone();
+            return Some(Err(self.startup_failure.take().unwrap_or(StartupFailure {
+                worker: "a worker".into(),
+                reason,
+                source: None,
+            })));
+        }
+        if self.spawning == 0 && self.workers.iter().all(|w| w.ready) {
+            self.started = true;
+            return Some(Ok(()));
+        }
+        None
+    }
+
+    /// Queues `batches` and hands what it can to the workers. If the pool closed
+    /// meanwhile, nothing is queued (the caller drops the promises, which fails their
+    /// futures).
+    pub(crate) fn on_submit(&mut self, batches: Vec<Batch>) -> Result<Effects, SubmitError> {
+        self.check_open()?;
+        self.queue.extend(batches);
+        Ok(self.pump())
+    }
+
+    /// Refuses new work from now on; with `cancel_futures`, takes the queued tasks out of
+    /// the queue, to be cancelled.
+    pub(crate) fn on_shutdown(&mut self, cancel_futures: bool) -> Effects {
+        if matches!(self.phase, Phase::Open) {
+            self.phase = Phase::ShuttingDown;
+        }
+        let cancelled: Vec<_> = if cancel_futures {
+            self.queue
+                .drain(..)
+                .flat_map(|batch| batch.tasks)
+                .map(|(_, promise)| promise)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut fx = self.pump();
+        fx.cancelled = cancelled;
+        fx
+    }
+
+    /// Gives up on a pool that could not start: every worker is stopped.
+    pub(crate) fn on_abandon(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        self.break_pool("the pool could not start".into(), &mut fx);
+        fx
+    }
+
+    /// Where an ABORT for `task` goes: the channel to the worker running it, if any.
+    pub(crate) fn abort_route(&self, task: u64) -> Option<Sender<Frame>> {
+        self.workers
+            .iter()
+            .find(|w| w.in_flight.iter().any(|(t, _)| *t == task))
+            .and_then(|w| w.tx.clone())
+    }
+}
+
+/// Why a worker's loss broke the pool, naming the worker and how it ended.
+fn describe(worker: &Worker, end: &End, exit: &str) -> String {
+    let who = format!("{} (pid {})", worker.name, worker.pid);
+    let during = match worker.in_flight.len() {
+        0 => String::new(),
+        1 => " while running 1 task".to_string(),
+        n => format!(" while running {n} tasks"),
+    };
+    match end {
+        End::Eof => format!("{who} terminated abruptly{during}: {exit}"),
+        End::Handshake(e) => format!("{who} failed the handshake: {e}"),
+        End::Protocol(e) => format!("{who} sent a malformed message{during} and was stopped: {e}"),
+    }
+}
+
+/// Why a worker of the first start failed it (the build error's reason).
+fn describe_start(end: &End, exit: &str) -> String {
+    match end {
+        End::Handshake(ProtocolError::Truncated(_)) | End::Eof => {
+            format!("it ended before the handshake ({exit})")
+        }
+        End::Handshake(e) | End::Protocol(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

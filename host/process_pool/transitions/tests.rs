@@ -1,0 +1,341 @@
+//! The rules, one scenario each, on a `State` with no pool around it (the workers are
+//! `true` processes; nothing is sent).
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::unbounded;
+
+use super::super::state::{Component, Rules};
+use super::*;
+use crate::future::{TaskFuture, promise};
+
+const PID: u32 = 4242;
+
+fn state(respawn: bool) -> State {
+    let mut st = State::new(Rules {
+        respawn,
+        max_tasks_per_worker: None,
+        pipeline_depth: 2,
+    });
+    st.started = true;
+    st
+}
+
+/// Registers worker `serial` (greeted if `ready`) running `tasks`.
+fn add(st: &mut State, serial: u64, ready: bool, tasks: &[u64]) -> Vec<TaskFuture> {
+    let child = Command::new("true").spawn().expect("true runs");
+    let (tx, _rx) = unbounded();
+    let name: Arc<str> = Arc::from(format!("worker-{serial}"));
+    let mut worker = Worker::new(serial, name, PID, Arc::new(Mutex::new(child)), tx);
+    worker.ready = ready;
+    let mut futures = Vec::new();
+    for &id in tasks {
+        let (promise, future) = promise();
+        assert!(promise.set_running_or_notify_cancel());
+        worker.in_flight.push_back((id, promise));
+        futures.push(future);
+    }
+    st.spawning += 1;
+    assert!(st.on_spawned(worker));
+    futures
+}
+
+fn gone(serial: u64, end: End, exit: &str) -> Event {
+    Event::Gone {
+        serial,
+        end,
+        exit: exit.to_string(),
+    }
+}
+
+fn reasons(fx: &Effects) -> Vec<String> {
+    fx.failed
+        .iter()
+        .map(|(_, e)| match e {
+            TaskError::BrokenPool { reason } => reason.clone(),
+            other => panic!("not a broken pool: {other:?}"),
+        })
+        .collect()
+}
+
+fn run(outcome: Result<crate::value::TaskValue, TaskError>) -> TaskRun {
+    let mut run = TaskRun::failed(TaskError::Cancelled, Duration::ZERO);
+    run.outcome = outcome;
+    run
+}
+
+const KILLED: &str = "worker-1 (pid 4242) terminated abruptly while running 2 tasks: \
+                      killed by signal 9 (SIGKILL)";
+
+#[test]
+fn a_strict_pool_breaks_when_a_ready_worker_dies() {
+    let mut st = state(false);
+    add(&mut st, 1, true, &[1, 2]);
+    add(&mut st, 2, true, &[]);
+    let fx = st.on(gone(1, End::Eof, "killed by signal 9 (SIGKILL)"));
+    assert_eq!(reasons(&fx), [KILLED, KILLED]);
+    assert_eq!(st.broken_reason().as_deref(), Some(KILLED));
+    assert_eq!(fx.kill.len(), 1, "the other worker is killed");
+    assert_eq!(fx.spawn, 0);
+    assert!(fx.wake);
+    assert_eq!(st.check_open(), Err(SubmitError::BrokenPool(KILLED.into())));
+}
+
+#[test]
+fn respawn_fails_only_the_dead_workers_tasks_and_replaces_it() {
+    let mut st = state(true);
+    add(&mut st, 1, true, &[1, 2]);
+    add(&mut st, 2, true, &[3]);
+    let fx = st.on(gone(1, End::Eof, "killed by signal 9 (SIGKILL)"));
+    let expected = format!("{KILLED}; a new worker takes its place (respawn mode)");
+    assert_eq!(reasons(&fx), [expected.clone(), expected]);
+    assert_eq!((fx.spawn, st.spawning), (1, 1));
+    assert!(fx.kill.is_empty());
+    assert_eq!(st.broken_reason(), None);
+    assert_eq!(st.workers.len(), 1);
+    assert_eq!(
+        st.workers[0].in_flight.len(),
+        1,
+        "the other worker's task goes on"
+    );
+}
+
+#[test]
+fn respawn_gives_up_after_four_replacements_in_a_row_fail_to_start() {
+    let mut st = state(true);
+    for serial in 1..=3 {
+        add(&mut st, serial, false, &[]);
+        let fx = st.on(gone(serial, End::Eof, "exited with code 1"));
+        assert_eq!(fx.spawn, 1, "replacement {serial} is started again");
+        assert_eq!(
+            fx.warnings,
+            [format!(
+                "worker-{serial} (pid 4242) terminated abruptly: exited with code 1; \
+                 starting another worker (respawn mode)"
+            )]
+        );
+        assert!(fx.failed.is_empty() && fx.kill.is_empty());
+        assert_eq!(st.broken_reason(), None);
+    }
+    add(&mut st, 4, false, &[]);
+    let fx = st.on(gone(4, End::Eof, "exited with code 1"));
+    assert_eq!(fx.spawn, 0);
+    assert_eq!(
+        st.broken_reason().as_deref(),
+        Some(
+            "worker-4 (pid 4242) terminated abruptly: exited with code 1; 4 replacement \
+             workers in a row failed to start, so respawn mode gives up"
+        )
+    );
+}
+
+#[test]
+fn a_greeting_resets_the_failed_starts() {
+    let mut st = state(true);
+    add(&mut st, 1, false, &[]);
+    let _ = st.on(gone(1, End::Eof, "exited with code 1"));
+    assert_eq!(st.failed_starts, 1);
+    add(&mut st, 2, false, &[]);
+    let fx = st.on(Event::Greeted { serial: 2 });
+    assert!(fx.wake);
+    assert!(st.workers[0].ready);
+    assert_eq!(st.failed_starts, 0);
+}
+
+#[test]
+fn an_expected_eof_after_close_has_no_effects() {
+    let mut st = state(false);
+    add(&mut st, 1, true, &[]);
+    let fx = st.on_shutdown(false);
+    assert!(st.workers[0].tx.is_none(), "the idle worker is closed");
+    assert!(fx.failed.is_empty() && fx.cancelled.is_empty());
+    let fx = st.on(gone(1, End::Eof, "exited with code 0"));
+    assert!(fx.failed.is_empty() && fx.kill.is_empty() && fx.completed.is_empty());
+    assert!(fx.warnings.is_empty() && fx.violation.is_none());
+    assert_eq!(fx.spawn, 0);
+    assert_eq!(st.broken_reason(), None);
+    assert!(st.all_gone());
+}
+
+#[test]
+fn a_result_for_a_task_the_worker_was_not_running_is_a_violation() {
+    let mut st = state(false);
+    let futures = add(&mut st, 1, true, &[1]);
+    let results = vec![
+        (1, run(Ok(crate::value::TaskValue::unit()))),
+        (99, run(Err(TaskError::Cancelled))),
+    ];
+    let fx = st.on(Event::Results { serial: 1, results });
+    assert_eq!(fx.completed.len(), 1, "the result before it counts");
+    assert_eq!(fx.completed[0].2.worker, "worker-1");
+    assert_eq!(fx.completed[0].2.pid, PID);
+    assert_eq!(
+        fx.violation,
+        Some(ProtocolError::Malformed(
+            "a result for task 99, which it was not running".into()
+        ))
+    );
+    drop(fx);
+    assert!(futures[0].is_done());
+    // The reader then ends the channel: the worker sent a malformed message.
+    let fx = st.on(gone(
+        1,
+        End::Protocol(ProtocolError::Malformed("x".into())),
+        "killed by signal 9 (SIGKILL)",
+    ));
+    assert_eq!(
+        st.broken_reason().as_deref(),
+        Some("worker-1 (pid 4242) sent a malformed message and was stopped: malformed frame: x")
+    );
+    assert!(fx.wake);
+}
+
+#[test]
+fn a_stray_result_in_a_broken_pool_is_skipped() {
+    let mut st = state(false);
+    add(&mut st, 1, true, &[]);
+    let _ = st.on_abandon();
+    let results = vec![(5, run(Err(TaskError::Cancelled)))];
+    let fx = st.on(Event::Results { serial: 1, results });
+    assert!(fx.violation.is_none() && fx.completed.is_empty());
+}
+
+#[test]
+fn a_failed_initializer_breaks_the_pool() {
+    let mut st = state(false);
+    add(&mut st, 1, true, &[1, 2]);
+    let reason = "the initializer failed: boom".to_string();
+    let mut first = run(Err(TaskError::BrokenPool {
+        reason: reason.clone(),
+    }));
+    first.breaks_pool = true;
+    let fx = st.on(Event::Results {
+        serial: 1,
+        results: vec![(1, first)],
+    });
+    assert_eq!(fx.completed.len(), 1);
+    assert_eq!(
+        reasons(&fx),
+        [reason.as_str()],
+        "the other task fails with it"
+    );
+    assert_eq!(st.broken_reason(), Some(reason));
+    assert_eq!(fx.kill.len(), 1);
+}
+
+#[test]
+fn the_start_waits_for_every_greeting() {
+    let mut st = state(false);
+    st.started = false;
+    add(&mut st, 1, false, &[]);
+    add(&mut st, 2, false, &[]);
+    assert!(st.start_verdict().is_none());
+    let _ = st.on(Event::Greeted { serial: 1 });
+    assert!(st.start_verdict().is_none());
+    let _ = st.on(Event::Greeted { serial: 2 });
+    assert!(matches!(st.start_verdict(), Some(Ok(()))));
+    assert!(st.started);
+}
+
+#[test]
+fn the_start_fails_with_the_first_workers_failure() {
+    let mut st = state(true);
+    st.started = false;
+    add(&mut st, 1, false, &[]);
+    add(&mut st, 2, false, &[]);
+    let timeout = ProtocolError::HandshakeTimeout(Duration::from_millis(500));
+    let fx = st.on(gone(
+        1,
+        End::Handshake(timeout.clone()),
+        "killed by signal 9 (SIGKILL)",
+    ));
+    assert_eq!(
+        fx.spawn, 0,
+        "a first start is not retried, even in respawn mode"
+    );
+    assert!(st.broken_reason().is_some_and(|r| {
+        r.starts_with("worker-1 (pid 4242) failed the handshake: no greeting within 500ms")
+    }));
+    let Some(Err(failure)) = st.start_verdict() else {
+        panic!("the start failed");
+    };
+    assert_eq!(failure.worker, "worker-1");
+    assert_eq!(failure.reason, timeout.to_string());
+    assert_eq!(failure.source, Some(timeout));
+}
+
+#[test]
+fn a_worker_that_ends_before_its_greeting_says_so() {
+    let mut st = state(false);
+    st.started = false;
+    add(&mut st, 1, false, &[]);
+    let _ = st.on(gone(1, End::Eof, "exited with code 3"));
+    let Some(Err(failure)) = st.start_verdict() else {
+        panic!("the start failed");
+    };
+    assert_eq!(
+        failure.reason,
+        "it ended before the handshake (exited with code 3)"
+    );
+    assert_eq!(failure.source, None);
+}
+
+#[test]
+fn a_failed_spawn_breaks_the_pool() {
+    let mut st = state(true);
+    st.spawning = 3;
+    let fx = st.on_spawn_failed(&std::io::Error::other("cannot run /nope: gone"), 2);
+    assert!(fx.wake);
+    assert_eq!(st.spawning, 0);
+    assert_eq!(
+        st.broken_reason().as_deref(),
+        Some("cannot start a new worker: cannot run /nope: gone")
+    );
+    let fx = st.on_abandon();
+    assert!(fx.failed.is_empty(), "broken already: nothing more");
+    assert_eq!(
+        st.broken_reason().as_deref(),
+        Some("cannot start a new worker: cannot run /nope: gone")
+    );
+}
+
+#[test]
+fn shutdown_with_cancel_takes_the_queue_and_refuses_submits() {
+    let mut st = state(false);
+    let component = Arc::new(Component {
+        id: 1,
+        load: Frame::Whole(Vec::new()),
+    });
+    let (promise, future) = promise();
+    let batch = Batch {
+        tasks: vec![(1, promise)],
+        frames: vec![0],
+        ends: vec![1],
+        component,
+    };
+    let fx = st.on_submit(vec![batch]).map_err(|_| ()).expect("open");
+    assert!(fx.failed.is_empty());
+    assert_eq!(st.queue.len(), 1, "no worker yet: it waits");
+    let fx = st.on_shutdown(true);
+    assert_eq!(fx.cancelled.len(), 1);
+    assert!(st.queue.is_empty());
+    assert!(
+        !future.is_done(),
+        "cancelling is the pool's job, after the lock"
+    );
+    assert_eq!(st.check_open(), Err(SubmitError::Shutdown));
+}
+
+#[test]
+fn an_abort_goes_to_the_worker_running_the_task() {
+    let mut st = state(false);
+    add(&mut st, 1, true, &[1]);
+    add(&mut st, 2, true, &[2]);
+    assert!(
+        st.abort_route(2)
+            .is_some_and(|tx| tx.same_channel(st.workers[1].tx.as_ref().unwrap()))
+    );
+    assert!(st.abort_route(3).is_none());
+}
