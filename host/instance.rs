@@ -102,15 +102,12 @@ pub(crate) fn new_instance(
         let pre = component.instance_pre_async().map_err(start_error)?;
         instantiate_async(&mut store, pre, control, deadline)
     } else {
-        component
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(|e| format!("{e:#}"))
+        component.instance_pre().instantiate(&mut store)
     };
-    let instance = instance.map_err(|message| {
+    let instance = instance.map_err(|error| {
         let limiter = store.data().limiter();
         (
-            classify_start(message, budget, deadline, control, limiter),
+            classify_start(&error, budget, deadline, control, limiter),
             false,
         )
     })?;

@@ -1,7 +1,6 @@
 //! The thread pool: worker threads that each run one task at a time, every task in a
 //! fresh wasm instance.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -13,7 +12,7 @@ use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
 use crate::future::{Promise, TaskFuture, promise};
 use crate::instance::InstanceSlot;
-use crate::run::run_task;
+use crate::run::run_guarded;
 use crate::settings::{TaskEnv, TaskSettings, task_settings_setters};
 use crate::store::TaskControl;
 
@@ -200,46 +199,19 @@ fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot)
         return;
     }
     lock(&watch.running)[watch.slot] = Some(job.promise.future());
-    let run = catch_unwind(AssertUnwindSafe(|| {
-        run_task(&job.call, env, &job.control, instances)
-    }));
+    let run = run_guarded(&job.call, env, &job.control, instances);
     lock(&watch.running)[watch.slot] = None;
-    match run {
-        Ok(run) => {
-            if run.breaks_pool
-                && let Err(TaskError::BrokenPool { reason }) = &run.outcome
-            {
-                lock(&watch.broken).get_or_insert_with(|| reason.clone());
-            }
-            let report = run.report(&env.worker_name, std::process::id(), 1);
-            job.promise.complete_with_report(run.outcome, report);
-        }
-        Err(panic) => {
-            // The kept instance may be mid-call: never reuse it.
-            *instances = InstanceSlot::default();
-            job.promise.set_error(TaskError::BrokenPool {
-                reason: format!(
-                    "{} panicked while running the task: {}",
-                    env.worker_name,
-                    panic_text(&*panic)
-                ),
-            });
-        }
+    if run.breaks_pool
+        && let Err(TaskError::BrokenPool { reason }) = &run.outcome
+    {
+        lock(&watch.broken).get_or_insert_with(|| reason.clone());
     }
+    let report = run.report(&env.worker_name, std::process::id(), 1);
+    job.promise.complete_with_report(run.outcome, report);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
 }
 
 /// Runs calls on a pool of threads, each task in a fresh instance of its component:

@@ -322,24 +322,20 @@ impl Driver<'_> {
                     eprintln!("wasmpool: the pool is broken ({reason}); starting a new one");
                 });
             }
-            Err(e) => {
-                return failed_future(TaskError::BrokenPool {
-                    reason: e.to_string(),
-                });
-            }
+            // Shutdown cannot happen (the driver submits before it shuts a pool down);
+            // a call that does not fit the pool is `incompatible`, not retried.
+            Err(e) => return TaskFuture::failed(e.into()),
         }
         match self.settings.build() {
             Ok(pool) => {
                 let old = std::mem::replace(&mut self.pool, pool);
                 old.shutdown(false, true);
                 self.retired.push(old);
-                self.pool.submit(call.clone()).unwrap_or_else(|e| {
-                    failed_future(TaskError::BrokenPool {
-                        reason: e.to_string(),
-                    })
-                })
+                self.pool
+                    .submit(call.clone())
+                    .unwrap_or_else(|e| TaskFuture::failed(e.into()))
             }
-            Err(e) => failed_future(TaskError::BrokenPool {
+            Err(e) => TaskFuture::failed(TaskError::BrokenPool {
                 reason: format!("cannot start a new pool: {e:#}"),
             }),
         }
@@ -473,11 +469,4 @@ enum StopReason {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-}
-
-/// A future that already failed with `error`.
-fn failed_future(error: TaskError) -> TaskFuture {
-    let (promise, future) = wasmpool::promise();
-    promise.set_error(error);
-    future
 }

@@ -8,7 +8,8 @@
 //! - `error`: `{"kind": K, "message": M}` (and `"backtrace"` for a trap or a stack overflow,
 //!   when wasmtime captured one), K one of `failed`, `trap`, `timeout`,
 //!   `out-of-fuel`, `memory-limit`, `stack-overflow`, `cancelled`, `broken-pool`, `start`,
-//!   `invalid-input`;
+//!   `panic`, `fuel-not-enabled`, `no-instance-slot`, `unreturnable`,
+//!   `component-unavailable`, `incompatible`, `invalid-input`;
 //! - the task's report, when it ran: `elapsed_ms`, `worker`, `pid`, `fuel` (with `--fuel`),
 //!   `peak_memory` (bytes), `attempt` (1, or more after `--retries`), and `stdout`/`stderr`
 //!   (what the task printed, when it printed anything).
@@ -59,11 +60,14 @@ impl Failure {
         }
     }
 
-    /// Whether running the task again may help: a timeout, or a worker that died.
+    /// Whether running the task again may help: a timeout, a worker that died, or a panic of
+    /// the host code (which was reported as a broken pool before it had its own kind).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Failure::Task(TaskError::Timeout { .. } | TaskError::BrokenPool { .. })
+            Failure::Task(
+                TaskError::Timeout { .. } | TaskError::BrokenPool { .. } | TaskError::Panic { .. }
+            )
         )
     }
 }

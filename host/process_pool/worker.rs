@@ -20,7 +20,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use crate::component::TaskComponent;
 use crate::error::{ProtocolError, TaskError};
 use crate::instance::InstanceSlot;
 use crate::output::redirect_host_output;
-use crate::run::{TaskRun, run_task};
+use crate::run::{TaskRun, run_guarded};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::settings::TaskEnv;
 use crate::store::TaskControl;
@@ -185,8 +184,8 @@ fn execute(jobs: &Receiver<Job>, out: &Sender<Frame>, controls: &Controls, env: 
                     failed_run(TaskError::Cancelled)
                 } else {
                     match make_call(&components, task) {
-                        Ok(call) => guarded_run(&call, env, &control, &mut instances),
-                        Err(message) => failed_run(TaskError::Start { message }),
+                        Ok(call) => run_guarded(&call, env, &control, &mut instances),
+                        Err(message) => failed_run(TaskError::ComponentUnavailable { message }),
                     }
                 };
                 lock(controls).remove(&id);
@@ -219,11 +218,11 @@ fn load_component(
 }
 
 /// The RESULT frame of task `id`. A value that cannot be sent (a resource) becomes a
-/// [`TaskError::Start`] in a run that keeps its report; a frame too large becomes that
+/// [`TaskError::Unreturnable`] in a run that keeps its report; a frame too large becomes that
 /// error with an empty report.
 fn result_frame(id: u64, run: TaskRun) -> Result<Frame, ProtocolError> {
-    let cannot_return = |e: ProtocolError| TaskError::Start {
-        message: format!("the task's result cannot be returned: {e}"),
+    let cannot_return = |e: ProtocolError| TaskError::Unreturnable {
+        message: e.to_string(),
     };
     let message = FromWorker::Result(TaskResult { id, run });
     let error = match frame(&message) {
@@ -279,42 +278,9 @@ fn make_call(
     })
 }
 
-/// Runs the task; a panic in the host code becomes that task's error, as in the thread pool.
-fn guarded_run(
-    call: &Call,
-    env: &TaskEnv,
-    control: &Arc<TaskControl>,
-    instances: &mut InstanceSlot,
-) -> TaskRun {
-    catch_unwind(AssertUnwindSafe(|| run_task(call, env, control, instances))).unwrap_or_else(
-        |panic| {
-            // The kept instance may be mid-call: never reuse it.
-            *instances = InstanceSlot::default();
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            failed_run(TaskError::BrokenPool {
-                reason: format!(
-                    "{} panicked while running the task: {text}",
-                    env.worker_name
-                ),
-            })
-        },
-    )
-}
-
+/// A run that failed before it started: nothing measured.
 fn failed_run(error: TaskError) -> TaskRun {
-    TaskRun {
-        outcome: Err(error),
-        elapsed: Duration::ZERO,
-        fuel_consumed: None,
-        peak_memory: 0,
-        stdout: None,
-        stderr: None,
-        breaks_pool: false,
-    }
+    TaskRun::failed(error, Duration::ZERO)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -378,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn a_value_that_cannot_be_sent_becomes_a_start_error_that_keeps_the_report() {
+    fn a_value_that_cannot_be_sent_becomes_unreturnable_and_keeps_the_report() {
         let mut deep = Val::Bool(true);
         for _ in 0..200 {
             deep = Val::Option(Some(Box::new(deep)));
@@ -395,8 +361,8 @@ mod tests {
         let sent = decoded(result_frame(4, run).unwrap());
         assert_eq!(sent.id, 4);
         assert!(
-            matches!(&sent.run.outcome, Err(TaskError::Start { message })
-                if message.starts_with("the task's result cannot be returned: ")),
+            matches!(&sent.run.outcome, Err(TaskError::Unreturnable { message })
+                if message.contains("nests deeper")),
             "{:?}",
             sent.run.outcome
         );

@@ -312,7 +312,7 @@ impl Drop for AbortOnDrop {
 /// A full instance pool fails the task that finds it full with a clear start error, and the
 /// slot is free again once the task holding it has ended.
 #[test]
-fn an_exhausted_instance_pool_is_a_start_error() {
+fn an_exhausted_instance_pool_is_no_instance_slot() {
     let runtime = Runtime::with_pooling(
         RuntimeConfig::default(),
         Some(PoolingConfig::default().instances(1)),
@@ -338,10 +338,10 @@ fn an_exhausted_instance_pool_is_a_start_error() {
     let first = wait(&futures, Some(SOON), ReturnWhen::FirstCompleted);
     assert_eq!(first.done.len(), 1, "neither spinner was refused a slot");
     match first.done[0].result() {
-        Err(TaskError::Start { message }) => {
+        Err(TaskError::NoInstanceSlot { message }) => {
             assert!(message.contains("maximum concurrent limit"), "{message}")
         }
-        other => panic!("expected a start error, got {other:?}"),
+        other => panic!("expected no free instance slot, got {other:?}"),
     }
     let holder = &first.not_done[0];
     until_started(holder);
