@@ -301,7 +301,7 @@ pub enum LoadError {
     /// The bytes do not start with the wasm magic number.
     #[error("{origin} is not a WebAssembly file (it does not start with \\0asm)")]
     NotWasm {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
     },
     /// The bytes are a core wasm module; a component is needed.
@@ -309,13 +309,13 @@ pub enum LoadError {
         "{origin} is a core WebAssembly module, not a component; wrap it with `wasm-tools component new` or build for wasm32-wasip2"
     )]
     CoreModule {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
     },
     /// The file ends before the component does.
     #[error("{origin} is truncated: {message}")]
     Truncated {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
         /// What the validator said.
         message: String,
@@ -323,7 +323,7 @@ pub enum LoadError {
     /// The component is malformed or does not validate.
     #[error("{origin} is not a valid component: {message}")]
     Invalid {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
         /// What wasmtime said.
         message: String,
@@ -331,7 +331,7 @@ pub enum LoadError {
     /// The component imports something the host does not provide.
     #[error("{origin} cannot be linked: {message}")]
     Link {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
         /// What is missing.
         message: String,
