@@ -7,7 +7,9 @@
 
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::sync::lock;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -99,17 +101,13 @@ impl LineSink {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn push(&self, bytes: &[u8]) {
-        self.lock().push(bytes);
+        lock(&self.state).push(bytes);
     }
 
     /// Forwards an unterminated last line; call when the task ends.
     pub(crate) fn finish(&self) {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         if !state.partial.is_empty() {
             state.partial.push(b'\n');
             let line = std::mem::take(&mut state.partial);
@@ -120,14 +118,14 @@ impl LineSink {
     /// What was captured since the last call, as text (`None` unless the mode is
     /// `Capture`); the buffer starts empty again for the next task.
     pub(crate) fn take_captured(&self) -> Option<String> {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         let (bytes, _) = state.capture.as_mut()?;
         Some(String::from_utf8_lossy(&std::mem::take(bytes)).into_owned())
     }
 
     /// The last few KiB the guest wrote to this stream (stderr only), as text.
     pub(crate) fn tail(&self) -> String {
-        let state = self.lock();
+        let state = lock(&self.state);
         String::from_utf8_lossy(state.tail.as_deref().unwrap_or_default()).into_owned()
     }
 }

@@ -2,7 +2,7 @@
 //! fresh wasm instance.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -15,6 +15,7 @@ use crate::instance::InstanceSlot;
 use crate::run::run_guarded;
 use crate::settings::{TaskEnv, TaskSettings, task_settings_setters};
 use crate::store::TaskControl;
+use crate::sync::lock;
 
 /// Settings of a [`ThreadPoolExecutor`].
 ///
@@ -210,10 +211,6 @@ fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot)
     job.promise.complete_with_report(run.outcome, report);
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Runs calls on a pool of threads, each task in a fresh instance of its component:
 /// `concurrent.futures.ThreadPoolExecutor` for wasm components.
 ///
@@ -271,11 +268,7 @@ impl Executor for ThreadPoolExecutor {
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        let sender = self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let sender = lock(&self.queue).take();
         if cancel_futures {
             self.cancelling.store(true, Ordering::SeqCst);
             while let Ok(work) = self.backlog.try_recv() {
@@ -287,8 +280,7 @@ impl Executor for ThreadPoolExecutor {
         // Closing the queue lets each worker exit once the backlog is done.
         drop(sender);
         if wait {
-            let threads =
-                std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+            let threads = std::mem::take(&mut *lock(&self.threads));
             let me = std::thread::current().id();
             for t in threads {
                 // A done-callback running on a worker may shut the pool down: never join
@@ -305,7 +297,7 @@ impl ThreadPoolExecutor {
     /// Queues `work` unless the pool is shut down or broken (then its promises are dropped
     /// with it, which resolves their futures).
     fn send(&self, work: Work) -> Result<(), SubmitError> {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let queue = lock(&self.queue);
         let Some(sender) = queue.as_ref() else {
             return Err(SubmitError::Shutdown);
         };

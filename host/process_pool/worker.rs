@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -34,6 +34,7 @@ use crate::run::{TaskRun, run_guarded};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::settings::TaskEnv;
 use crate::store::TaskControl;
+use crate::sync::lock;
 
 use super::framing::{CHANNEL_BUFFER, Frame, frame, hello_frame, read_frame, write_frames};
 use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskResult, ToWorker};
@@ -281,10 +282,6 @@ fn make_call(
 /// A run that failed before it started: nothing measured.
 fn failed_run(error: TaskError) -> TaskRun {
     TaskRun::failed(error, Duration::ZERO)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// See [`TEST_HOOK_ENV`].
