@@ -84,8 +84,16 @@ pub(crate) fn new_instance(
     let start_error = |message: String| (TaskError::Start { message }, false);
     let component = call.component();
     let runtime = component.runtime().inner();
-    let stdout = LineSink::new(env.settings.output, &env.worker_name, HostStream::Stdout);
-    let stderr = LineSink::new(env.settings.output, &env.worker_name, HostStream::Stderr);
+    let sink = |stream| {
+        LineSink::new(
+            env.settings.output,
+            &env.worker_name,
+            stream,
+            &env.destination,
+        )
+    };
+    let stdout = sink(HostStream::Stdout);
+    let stderr = sink(HostStream::Stderr);
     let wasi = wasi_context(&env.settings.capabilities, call.argv(), &stdout, &stderr)
         .map_err(start_error)?;
     let mut store = new_store(

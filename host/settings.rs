@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::output::OutputMode;
+use crate::output::{Destination, OutputMode};
 use crate::sandbox::{Budget, Capabilities};
 
 /// What every task of an executor gets: set on either pool's builder and carried to each
@@ -67,6 +67,8 @@ pub(crate) use task_settings_setters;
 pub(crate) struct TaskEnv {
     pub(crate) worker_name: Arc<str>,
     pub(crate) settings: TaskSettings,
+    /// Where the lines its tasks print go.
+    pub(crate) destination: Destination,
 }
 
 /// Which instance a task runs in.

@@ -12,6 +12,7 @@ use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
 use crate::future::{Promise, TaskFuture, promise};
 use crate::instance::InstanceSlot;
+use crate::output::Destination;
 use crate::run::run_guarded;
 use crate::settings::{TaskEnv, TaskSettings, task_settings_setters};
 use crate::store::TaskControl;
@@ -81,6 +82,7 @@ impl ThreadPoolBuilder {
             let env = TaskEnv {
                 worker_name: Arc::from(name.as_str()),
                 settings: self.settings.clone(),
+                destination: Destination::Host,
             };
             let receiver = receiver.clone();
             let watch = Watch {

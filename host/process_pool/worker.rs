@@ -29,7 +29,7 @@ use crate::call::Call;
 use crate::component::TaskComponent;
 use crate::error::{ProtocolError, TaskError};
 use crate::instance::InstanceSlot;
-use crate::output::redirect_host_output;
+use crate::output::Destination;
 use crate::run::{TaskRun, run_guarded};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::settings::TaskEnv;
@@ -87,8 +87,9 @@ fn serve_inner() -> Result<(), String> {
         },
         Err(e) => return Err(e.to_string()),
     };
+    // The lines tasks print go to the pool as OUTPUT frames (fd 1 is stderr now).
     let lines = out.clone();
-    redirect_host_output(move |stream, line| {
+    let forward = move |stream, line: &[u8]| {
         let output = FromWorker::Output(Output {
             stream,
             line: Cow::Borrowed(line),
@@ -96,10 +97,11 @@ fn serve_inner() -> Result<(), String> {
         if let Ok(frame) = frame(&output) {
             let _ = lines.send(frame);
         }
-    });
+    };
     let env = TaskEnv {
         worker_name: Arc::from(setup.name),
         settings: setup.settings,
+        destination: Destination::Forward(Arc::new(forward)),
     };
 
     let controls: Controls = Arc::default();
