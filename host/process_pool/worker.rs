@@ -250,7 +250,8 @@ fn result_frame(id: u64, run: TaskRun) -> Result<Frame, ProtocolError> {
     })
 }
 
-/// Builds the checked call the task describes (its arguments are checked again here).
+/// Builds the checked call the task describes: the function by its index, resolved once
+/// (its arguments are checked again here). Any error becomes `ComponentUnavailable`.
 fn make_call(
     components: &HashMap<u64, Result<TaskComponent, String>>,
     task: RunTask<'static>,
@@ -265,14 +266,8 @@ fn make_call(
             ));
         }
     };
-    let name = component
-        .functions()
-        .get(task.function)
-        .ok_or_else(|| format!("the component has no function #{}", task.function))?
-        .name()
-        .to_string();
     let call = component
-        .call(&name, task.args.into_owned())
+        .call_at(task.function, task.args.into_owned())
         .map_err(|e| e.to_string())?
         .with_budget(task.budget);
     Ok(match task.argv {
