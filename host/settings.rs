@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::error::BuildError;
 use crate::output::{Destination, OutputMode};
 use crate::sandbox::{Budget, Capabilities};
 
@@ -87,4 +88,14 @@ pub enum InstancePolicy {
         /// How many tasks one instance serves at most.
         max_tasks: usize,
     },
+}
+
+/// How many workers a pool builder starts: `workers` if given (0 is refused), otherwise one
+/// per CPU (1 if the CPU count is unknown).
+pub(crate) fn worker_count(workers: Option<usize>) -> Result<usize, BuildError> {
+    match workers {
+        Some(0) => Err(BuildError::Invalid("workers must be at least 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
 }

@@ -14,7 +14,7 @@ use crate::future::{Promise, TaskFuture, promise};
 use crate::instance::InstanceSlot;
 use crate::output::Destination;
 use crate::run::run_guarded;
-use crate::settings::{TaskEnv, TaskSettings, task_settings_setters};
+use crate::settings::{TaskEnv, TaskSettings, task_settings_setters, worker_count};
 use crate::store::TaskControl;
 use crate::sync::lock;
 
@@ -67,11 +67,7 @@ impl ThreadPoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
-        let workers = match self.workers {
-            Some(0) => return Err(BuildError::Invalid("workers must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let workers = worker_count(self.workers)?;
         let (sender, receiver) = crossbeam_channel::unbounded::<Work>();
         let running = Arc::new(Mutex::new(vec![None; workers]));
         let broken = Arc::new(Mutex::new(None));

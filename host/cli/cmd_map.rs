@@ -28,7 +28,7 @@ use super::cache;
 use super::input::{self, Input};
 use super::interrupt::{self, INTERRUPTED};
 use super::joblog::{JobLog, Resume};
-use super::pool_settings::PoolSettings;
+use super::pool_settings::{Pool, PoolSettings};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
 
@@ -89,11 +89,11 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     }
 
     let interrupts = interrupt::install()?;
-    let pool = settings.build()?;
-    let window = settings
-        .worker_count()
-        .saturating_mul(WINDOW_PER_WORKER)
-        .max(1);
+    let Pool {
+        executor: pool,
+        workers,
+    } = settings.build()?;
+    let window = workers.saturating_mul(WINDOW_PER_WORKER).max(1);
     let inputs = input::spawn(source, component, args.function.clone(), skip, window)
         .context("cannot start the input reader")?;
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -328,7 +328,7 @@ impl Driver<'_> {
         }
         match self.settings.build() {
             Ok(pool) => {
-                let old = std::mem::replace(&mut self.pool, pool);
+                let old = std::mem::replace(&mut self.pool, pool.executor);
                 old.shutdown(false, true);
                 self.retired.push(old);
                 self.pool
