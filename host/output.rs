@@ -48,8 +48,8 @@ pub(crate) enum HostStream {
     Stderr,
 }
 
-/// Where a worker's forwarded lines go: part of the [`TaskEnv`](crate::settings::TaskEnv)
-/// the worker gives each task.
+/// Where a worker's forwarded lines go: part of the task environment (`TaskEnv`) the worker
+/// gives each task.
 #[derive(Clone, Default)]
 pub(crate) enum Destination {
     /// This process's own stdout/stderr (a thread-pool worker).
@@ -57,8 +57,11 @@ pub(crate) enum Destination {
     Host,
     /// A function that takes each line, prefix and newline included: a process-pool worker,
     /// whose stdout carries the protocol, sends it to the pool as an OUTPUT frame.
-    Forward(Arc<dyn Fn(HostStream, &[u8]) + Send + Sync>),
+    Forward(Forward),
 }
+
+/// A function that takes each forwarded line of a stream.
+pub(crate) type Forward = Arc<dyn Fn(HostStream, &[u8]) + Send + Sync>;
 
 /// Writes `bytes` to this process's stdout or stderr in one locked write. A closed stream
 /// (e.g. `| head`) is not an error: the output is lost, as it would be for a native program.
