@@ -201,6 +201,25 @@ mod tests {
     use wasmpool::Val;
 
     #[test]
+    fn a_host_panic_is_retried_as_a_broken_pool_was_and_a_refused_call_is_not() {
+        let panic = Failure::Task(TaskError::Panic {
+            worker: "worker-1".into(),
+            message: "oops".into(),
+        });
+        assert_eq!(panic.kind(), "panic");
+        assert!(panic.is_retryable());
+        let refused = Failure::Task(TaskError::Incompatible {
+            message: "too large".into(),
+        });
+        assert_eq!(refused.kind(), "incompatible");
+        assert!(!refused.is_retryable());
+        assert_eq!(
+            Failure::Task(TaskError::FuelNotEnabled).kind(),
+            "fuel-not-enabled"
+        );
+    }
+
+    #[test]
     fn json_shape() {
         let record = TaskRecord {
             index: Some(3),

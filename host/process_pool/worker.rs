@@ -3,7 +3,7 @@
 //! Three threads:
 //! - the main thread reads frames from stdin: components to load and tasks go to the
 //!   executor in order; an abort stops the task it names at once;
-//! - the executor thread runs one task at a time with [`run_task`], exactly as a thread-pool
+//! - the executor thread runs one task at a time with [`run_guarded`], exactly as a thread-pool
 //!   worker does, and queues each result;
 //! - the writer thread writes results and output lines to the channel, flushing whenever it
 //!   has nothing more to write.
