@@ -99,7 +99,7 @@ fn guarded(
 
 /// Runs `call` under `env`, in a fresh instance or the worker's kept one. Never panics on
 /// guest behaviour.
-pub(crate) fn run_task(
+fn run_task(
     call: &Call,
     env: &TaskEnv,
     control: &Arc<TaskControl>,
