@@ -94,7 +94,23 @@ impl TaskComponent {
     /// full name (`wasmpool:tasks/math@0.1.0#add`), without the version, by the
     /// interface's short name (`math#add`), or in WAVE's form (`math.add`).
     pub fn call(&self, name: &str, args: impl Into<Vec<Val>>) -> Result<Call, CallError> {
-        let function = self.lookup(name)?;
+        self.call_at(self.lookup(name)?, args)
+    }
+
+    /// A call of the function at `function` in [`TaskComponent::functions`] (a process-pool
+    /// worker gets the index from the pool), checked as [`TaskComponent::call`] checks it. An
+    /// index out of range is [`CallError::UnknownFunction`] named `#{index}`.
+    pub(crate) fn call_at(
+        &self,
+        function: usize,
+        args: impl Into<Vec<Val>>,
+    ) -> Result<Call, CallError> {
+        if function >= self.functions().len() {
+            return Err(CallError::UnknownFunction {
+                name: format!("#{function}"),
+                available: self.function_names(),
+            });
+        }
         let args = args.into();
         let f = self.function_at(function);
         let params: Vec<(&str, Type)> = f.params().collect();

@@ -241,6 +241,12 @@ impl TaskComponent {
         self.lookup(name).map(|i| self.function_at(i))
     }
 
+    /// The exported functions' names, comma-separated (for error messages).
+    pub(crate) fn function_names(&self) -> String {
+        let names: Vec<&str> = self.functions().iter().map(|f| f.name()).collect();
+        names.join(", ")
+    }
+
     /// The index of the exported function `name`, by any of the names
     /// [`TaskComponent::call`] accepts.
     pub(crate) fn lookup(&self, name: &str) -> Result<usize, CallError> {
@@ -265,11 +271,7 @@ impl TaskComponent {
         }
         Err(CallError::UnknownFunction {
             name: name.to_string(),
-            available: functions
-                .iter()
-                .map(|f| f.name())
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: self.function_names(),
         })
     }
 }

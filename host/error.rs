@@ -28,10 +28,22 @@ pub enum TaskErrorKind {
     StackOverflow,
     /// The task was cancelled before it started (or aborted while running).
     Cancelled,
-    /// The pool broke (a worker died) before the task could finish.
+    /// The pool broke (a worker died, or the initializer failed) before the task could finish.
     BrokenPool,
     /// The task could not be started: instantiation failed.
     Start,
+    /// The host code panicked while running the task (the pool goes on).
+    Panic,
+    /// The task has a fuel budget but the runtime does not meter fuel.
+    FuelNotEnabled,
+    /// The pooling allocator had no free instance slot.
+    NoInstanceSlot,
+    /// The task finished, but its result cannot be returned across the process boundary.
+    Unreturnable,
+    /// The worker cannot run the task's component (missing, or failed to load there).
+    ComponentUnavailable,
+    /// The task was never submitted: the call does not fit the pool.
+    Incompatible,
 }
 
 impl TaskErrorKind {
@@ -47,6 +59,12 @@ impl TaskErrorKind {
             TaskErrorKind::Cancelled => "cancelled",
             TaskErrorKind::BrokenPool => "broken-pool",
             TaskErrorKind::Start => "start",
+            TaskErrorKind::Panic => "panic",
+            TaskErrorKind::FuelNotEnabled => "fuel-not-enabled",
+            TaskErrorKind::NoInstanceSlot => "no-instance-slot",
+            TaskErrorKind::Unreturnable => "unreturnable",
+            TaskErrorKind::ComponentUnavailable => "component-unavailable",
+            TaskErrorKind::Incompatible => "incompatible",
         }
     }
 }
@@ -116,16 +134,61 @@ pub enum TaskError {
     /// The task was cancelled.
     #[error("task was cancelled")]
     Cancelled,
-    /// The pool is broken; the message says which worker died and how.
+    /// The pool is broken: a worker died, or the initializer failed. The reason says which
+    /// worker and how.
     #[error("broken pool: {reason}")]
     BrokenPool {
         /// Which worker died and how.
         reason: String,
     },
-    /// The task's instance could not be created.
+    /// The task's instance could not be created at all: wasmtime refused to instantiate the
+    /// component, a granted directory could not be opened, the async runtime did not start,
+    /// the instance lacks the export, or the fuel could not be set.
     #[error("task could not start: {message}")]
     Start {
         /// Why instantiation failed.
+        message: String,
+    },
+    /// The host code (wasmpool or wasmtime, not the guest) panicked while running the task.
+    /// Only this task fails: the worker discards its kept instance and goes on. See
+    /// [`TaskError::is_panic`].
+    #[error("{worker} panicked while running the task: {message}")]
+    Panic {
+        /// The worker that ran the task.
+        worker: String,
+        /// The panic's message ("unknown panic" when it was not text).
+        message: String,
+    },
+    /// The task has a fuel budget, but its component's runtime was made without fuel
+    /// metering.
+    #[error("a fuel budget needs a runtime with fuel metering (RuntimeConfig {{ fuel: true }})")]
+    FuelNotEnabled,
+    /// The runtime's pooling allocator had no free slot for the task's instance (every slot
+    /// was in use by other tasks); retrying later may succeed.
+    #[error("no instance slot is free: {message}")]
+    NoInstanceSlot {
+        /// What wasmtime said ("maximum concurrent limit of N for ... reached").
+        message: String,
+    },
+    /// The task finished, but its result cannot be sent back from the worker process (a
+    /// resource handle, a value nested too deep, or a frame too large).
+    #[error("the task's result cannot be returned: {message}")]
+    Unreturnable {
+        /// Why it cannot be sent.
+        message: String,
+    },
+    /// The worker process cannot run the task's component: it never received it, the
+    /// component failed to load there, or the call does not fit the component there.
+    #[error("the worker cannot run the task's component: {message}")]
+    ComponentUnavailable {
+        /// What went wrong in the worker.
+        message: String,
+    },
+    /// The task was never submitted: the call does not fit this pool (see
+    /// [`SubmitError::Incompatible`]).
+    #[error("the task was not submitted: {message}")]
+    Incompatible {
+        /// Why the pool refused the call.
         message: String,
     },
 }
@@ -158,7 +221,61 @@ impl TaskError {
             TaskError::Cancelled => TaskErrorKind::Cancelled,
             TaskError::BrokenPool { .. } => TaskErrorKind::BrokenPool,
             TaskError::Start { .. } => TaskErrorKind::Start,
+            TaskError::Panic { .. } => TaskErrorKind::Panic,
+            TaskError::FuelNotEnabled => TaskErrorKind::FuelNotEnabled,
+            TaskError::NoInstanceSlot { .. } => TaskErrorKind::NoInstanceSlot,
+            TaskError::Unreturnable { .. } => TaskErrorKind::Unreturnable,
+            TaskError::ComponentUnavailable { .. } => TaskErrorKind::ComponentUnavailable,
+            TaskError::Incompatible { .. } => TaskErrorKind::Incompatible,
         }
+    }
+
+    /// Whether the host code panicked while running the task (as tokio's
+    /// `JoinError::is_panic`). The guest panicking is a [`TaskError::Trap`], not this.
+    ///
+    /// ```
+    /// use wasmpool::TaskError;
+    /// let e = TaskError::Panic { worker: "worker-1".into(), message: "oops".into() };
+    /// assert!(e.is_panic());
+    /// assert_eq!(e.to_string(), "worker-1 panicked while running the task: oops");
+    /// assert!(!TaskError::Cancelled.is_panic());
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self, TaskError::Panic { .. })
+    }
+}
+
+/// The error of a task that [`submit`](crate::Executor::submit) refused, for APIs that turn
+/// a refusal into a failed future (`map`): `Shutdown` becomes [`TaskError::Cancelled`] (the
+/// task never ran, as a future cancelled before it started), `BrokenPool` stays
+/// [`TaskError::BrokenPool`], and `Incompatible` becomes [`TaskError::Incompatible`].
+///
+/// ```
+/// use wasmpool::{SubmitError, TaskError};
+/// assert_eq!(TaskError::from(SubmitError::Shutdown), TaskError::Cancelled);
+/// assert_eq!(
+///     TaskError::from(SubmitError::Incompatible("too large".into())).to_string(),
+///     "the task was not submitted: too large"
+/// );
+/// ```
+impl From<SubmitError> for TaskError {
+    fn from(e: SubmitError) -> TaskError {
+        match e {
+            SubmitError::Shutdown => TaskError::Cancelled,
+            SubmitError::BrokenPool(reason) => TaskError::BrokenPool { reason },
+            SubmitError::Incompatible(message) => TaskError::Incompatible { message },
+        }
+    }
+}
+
+/// The text of a panic's payload: the `&str` or `String` it carries, or "unknown panic".
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "unknown panic"
     }
 }
 
@@ -184,7 +301,7 @@ pub enum LoadError {
     /// The bytes do not start with the wasm magic number.
     #[error("{origin} is not a WebAssembly file (it does not start with \\0asm)")]
     NotWasm {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
     },
     /// The bytes are a core wasm module; a component is needed.
@@ -192,13 +309,13 @@ pub enum LoadError {
         "{origin} is a core WebAssembly module, not a component; wrap it with `wasm-tools component new` or build for wasm32-wasip2"
     )]
     CoreModule {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
     },
     /// The file ends before the component does.
     #[error("{origin} is truncated: {message}")]
     Truncated {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
         /// What the validator said.
         message: String,
@@ -206,7 +323,7 @@ pub enum LoadError {
     /// The component is malformed or does not validate.
     #[error("{origin} is not a valid component: {message}")]
     Invalid {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
         /// What wasmtime said.
         message: String,
@@ -214,7 +331,7 @@ pub enum LoadError {
     /// The component imports something the host does not provide.
     #[error("{origin} cannot be linked: {message}")]
     Link {
-        /// The file (or "<bytes>").
+        /// The file (or `"<bytes>"`).
         origin: String,
         /// What is missing.
         message: String,

@@ -100,7 +100,8 @@ pub trait Executor: Send + Sync {
     /// Like [`Executor::map`], but lazy: at most `buffer` tasks are in flight (submitted and
     /// not yet yielded), so a huge or endless input never sits in memory. Each yielded
     /// result makes room for the next submit. A submit that fails yields that error for
-    /// its input (a [`TaskError::BrokenPool`] or [`TaskError::Cancelled`]).
+    /// its input, as `TaskError::from(submit_error)` makes it: [`TaskError::BrokenPool`],
+    /// [`TaskError::Cancelled`] (shut down) or [`TaskError::Incompatible`].
     fn map_buffered<'a, I>(&'a self, calls: I, buffer: usize) -> Map<'a>
     where
         I: IntoIterator<Item = Call>,
@@ -152,7 +153,7 @@ impl Map<'_> {
             let future = self
                 .executor
                 .submit(call)
-                .unwrap_or_else(|e| TaskFuture::failed(submit_failure(e)));
+                .unwrap_or_else(|e| TaskFuture::failed(e.into()));
             self.pending.push_back(future);
         }
     }
@@ -167,13 +168,6 @@ fn cancel_all<'a>(
         future.cancel();
     }
     error
-}
-
-fn submit_failure(e: SubmitError) -> TaskError {
-    match e {
-        SubmitError::BrokenPool(reason) => TaskError::BrokenPool { reason },
-        _ => TaskError::Cancelled,
-    }
 }
 
 impl Iterator for Map<'_> {

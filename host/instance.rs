@@ -84,8 +84,16 @@ pub(crate) fn new_instance(
     let start_error = |message: String| (TaskError::Start { message }, false);
     let component = call.component();
     let runtime = component.runtime().inner();
-    let stdout = LineSink::new(env.settings.output, &env.worker_name, HostStream::Stdout);
-    let stderr = LineSink::new(env.settings.output, &env.worker_name, HostStream::Stderr);
+    let sink = |stream| {
+        LineSink::new(
+            env.settings.output,
+            &env.worker_name,
+            stream,
+            &env.destination,
+        )
+    };
+    let stdout = sink(HostStream::Stdout);
+    let stderr = sink(HostStream::Stderr);
     let wasi = wasi_context(&env.settings.capabilities, call.argv(), &stdout, &stderr)
         .map_err(start_error)?;
     let mut store = new_store(
@@ -102,15 +110,12 @@ pub(crate) fn new_instance(
         let pre = component.instance_pre_async().map_err(start_error)?;
         instantiate_async(&mut store, pre, control, deadline)
     } else {
-        component
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(|e| format!("{e:#}"))
+        component.instance_pre().instantiate(&mut store)
     };
-    let instance = instance.map_err(|message| {
+    let instance = instance.map_err(|error| {
         let limiter = store.data().limiter();
         (
-            classify_start(message, budget, deadline, control, limiter),
+            classify_start(&error, budget, deadline, control, limiter),
             false,
         )
     })?;

@@ -100,16 +100,17 @@ pub(crate) fn instantiate_async(
     pre: &InstancePre<TaskState>,
     control: &TaskControl,
     deadline: Option<Instant>,
-) -> Result<Instance, String> {
+) -> Result<Instance, wasmtime::Error> {
+    // wasmtime's error is kept whole: `classify_start` looks for the pooling limit in it.
     let work = async {
         pre.instantiate_async(&mut *store)
             .await
-            .map_err(|e| Failure::Start(format!("{e:#}")))
+            .map_err(Failure::Call)
     };
     let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     until_deadline(deadline, control, work).map_err(|f| match f {
-        Failure::Start(m) => m,
-        Failure::Call(e) => format!("{e:#}"),
+        Failure::Start(m) => wasmtime::Error::msg(m),
+        Failure::Call(e) => e,
     })
 }
 

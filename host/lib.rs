@@ -53,8 +53,12 @@ mod invoke;
 mod load;
 mod outcome;
 mod output;
+/// The process pool and the names only it needs: [`PROTOCOL_VERSION`](crate::process_pool::PROTOCOL_VERSION),
+/// [`WORKER_ENV`](crate::process_pool::WORKER_ENV), [`ProtocolError`](crate::process_pool::ProtocolError).
+/// Its executor, builder and [`serve_worker_if_requested`](crate::serve_worker_if_requested)
+/// are at the crate root too.
 #[cfg(unix)]
-mod process_pool;
+pub mod process_pool;
 mod report;
 mod run;
 mod runtime;
@@ -72,17 +76,13 @@ mod wait;
 pub use call::Call;
 pub use component::{ExportedFunction, TaskComponent};
 pub use error::{
-    BuildError, CallError, LoadError, ProtocolError, SubmitError, TaskError, TaskErrorKind,
-    WaitTimeout,
+    BuildError, CallError, LoadError, SubmitError, TaskError, TaskErrorKind, WaitTimeout,
 };
 pub use executor::{Executor, Map};
 pub use future::{FutureState, Promise, ResultFuture, TaskFuture, promise};
 pub use output::OutputMode;
 #[cfg(unix)]
-pub use process_pool::{
-    PROTOCOL_VERSION as PROCESS_POOL_PROTOCOL_VERSION, ProcessPoolBuilder, ProcessPoolExecutor,
-    WORKER_ENV, serve_worker_if_requested,
-};
+pub use process_pool::{ProcessPoolBuilder, ProcessPoolExecutor, serve_worker_if_requested};
 pub use report::TaskReport;
 pub use runtime::{PoolingConfig, Runtime, RuntimeConfig};
 pub use sandbox::{Budget, Capabilities, DirGrant};

@@ -15,9 +15,11 @@ use crate::store::{Interrupted, MemoryLimiter, TaskControl};
 use crate::value::{TaskValue, wave_text};
 
 /// Why instantiation failed, as a task error: the limit that stopped it if one did (abort,
-/// deadline, memory cap), otherwise `Start` with wasmtime's `message`.
+/// deadline, memory cap), `NoInstanceSlot` when the pooling allocator was full (wasmtime's
+/// `PoolConcurrencyLimitError` anywhere in the error's chain), otherwise `Start` with
+/// wasmtime's message.
 pub(crate) fn classify_start(
-    message: String,
+    error: &wasmtime::Error,
     budget: &Budget,
     deadline: Option<Instant>,
     control: &TaskControl,
@@ -33,8 +35,17 @@ pub(crate) fn classify_start(
         TaskError::MemoryLimit {
             limit: limiter.max(),
         }
+    } else if error
+        .chain()
+        .any(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
+    {
+        TaskError::NoInstanceSlot {
+            message: format!("{error:#}"),
+        }
     } else {
-        TaskError::Start { message }
+        TaskError::Start {
+            message: format!("{error:#}"),
+        }
     }
 }
 

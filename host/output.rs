@@ -7,7 +7,9 @@
 
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -46,16 +48,28 @@ pub(crate) enum HostStream {
     Stderr,
 }
 
-/// Where forwarded lines go instead of this process's own stdout/stderr. Set once, by a
-/// process-pool worker, whose stdout carries the protocol: it sends each line to the pool,
-/// which prints it.
-type Redirect = Box<dyn Fn(HostStream, &[u8]) + Send + Sync>;
-static REDIRECT: OnceLock<Redirect> = OnceLock::new();
+/// Where a worker's forwarded lines go: part of the task environment (`TaskEnv`) the worker
+/// gives each task.
+#[derive(Clone, Default)]
+pub(crate) enum Destination {
+    /// This process's own stdout/stderr (a thread-pool worker).
+    #[default]
+    Host,
+    /// A function that takes each line, prefix and newline included: a process-pool worker,
+    /// whose stdout carries the protocol, sends it to the pool as an OUTPUT frame.
+    Forward(Forward),
+}
 
-/// Sends every forwarded line (prefix and newline included) to `sink` from now on, for the
-/// rest of the process. Only the first call has an effect.
-pub(crate) fn redirect_host_output(sink: impl Fn(HostStream, &[u8]) + Send + Sync + 'static) {
-    let _ = REDIRECT.set(Box::new(sink));
+/// A function that takes each forwarded line of a stream.
+pub(crate) type Forward = Arc<dyn Fn(HostStream, &[u8]) + Send + Sync>;
+
+/// Writes `bytes` to this process's stdout or stderr in one locked write. A closed stream
+/// (e.g. `| head`) is not an error: the output is lost, as it would be for a native program.
+pub(crate) fn write_host(stream: HostStream, bytes: &[u8]) {
+    let _ = match stream {
+        HostStream::Stdout => std::io::stdout().lock().write_all(bytes),
+        HostStream::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
 }
 
 /// One stream of one task. Cheap to clone: clones share the buffer.
@@ -68,6 +82,8 @@ struct SinkState {
     /// `None`: discard. `Some(p)`: forward with prefix `p` (may be empty).
     prefix: Option<Arc<str>>,
     host: HostStream,
+    /// Where forwarded lines go.
+    destination: Destination,
     /// Bytes after the last newline written so far.
     partial: Vec<u8>,
     /// When `Some`, the last `STDERR_TAIL` bytes written.
@@ -77,7 +93,13 @@ struct SinkState {
 }
 
 impl LineSink {
-    pub(crate) fn new(mode: OutputMode, worker_name: &Arc<str>, host: HostStream) -> Self {
+    /// The sink of stream `host` of one task, forwarding lines to `destination` as `mode` says.
+    pub(crate) fn new(
+        mode: OutputMode,
+        worker_name: &Arc<str>,
+        host: HostStream,
+        destination: &Destination,
+    ) -> Self {
         let prefix = match mode {
             OutputMode::Prefixed => Some(Arc::from(format!("{worker_name}: "))),
             OutputMode::Plain => Some(Arc::from("")),
@@ -92,6 +114,7 @@ impl LineSink {
             state: Arc::new(Mutex::new(SinkState {
                 prefix,
                 host,
+                destination: destination.clone(),
                 partial: Vec::new(),
                 tail,
                 capture,
@@ -99,17 +122,13 @@ impl LineSink {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn push(&self, bytes: &[u8]) {
-        self.lock().push(bytes);
+        lock(&self.state).push(bytes);
     }
 
     /// Forwards an unterminated last line; call when the task ends.
     pub(crate) fn finish(&self) {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         if !state.partial.is_empty() {
             state.partial.push(b'\n');
             let line = std::mem::take(&mut state.partial);
@@ -120,14 +139,14 @@ impl LineSink {
     /// What was captured since the last call, as text (`None` unless the mode is
     /// `Capture`); the buffer starts empty again for the next task.
     pub(crate) fn take_captured(&self) -> Option<String> {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         let (bytes, _) = state.capture.as_mut()?;
         Some(String::from_utf8_lossy(&std::mem::take(bytes)).into_owned())
     }
 
     /// The last few KiB the guest wrote to this stream (stderr only), as text.
     pub(crate) fn tail(&self) -> String {
-        let state = self.lock();
+        let state = lock(&self.state);
         String::from_utf8_lossy(state.tail.as_deref().unwrap_or_default()).into_owned()
     }
 }
@@ -172,16 +191,10 @@ impl SinkState {
         let mut out = Vec::with_capacity(prefix.len() + line.len());
         out.extend_from_slice(prefix.as_bytes());
         out.extend_from_slice(line);
-        if let Some(redirect) = REDIRECT.get() {
-            redirect(self.host, &out);
-            return;
+        match &self.destination {
+            Destination::Host => write_host(self.host, &out),
+            Destination::Forward(forward) => forward(self.host, &out),
         }
-        // A closed host stdout (e.g. `| head`) must not fail the task: the output is lost,
-        // as it would be for a native program.
-        let _ = match self.host {
-            HostStream::Stdout => std::io::stdout().lock().write_all(&out),
-            HostStream::Stderr => std::io::stderr().lock().write_all(&out),
-        };
     }
 }
 

@@ -1,11 +1,12 @@
 //! Running one task: the instance it runs in (`instance.rs`), the call on the sync or async
 //! path (`invoke.rs`), and how it ended (`outcome.rs`), measured into a [`TaskRun`].
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::call::Call;
-use crate::error::TaskError;
+use crate::error::{TaskError, panic_text};
 use crate::instance::{new_instance, reuse_limit};
 use crate::invoke::{self, Failure};
 use crate::outcome::{classify, command_outcome, unwrap_result};
@@ -60,9 +61,45 @@ impl TaskRun {
     }
 }
 
+/// [`run_task`], with a panic of the host code caught: it becomes that task's
+/// [`TaskError::Panic`], and the worker's kept instance (which may be mid-call) is dropped.
+/// Both pools run every task through this, so a host bug fails one task and the worker goes on.
+pub(crate) fn run_guarded(
+    call: &Call,
+    env: &TaskEnv,
+    control: &Arc<TaskControl>,
+    slot: &mut InstanceSlot,
+) -> TaskRun {
+    guarded(&env.worker_name, slot, |slot| {
+        run_task(call, env, control, slot)
+    })
+}
+
+/// Runs `run` with a panic caught and turned into [`TaskError::Panic`] of `worker`; after a
+/// panic `slot` is emptied.
+fn guarded(
+    worker: &str,
+    slot: &mut InstanceSlot,
+    run: impl FnOnce(&mut InstanceSlot) -> TaskRun,
+) -> TaskRun {
+    let started = Instant::now();
+    match catch_unwind(AssertUnwindSafe(|| run(&mut *slot))) {
+        Ok(run) => run,
+        Err(payload) => {
+            // The kept instance may be mid-call: never reuse it.
+            *slot = InstanceSlot::default();
+            let error = TaskError::Panic {
+                worker: worker.to_string(),
+                message: panic_text(&*payload).to_string(),
+            };
+            TaskRun::failed(error, started.elapsed())
+        }
+    }
+}
+
 /// Runs `call` under `env`, in a fresh instance or the worker's kept one. Never panics on
 /// guest behaviour.
-pub(crate) fn run_task(
+fn run_task(
     call: &Call,
     env: &TaskEnv,
     control: &Arc<TaskControl>,
@@ -73,14 +110,7 @@ pub(crate) fn run_task(
     let runtime = component.runtime().inner();
     let budget = call.budget().or(&env.settings.budget);
     if budget.fuel.is_some() && !runtime.config.fuel {
-        let message =
-            "a fuel budget needs a runtime with fuel metering (RuntimeConfig { fuel: true })";
-        return TaskRun::failed(
-            TaskError::Start {
-                message: message.into(),
-            },
-            started.elapsed(),
-        );
+        return TaskRun::failed(TaskError::FuelNotEnabled, started.elapsed());
     }
     let deadline = budget.timeout.map(|t| started + t);
     let _ticking = runtime.ticker.as_ref().map(|t| t.running());
@@ -145,4 +175,41 @@ pub(crate) fn run_task(
     let clean = matches!(&run.outcome, Ok(_) | Err(TaskError::Failed { .. }));
     slot.keep(live, clean, max_tasks);
     run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_panic_fails_only_that_task_as_panic() {
+        let mut slot = InstanceSlot::default();
+        let run = guarded("worker-3", &mut slot, |_| panic!("index out of bounds"));
+        assert_eq!(
+            run.outcome,
+            Err(TaskError::Panic {
+                worker: "worker-3".into(),
+                message: "index out of bounds".into(),
+            })
+        );
+        let err = run.outcome.unwrap_err();
+        assert!(err.is_panic());
+        assert_eq!(err.kind().as_str(), "panic");
+        // The same worker runs the next task normally.
+        let next = guarded("worker-3", &mut slot, |_| {
+            TaskRun::failed(TaskError::Cancelled, Duration::ZERO)
+        });
+        assert_eq!(next.outcome, Err(TaskError::Cancelled));
+    }
+
+    #[test]
+    fn a_panic_without_text_is_an_unknown_panic() {
+        let mut slot = InstanceSlot::default();
+        let run = guarded("w", &mut slot, |_| std::panic::panic_any(7_u32));
+        assert!(
+            matches!(&run.outcome, Err(TaskError::Panic { message, .. }) if message == "unknown panic"),
+            "{:?}",
+            run.outcome
+        );
+    }
 }

@@ -60,7 +60,7 @@ impl RuntimeConfig {
 /// (`Some(PoolingConfig)`, the default), or the operating system per instance (`None`).
 ///
 /// Each slot reserves 4 GiB + guard of *virtual* address space per memory, times `instances`.
-/// When every slot is in use, a task fails with [`TaskError::Start`](crate::TaskError)
+/// When every slot is in use, a task fails with [`TaskError::NoInstanceSlot`](crate::TaskError)
 /// ("maximum concurrent limit … reached"); nothing panics. Every task starts from a clean
 /// memory image either way. Why the pool is the default: README.md, "Performance".
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::output::OutputMode;
+use crate::error::BuildError;
+use crate::output::{Destination, OutputMode};
 use crate::sandbox::{Budget, Capabilities};
 
 /// What every task of an executor gets: set on either pool's builder and carried to each
@@ -67,6 +68,8 @@ pub(crate) use task_settings_setters;
 pub(crate) struct TaskEnv {
     pub(crate) worker_name: Arc<str>,
     pub(crate) settings: TaskSettings,
+    /// Where the lines its tasks print go.
+    pub(crate) destination: Destination,
 }
 
 /// Which instance a task runs in.
@@ -85,4 +88,14 @@ pub enum InstancePolicy {
         /// How many tasks one instance serves at most.
         max_tasks: usize,
     },
+}
+
+/// How many workers a pool builder starts: `workers` if given (0 is refused), otherwise one
+/// per CPU (1 if the CPU count is unknown).
+pub(crate) fn worker_count(workers: Option<usize>) -> Result<usize, BuildError> {
+    match workers {
+        Some(0) => Err(BuildError::Invalid("workers must be at least 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
 }

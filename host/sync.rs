@@ -16,9 +16,54 @@ pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(not(all(test, feature = "loom")))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Locks `mutex`, recovering the guard from a poisoned lock.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// A mutex that [`lock`] can lock: std's always (the pools, the ticker, the output sinks
+/// use it in every build), and loom's in the model-checked build (the future's state).
+pub(crate) trait Lock {
+    /// What locking gives.
+    type Guard<'a>
+    where
+        Self: 'a;
+    /// Locks, recovering the guard from a poisoned lock.
+    fn lock_ok(&self) -> Self::Guard<'_>;
+}
+
+impl<T: ?Sized> Lock for std::sync::Mutex<T> {
+    type Guard<'a>
+        = std::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    fn lock_ok(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A shared mutex locks as the mutex it points to (`lock(&self.shared)`, no `&*`).
+impl<L: Lock + ?Sized> Lock for std::sync::Arc<L> {
+    type Guard<'a>
+        = L::Guard<'a>
+    where
+        Self: 'a;
+    fn lock_ok(&self) -> Self::Guard<'_> {
+        (**self).lock_ok()
+    }
+}
+
+#[cfg(all(test, feature = "loom"))]
+impl<T> Lock for loom::sync::Mutex<T> {
+    type Guard<'a>
+        = loom::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    fn lock_ok(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Locks `mutex`, recovering the guard from a poisoned lock: the one poison-ignoring lock
+/// of the crate. Poisoning is ignored because no user code runs under wasmpool's locks, so a
+/// panic while one is held leaves consistent data behind.
+pub(crate) fn lock<L: Lock + ?Sized>(mutex: &L) -> L::Guard<'_> {
+    mutex.lock_ok()
 }
 
 /// Blocks on `condvar` while `blocked` holds for the locked value.

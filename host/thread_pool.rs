@@ -1,9 +1,8 @@
 //! The thread pool: worker threads that each run one task at a time, every task in a
 //! fresh wasm instance.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -13,9 +12,11 @@ use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
 use crate::future::{Promise, TaskFuture, promise};
 use crate::instance::InstanceSlot;
-use crate::run::run_task;
-use crate::settings::{TaskEnv, TaskSettings, task_settings_setters};
+use crate::output::Destination;
+use crate::run::run_guarded;
+use crate::settings::{TaskEnv, TaskSettings, task_settings_setters, worker_count};
 use crate::store::TaskControl;
+use crate::sync::lock;
 
 /// Settings of a [`ThreadPoolExecutor`].
 ///
@@ -66,11 +67,7 @@ impl ThreadPoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
-        let workers = match self.workers {
-            Some(0) => return Err(BuildError::Invalid("workers must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let workers = worker_count(self.workers)?;
         let (sender, receiver) = crossbeam_channel::unbounded::<Work>();
         let running = Arc::new(Mutex::new(vec![None; workers]));
         let broken = Arc::new(Mutex::new(None));
@@ -81,6 +78,7 @@ impl ThreadPoolBuilder {
             let env = TaskEnv {
                 worker_name: Arc::from(name.as_str()),
                 settings: self.settings.clone(),
+                destination: Destination::Host,
             };
             let receiver = receiver.clone();
             let watch = Watch {
@@ -200,46 +198,15 @@ fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot)
         return;
     }
     lock(&watch.running)[watch.slot] = Some(job.promise.future());
-    let run = catch_unwind(AssertUnwindSafe(|| {
-        run_task(&job.call, env, &job.control, instances)
-    }));
+    let run = run_guarded(&job.call, env, &job.control, instances);
     lock(&watch.running)[watch.slot] = None;
-    match run {
-        Ok(run) => {
-            if run.breaks_pool
-                && let Err(TaskError::BrokenPool { reason }) = &run.outcome
-            {
-                lock(&watch.broken).get_or_insert_with(|| reason.clone());
-            }
-            let report = run.report(&env.worker_name, std::process::id(), 1);
-            job.promise.complete_with_report(run.outcome, report);
-        }
-        Err(panic) => {
-            // The kept instance may be mid-call: never reuse it.
-            *instances = InstanceSlot::default();
-            job.promise.set_error(TaskError::BrokenPool {
-                reason: format!(
-                    "{} panicked while running the task: {}",
-                    env.worker_name,
-                    panic_text(&*panic)
-                ),
-            });
-        }
+    if run.breaks_pool
+        && let Err(TaskError::BrokenPool { reason }) = &run.outcome
+    {
+        lock(&watch.broken).get_or_insert_with(|| reason.clone());
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
+    let report = run.report(&env.worker_name, std::process::id(), 1);
+    job.promise.complete_with_report(run.outcome, report);
 }
 
 /// Runs calls on a pool of threads, each task in a fresh instance of its component:
@@ -299,11 +266,7 @@ impl Executor for ThreadPoolExecutor {
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        let sender = self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let sender = lock(&self.queue).take();
         if cancel_futures {
             self.cancelling.store(true, Ordering::SeqCst);
             while let Ok(work) = self.backlog.try_recv() {
@@ -315,8 +278,7 @@ impl Executor for ThreadPoolExecutor {
         // Closing the queue lets each worker exit once the backlog is done.
         drop(sender);
         if wait {
-            let threads =
-                std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+            let threads = std::mem::take(&mut *lock(&self.threads));
             let me = std::thread::current().id();
             for t in threads {
                 // A done-callback running on a worker may shut the pool down: never join
@@ -333,7 +295,7 @@ impl ThreadPoolExecutor {
     /// Queues `work` unless the pool is shut down or broken (then its promises are dropped
     /// with it, which resolves their futures).
     fn send(&self, work: Work) -> Result<(), SubmitError> {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let queue = lock(&self.queue);
         let Some(sender) = queue.as_ref() else {
             return Err(SubmitError::Shutdown);
         };

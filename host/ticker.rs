@@ -3,6 +3,8 @@
 //! flag at each tick (the epoch callback in `store.rs`), so no task needs a thread of its own.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use crate::sync::lock;
 use std::time::Duration;
 
 use wasmtime::Engine;
@@ -41,7 +43,7 @@ impl Ticker {
 
     /// Marks one task as running until the guard is dropped.
     pub(crate) fn running(&self) -> RunningGuard<'_> {
-        let mut state = self.shared.lock();
+        let mut state = lock(&self.shared.state);
         state.running += 1;
         if state.running == 1 {
             self.shared.wake.notify_one();
@@ -50,18 +52,12 @@ impl Ticker {
     }
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 fn tick(shared: &Shared, engine: &Engine) {
     loop {
         {
             let state = shared
                 .wake
-                .wait_while(shared.lock(), |s| s.running == 0 && !s.stop)
+                .wait_while(lock(&shared.state), |s| s.running == 0 && !s.stop)
                 .unwrap_or_else(PoisonError::into_inner);
             if state.stop {
                 return;
@@ -74,7 +70,7 @@ fn tick(shared: &Shared, engine: &Engine) {
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
+        lock(&self.shared.state).stop = true;
         self.shared.wake.notify_one();
     }
 }
@@ -86,6 +82,6 @@ pub(crate) struct RunningGuard<'a> {
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        self.ticker.shared.lock().running -= 1;
+        lock(&self.ticker.shared.state).running -= 1;
     }
 }

@@ -28,7 +28,7 @@ use super::cache;
 use super::input::{self, Input};
 use super::interrupt::{self, INTERRUPTED};
 use super::joblog::{JobLog, Resume};
-use super::pool_settings::PoolSettings;
+use super::pool_settings::{Pool, PoolSettings};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
 
@@ -89,11 +89,11 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     }
 
     let interrupts = interrupt::install()?;
-    let pool = settings.build()?;
-    let window = settings
-        .worker_count()
-        .saturating_mul(WINDOW_PER_WORKER)
-        .max(1);
+    let Pool {
+        executor: pool,
+        workers,
+    } = settings.build()?;
+    let window = workers.saturating_mul(WINDOW_PER_WORKER).max(1);
     let inputs = input::spawn(source, component, args.function.clone(), skip, window)
         .context("cannot start the input reader")?;
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -322,24 +322,20 @@ impl Driver<'_> {
                     eprintln!("wasmpool: the pool is broken ({reason}); starting a new one");
                 });
             }
-            Err(e) => {
-                return failed_future(TaskError::BrokenPool {
-                    reason: e.to_string(),
-                });
-            }
+            // Shutdown cannot happen (the driver submits before it shuts a pool down);
+            // a call that does not fit the pool is `incompatible`, not retried.
+            Err(e) => return TaskFuture::failed(e.into()),
         }
         match self.settings.build() {
             Ok(pool) => {
-                let old = std::mem::replace(&mut self.pool, pool);
+                let old = std::mem::replace(&mut self.pool, pool.executor);
                 old.shutdown(false, true);
                 self.retired.push(old);
-                self.pool.submit(call.clone()).unwrap_or_else(|e| {
-                    failed_future(TaskError::BrokenPool {
-                        reason: e.to_string(),
-                    })
-                })
+                self.pool
+                    .submit(call.clone())
+                    .unwrap_or_else(|e| TaskFuture::failed(e.into()))
             }
-            Err(e) => failed_future(TaskError::BrokenPool {
+            Err(e) => TaskFuture::failed(TaskError::BrokenPool {
                 reason: format!("cannot start a new pool: {e:#}"),
             }),
         }
@@ -473,11 +469,4 @@ enum StopReason {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-}
-
-/// A future that already failed with `error`.
-fn failed_future(error: TaskError) -> TaskFuture {
-    let (promise, future) = wasmpool::promise();
-    promise.set_error(error);
-    future
 }

@@ -46,7 +46,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
             },
         },
     };
-    let pool = settings.build()?;
+    let pool = settings.build()?.executor;
     let future = pool.submit(call)?;
     let record = TaskRecord {
         index: None,

@@ -21,13 +21,15 @@ pub struct PoolSettings {
     pub output: OutputMode,
 }
 
-impl PoolSettings {
-    /// How many workers the pool will have.
-    pub fn worker_count(&self) -> usize {
-        self.workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
+/// A started pool and how many workers it has (the library decides the default count).
+pub struct Pool {
+    /// The pool.
+    pub executor: Box<dyn Executor>,
+    /// How many workers it has.
+    pub workers: usize,
+}
 
+impl PoolSettings {
     /// Fails (a usage error) when this build cannot make the pool asked for; checked before
     /// anything is loaded.
     pub fn check_available(&self) -> anyhow::Result<()> {
@@ -47,27 +49,41 @@ impl PoolSettings {
     /// The process pool runs this very program as its worker program (`main` starts with
     /// `serve_worker_if_requested`), and respawns a worker that dies: only the tasks that
     /// worker held fail (`broken-pool`, which `--retries` runs again), the map goes on.
-    pub fn build(&self) -> anyhow::Result<Box<dyn Executor>> {
+    pub fn build(&self) -> anyhow::Result<Pool> {
         self.check_available()?;
         match self.kind {
-            PoolKind::Thread => Ok(Box::new(
-                ThreadPoolExecutor::builder()
-                    .workers(self.worker_count())
+            PoolKind::Thread => {
+                let mut builder = ThreadPoolExecutor::builder()
                     .budget(self.budget.clone())
                     .capabilities(self.capabilities.clone())
-                    .output(self.output)
-                    .build()?,
-            )),
+                    .output(self.output);
+                if let Some(n) = self.workers {
+                    builder = builder.workers(n);
+                }
+                let pool = builder.build()?;
+                let workers = pool.workers();
+                Ok(Pool {
+                    executor: Box::new(pool),
+                    workers,
+                })
+            }
             #[cfg(unix)]
-            PoolKind::Process => Ok(Box::new(
-                wasmpool::ProcessPoolExecutor::builder()
-                    .workers(self.worker_count())
+            PoolKind::Process => {
+                let mut builder = wasmpool::ProcessPoolExecutor::builder()
                     .budget(self.budget.clone())
                     .capabilities(self.capabilities.clone())
                     .output(self.output)
-                    .respawn(true)
-                    .build()?,
-            )),
+                    .respawn(true);
+                if let Some(n) = self.workers {
+                    builder = builder.workers(n);
+                }
+                let pool = builder.build()?;
+                let workers = pool.workers();
+                Ok(Pool {
+                    executor: Box::new(pool),
+                    workers,
+                })
+            }
             #[cfg(not(unix))]
             PoolKind::Process => anyhow::bail!("--pool process: process pools need a Unix system"),
         }

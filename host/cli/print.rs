@@ -8,7 +8,8 @@
 //! - `error`: `{"kind": K, "message": M}` (and `"backtrace"` for a trap or a stack overflow,
 //!   when wasmtime captured one), K one of `failed`, `trap`, `timeout`,
 //!   `out-of-fuel`, `memory-limit`, `stack-overflow`, `cancelled`, `broken-pool`, `start`,
-//!   `invalid-input`;
+//!   `panic`, `fuel-not-enabled`, `no-instance-slot`, `unreturnable`,
+//!   `component-unavailable`, `incompatible`, `invalid-input`;
 //! - the task's report, when it ran: `elapsed_ms`, `worker`, `pid`, `fuel` (with `--fuel`),
 //!   `peak_memory` (bytes), `attempt` (1, or more after `--retries`), and `stdout`/`stderr`
 //!   (what the task printed, when it printed anything).
@@ -59,11 +60,14 @@ impl Failure {
         }
     }
 
-    /// Whether running the task again may help: a timeout, or a worker that died.
+    /// Whether running the task again may help: a timeout, a worker that died, or a panic of
+    /// the host code (which was reported as a broken pool before it had its own kind).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Failure::Task(TaskError::Timeout { .. } | TaskError::BrokenPool { .. })
+            Failure::Task(
+                TaskError::Timeout { .. } | TaskError::BrokenPool { .. } | TaskError::Panic { .. }
+            )
         )
     }
 }
@@ -195,6 +199,25 @@ impl TaskRecord {
 mod tests {
     use super::*;
     use wasmpool::Val;
+
+    #[test]
+    fn a_host_panic_is_retried_as_a_broken_pool_was_and_a_refused_call_is_not() {
+        let panic = Failure::Task(TaskError::Panic {
+            worker: "worker-1".into(),
+            message: "oops".into(),
+        });
+        assert_eq!(panic.kind(), "panic");
+        assert!(panic.is_retryable());
+        let refused = Failure::Task(TaskError::Incompatible {
+            message: "too large".into(),
+        });
+        assert_eq!(refused.kind(), "incompatible");
+        assert!(!refused.is_retryable());
+        assert_eq!(
+            Failure::Task(TaskError::FuelNotEnabled).kind(),
+            "fuel-not-enabled"
+        );
+    }
 
     #[test]
     fn json_shape() {

@@ -351,11 +351,7 @@ impl TaskFuture {
 
     fn run_callback(&self, callback: Callback) {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| callback(self))) {
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("(a non-string panic payload)");
+            let message = crate::error::panic_text(&*payload);
             log::error!("a done callback of {self:?} panicked: {message}");
         }
     }

@@ -190,6 +190,38 @@ fn errors() -> Vec<(&'static str, TaskError)> {
                 message: "the initializer `init` failed".into(),
             },
         ),
+        (
+            "panic",
+            TaskError::Panic {
+                worker: "worker-1".into(),
+                message: "index out of bounds".into(),
+            },
+        ),
+        ("fuel-not-enabled", TaskError::FuelNotEnabled),
+        (
+            "no-instance-slot",
+            TaskError::NoInstanceSlot {
+                message: "maximum concurrent limit of 1 for memories reached".into(),
+            },
+        ),
+        (
+            "unreturnable",
+            TaskError::Unreturnable {
+                message: "cannot send a resource to another process".into(),
+            },
+        ),
+        (
+            "component-unavailable",
+            TaskError::ComponentUnavailable {
+                message: "component 3 was never sent to this worker".into(),
+            },
+        ),
+        (
+            "incompatible",
+            TaskError::Incompatible {
+                message: "the component is too large for the workers".into(),
+            },
+        ),
     ]
 }
 

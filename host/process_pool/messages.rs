@@ -31,7 +31,7 @@ use crate::settings::TaskSettings;
 use super::codec::{Codec, Put, Reader};
 
 /// The version of the protocol; a pool and a worker must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The kind byte of each message (HELLO, 1, belongs to the pipe: see `framing.rs`).
 pub(crate) const RESULT: u8 = 2;
@@ -498,7 +498,7 @@ mod tests {
         #[rustfmt::skip]
         assert_eq!(bytes(&setup), [
             39, 0, 0, 0, SETUP,
-            1, 0, 0, 0,                       // version
+            2, 0, 0, 0,                       // version
             3, b'w', b'-', b'1',              // name
             3, 0xac, 0x02,                    // capture, limit 300
             1, 5, 0, 1, 1,                    // budget

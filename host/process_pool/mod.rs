@@ -75,6 +75,7 @@ use crate::executor::Executor;
 use crate::future::TaskFuture;
 use crate::settings::{TaskSettings, task_settings_setters};
 
+pub use crate::error::ProtocolError;
 pub use messages::PROTOCOL_VERSION;
 pub use process::WORKER_ENV;
 

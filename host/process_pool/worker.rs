@@ -3,7 +3,7 @@
 //! Three threads:
 //! - the main thread reads frames from stdin: components to load and tasks go to the
 //!   executor in order; an abort stops the task it names at once;
-//! - the executor thread runs one task at a time with [`run_task`], exactly as a thread-pool
+//! - the executor thread runs one task at a time with [`run_guarded`], exactly as a thread-pool
 //!   worker does, and queues each result;
 //! - the writer thread writes results and output lines to the channel, flushing whenever it
 //!   has nothing more to write.
@@ -20,8 +20,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -30,11 +29,12 @@ use crate::call::Call;
 use crate::component::TaskComponent;
 use crate::error::{ProtocolError, TaskError};
 use crate::instance::InstanceSlot;
-use crate::output::redirect_host_output;
-use crate::run::{TaskRun, run_task};
+use crate::output::Destination;
+use crate::run::{TaskRun, run_guarded};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::settings::TaskEnv;
 use crate::store::TaskControl;
+use crate::sync::lock;
 
 use super::framing::{CHANNEL_BUFFER, Frame, frame, hello_frame, read_frame, write_frames};
 use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskResult, ToWorker};
@@ -87,8 +87,9 @@ fn serve_inner() -> Result<(), String> {
         },
         Err(e) => return Err(e.to_string()),
     };
+    // The lines tasks print go to the pool as OUTPUT frames (fd 1 is stderr now).
     let lines = out.clone();
-    redirect_host_output(move |stream, line| {
+    let forward = move |stream, line: &[u8]| {
         let output = FromWorker::Output(Output {
             stream,
             line: Cow::Borrowed(line),
@@ -96,10 +97,11 @@ fn serve_inner() -> Result<(), String> {
         if let Ok(frame) = frame(&output) {
             let _ = lines.send(frame);
         }
-    });
+    };
     let env = TaskEnv {
         worker_name: Arc::from(setup.name),
         settings: setup.settings,
+        destination: Destination::Forward(Arc::new(forward)),
     };
 
     let controls: Controls = Arc::default();
@@ -185,8 +187,8 @@ fn execute(jobs: &Receiver<Job>, out: &Sender<Frame>, controls: &Controls, env: 
                     failed_run(TaskError::Cancelled)
                 } else {
                     match make_call(&components, task) {
-                        Ok(call) => guarded_run(&call, env, &control, &mut instances),
-                        Err(message) => failed_run(TaskError::Start { message }),
+                        Ok(call) => run_guarded(&call, env, &control, &mut instances),
+                        Err(message) => failed_run(TaskError::ComponentUnavailable { message }),
                     }
                 };
                 lock(controls).remove(&id);
@@ -219,11 +221,11 @@ fn load_component(
 }
 
 /// The RESULT frame of task `id`. A value that cannot be sent (a resource) becomes a
-/// [`TaskError::Start`] in a run that keeps its report; a frame too large becomes that
+/// [`TaskError::Unreturnable`] in a run that keeps its report; a frame too large becomes that
 /// error with an empty report.
 fn result_frame(id: u64, run: TaskRun) -> Result<Frame, ProtocolError> {
-    let cannot_return = |e: ProtocolError| TaskError::Start {
-        message: format!("the task's result cannot be returned: {e}"),
+    let cannot_return = |e: ProtocolError| TaskError::Unreturnable {
+        message: e.to_string(),
     };
     let message = FromWorker::Result(TaskResult { id, run });
     let error = match frame(&message) {
@@ -248,7 +250,8 @@ fn result_frame(id: u64, run: TaskRun) -> Result<Frame, ProtocolError> {
     })
 }
 
-/// Builds the checked call the task describes (its arguments are checked again here).
+/// Builds the checked call the task describes: the function by its index, resolved once
+/// (its arguments are checked again here). Any error becomes `ComponentUnavailable`.
 fn make_call(
     components: &HashMap<u64, Result<TaskComponent, String>>,
     task: RunTask<'static>,
@@ -263,14 +266,8 @@ fn make_call(
             ));
         }
     };
-    let name = component
-        .functions()
-        .get(task.function)
-        .ok_or_else(|| format!("the component has no function #{}", task.function))?
-        .name()
-        .to_string();
     let call = component
-        .call(&name, task.args.into_owned())
+        .call_at(task.function, task.args.into_owned())
         .map_err(|e| e.to_string())?
         .with_budget(task.budget);
     Ok(match task.argv {
@@ -279,46 +276,9 @@ fn make_call(
     })
 }
 
-/// Runs the task; a panic in the host code becomes that task's error, as in the thread pool.
-fn guarded_run(
-    call: &Call,
-    env: &TaskEnv,
-    control: &Arc<TaskControl>,
-    instances: &mut InstanceSlot,
-) -> TaskRun {
-    catch_unwind(AssertUnwindSafe(|| run_task(call, env, control, instances))).unwrap_or_else(
-        |panic| {
-            // The kept instance may be mid-call: never reuse it.
-            *instances = InstanceSlot::default();
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            failed_run(TaskError::BrokenPool {
-                reason: format!(
-                    "{} panicked while running the task: {text}",
-                    env.worker_name
-                ),
-            })
-        },
-    )
-}
-
+/// A run that failed before it started: nothing measured.
 fn failed_run(error: TaskError) -> TaskRun {
-    TaskRun {
-        outcome: Err(error),
-        elapsed: Duration::ZERO,
-        fuel_consumed: None,
-        peak_memory: 0,
-        stdout: None,
-        stderr: None,
-        breaks_pool: false,
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    TaskRun::failed(error, Duration::ZERO)
 }
 
 /// See [`TEST_HOOK_ENV`].
@@ -378,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn a_value_that_cannot_be_sent_becomes_a_start_error_that_keeps_the_report() {
+    fn a_value_that_cannot_be_sent_becomes_unreturnable_and_keeps_the_report() {
         let mut deep = Val::Bool(true);
         for _ in 0..200 {
             deep = Val::Option(Some(Box::new(deep)));
@@ -395,8 +355,8 @@ mod tests {
         let sent = decoded(result_frame(4, run).unwrap());
         assert_eq!(sent.id, 4);
         assert!(
-            matches!(&sent.run.outcome, Err(TaskError::Start { message })
-                if message.starts_with("the task's result cannot be returned: ")),
+            matches!(&sent.run.outcome, Err(TaskError::Unreturnable { message })
+                if message.contains("nests deeper")),
             "{:?}",
             sent.run.outcome
         );

@@ -312,7 +312,7 @@ impl Drop for AbortOnDrop {
 /// A full instance pool fails the task that finds it full with a clear start error, and the
 /// slot is free again once the task holding it has ended.
 #[test]
-fn an_exhausted_instance_pool_is_a_start_error() {
+fn an_exhausted_instance_pool_is_no_instance_slot() {
     let runtime = Runtime::with_pooling(
         RuntimeConfig::default(),
         Some(PoolingConfig::default().instances(1)),
@@ -338,10 +338,10 @@ fn an_exhausted_instance_pool_is_a_start_error() {
     let first = wait(&futures, Some(SOON), ReturnWhen::FirstCompleted);
     assert_eq!(first.done.len(), 1, "neither spinner was refused a slot");
     match first.done[0].result() {
-        Err(TaskError::Start { message }) => {
+        Err(TaskError::NoInstanceSlot { message }) => {
             assert!(message.contains("maximum concurrent limit"), "{message}")
         }
-        other => panic!("expected a start error, got {other:?}"),
+        other => panic!("expected no free instance slot, got {other:?}"),
     }
     let holder = &first.not_done[0];
     until_started(holder);
@@ -359,4 +359,37 @@ fn an_exhausted_instance_pool_is_a_start_error() {
         .submit(component.call_wave("add(2, 3)").unwrap())
         .unwrap();
     assert_eq!(f.result_timeout(SOON).unwrap().unwrap().as_i64(), Some(5));
+}
+
+/// The same on the async path (a task with a deadline instantiates asynchronously): the
+/// pooling limit is still recognised in wasmtime's error.
+#[test]
+fn an_exhausted_instance_pool_is_no_instance_slot_on_the_async_path() {
+    let runtime = Runtime::with_pooling(
+        RuntimeConfig::default(),
+        Some(PoolingConfig::default().instances(1)),
+    )
+    .unwrap();
+    let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
+    let pool = ThreadPoolExecutor::builder()
+        .workers(2)
+        .output(OutputMode::Discard)
+        .build()
+        .unwrap();
+    let deadline = wasmpool::Budget::default().timeout(std::time::Duration::from_secs(120));
+    let spinners: Vec<AbortOnDrop> = (0..2)
+        .map(|_| {
+            let call = component.call_wave("loop-forever()").unwrap();
+            AbortOnDrop(pool.submit(call.with_budget(deadline.clone())).unwrap())
+        })
+        .collect();
+    let futures: Vec<TaskFuture> = spinners.iter().map(|s| s.0.clone()).collect();
+    let first = wait(&futures, Some(SOON), ReturnWhen::FirstCompleted);
+    assert_eq!(first.done.len(), 1, "neither spinner was refused a slot");
+    match first.done[0].result() {
+        Err(TaskError::NoInstanceSlot { message }) => {
+            assert!(message.contains("maximum concurrent limit"), "{message}")
+        }
+        other => panic!("expected no free instance slot, got {other:?}"),
+    }
 }

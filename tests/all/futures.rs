@@ -834,3 +834,44 @@ fn dropped_await_is_not_woken() {
     assert_eq!(counter.wakes(), 0);
     assert_eq!(f.result(), Ok(value(1)));
 }
+
+/// An executor that refuses every call with the given error.
+struct Refusing(wasmpool::SubmitError);
+
+impl wasmpool::Executor for Refusing {
+    fn submit(&self, _call: wasmpool::Call) -> Result<TaskFuture, wasmpool::SubmitError> {
+        Err(self.0.clone())
+    }
+
+    fn shutdown(&self, _wait: bool, _cancel_futures: bool) {}
+}
+
+#[test]
+fn a_lazy_map_yields_each_refused_submit_as_its_task_error() {
+    use wasmpool::{Executor, SubmitError, TaskErrorKind};
+    let calls = || (0..2).map(|_| crate::common::call(crate::common::fixtures(), "add(1, 2)"));
+    let cases = [
+        (
+            SubmitError::Incompatible("too large".into()),
+            TaskErrorKind::Incompatible,
+        ),
+        (
+            SubmitError::BrokenPool("worker-1 died".into()),
+            TaskErrorKind::BrokenPool,
+        ),
+        (SubmitError::Shutdown, TaskErrorKind::Cancelled),
+    ];
+    for (refusal, kind) in cases {
+        let pool = Refusing(refusal.clone());
+        let results: Vec<_> = pool.map_buffered(calls(), 1).collect();
+        assert_eq!(results.len(), 2);
+        for result in results {
+            let error = result.unwrap_err();
+            assert_eq!(error.kind(), kind, "{refusal:?}");
+            assert_eq!(error, TaskError::from(refusal.clone()));
+        }
+    }
+    let error = TaskError::from(SubmitError::Incompatible("too large".into()));
+    assert_eq!(error.to_string(), "the task was not submitted: too large");
+    assert_eq!(error.kind().as_str(), "incompatible");
+}

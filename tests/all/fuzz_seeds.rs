@@ -132,7 +132,7 @@ fn the_comparison_of_corpora_sees_every_change() {
 }
 
 /// The kinds of error a RESULT frame carries, as `Reached` names them.
-const ERROR_KINDS: [&str; 9] = [
+const ERROR_KINDS: [&str; 15] = [
     "failed",
     "trap",
     "timeout",
@@ -142,6 +142,12 @@ const ERROR_KINDS: [&str; 9] = [
     "cancelled",
     "broken-pool",
     "start",
+    "panic",
+    "fuel-not-enabled",
+    "no-instance-slot",
+    "unreturnable",
+    "component-unavailable",
+    "incompatible",
 ];
 
 /// Checks one replayed frame stream: every frame read decoded and passed the round-trip

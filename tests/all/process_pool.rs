@@ -470,7 +470,7 @@ fn a_worker_of_another_protocol_version_is_refused() {
     let (reason, _) = refused("version-999", SOON);
     let expected = format!(
         "the worker speaks protocol version 999, this pool speaks version {}",
-        wasmpool::PROCESS_POOL_PROTOCOL_VERSION
+        wasmpool::process_pool::PROTOCOL_VERSION
     );
     assert_eq!(reason, expected);
 }

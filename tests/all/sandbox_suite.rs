@@ -176,7 +176,8 @@ fn fuel_runs_out(pool: impl Executor) {
         .submit(call(fixtures(), "fib(10)").with_budget(Budget::default().fuel(5)))
         .unwrap();
     let err = f.result().unwrap_err();
-    assert_eq!(err.kind(), TaskErrorKind::Start);
+    assert_eq!(err, TaskError::FuelNotEnabled);
+    assert_eq!(err.kind(), TaskErrorKind::FuelNotEnabled);
     assert!(err.to_string().contains("fuel"), "{err}");
     still_serves(&pool);
 }

@@ -305,7 +305,7 @@ impl Arbitrary for RuntimeConfig {
 impl Arbitrary for TaskError {
     fn arbitrary(g: &mut Gen) -> Self {
         let s = |g: &mut Gen| g.string();
-        match g.below(9) {
+        match g.below(15) {
             0 => TaskError::Failed {
                 message: s(g),
                 value: s(g),
@@ -323,7 +323,16 @@ impl Arbitrary for TaskError {
             5 => TaskError::StackOverflow { backtrace: s(g) },
             6 => TaskError::Cancelled,
             7 => TaskError::BrokenPool { reason: s(g) },
-            _ => TaskError::Start { message: s(g) },
+            8 => TaskError::Start { message: s(g) },
+            9 => TaskError::Panic {
+                worker: s(g),
+                message: s(g),
+            },
+            10 => TaskError::FuelNotEnabled,
+            11 => TaskError::NoInstanceSlot { message: s(g) },
+            12 => TaskError::Unreturnable { message: s(g) },
+            13 => TaskError::ComponentUnavailable { message: s(g) },
+            _ => TaskError::Incompatible { message: s(g) },
         }
     }
 }
@@ -340,7 +349,13 @@ fn _covers(e: &TaskError) {
         | TaskError::StackOverflow { .. }
         | TaskError::Cancelled
         | TaskError::BrokenPool { .. }
-        | TaskError::Start { .. } => {}
+        | TaskError::Start { .. }
+        | TaskError::Panic { .. }
+        | TaskError::FuelNotEnabled
+        | TaskError::NoInstanceSlot { .. }
+        | TaskError::Unreturnable { .. }
+        | TaskError::ComponentUnavailable { .. }
+        | TaskError::Incompatible { .. } => {}
     }
 }
 

@@ -248,6 +248,28 @@ impl Codec for TaskError {
                 out.put_u8(8);
                 out.put_str(message);
             }
+            TaskError::Panic { worker, message } => {
+                out.put_u8(9);
+                out.put_str(worker);
+                out.put_str(message);
+            }
+            TaskError::FuelNotEnabled => out.put_u8(10),
+            TaskError::NoInstanceSlot { message } => {
+                out.put_u8(11);
+                out.put_str(message);
+            }
+            TaskError::Unreturnable { message } => {
+                out.put_u8(12);
+                out.put_str(message);
+            }
+            TaskError::ComponentUnavailable { message } => {
+                out.put_u8(13);
+                out.put_str(message);
+            }
+            TaskError::Incompatible { message } => {
+                out.put_u8(14);
+                out.put_str(message);
+            }
         }
         Ok(())
     }
@@ -280,6 +302,23 @@ impl Codec for TaskError {
                 reason: r.read("reason")?,
             },
             8 => TaskError::Start {
+                message: r.read("message")?,
+            },
+            9 => TaskError::Panic {
+                worker: r.read("worker")?,
+                message: r.read("message")?,
+            },
+            10 => TaskError::FuelNotEnabled,
+            11 => TaskError::NoInstanceSlot {
+                message: r.read("message")?,
+            },
+            12 => TaskError::Unreturnable {
+                message: r.read("message")?,
+            },
+            13 => TaskError::ComponentUnavailable {
+                message: r.read("message")?,
+            },
+            14 => TaskError::Incompatible {
                 message: r.read("message")?,
             },
             b => return Err(malformed(format!("unknown error kind {b}"))),
