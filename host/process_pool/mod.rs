@@ -220,11 +220,7 @@ impl ProcessPoolBuilder {
     /// if a worker process cannot be started, and [`BuildError::Worker`] if one does not
     /// answer as a wasmpool worker of this protocol version.
     pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
-        let workers = match self.workers {
-            Some(0) => return Err(BuildError::Invalid("workers must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let workers = crate::settings::worker_count(self.workers)?;
         if self.pipeline_depth == 0 {
             return Err(BuildError::Invalid(
                 "pipeline_depth must be at least 1".into(),

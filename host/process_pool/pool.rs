@@ -17,6 +17,7 @@ use crate::error::{ProtocolError, SubmitError};
 use crate::future::{Promise, TaskFuture, promise};
 use crate::runtime::RuntimeConfig;
 use crate::settings::TaskSettings;
+use crate::sync::lock;
 
 use super::framing;
 use super::messages::{Abort, Load, RunTask, Setup, ToWorker};
@@ -52,10 +53,6 @@ thread_local! {
     /// The pool whose reader thread this is (its address), 0 elsewhere: a done callback
     /// running on a reader thread must not wait for that same thread to exit.
     static READER_OF: Cell<usize> = const { Cell::new(0) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {

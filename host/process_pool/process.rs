@@ -8,12 +8,12 @@
 //! This file decides nothing: what the reader sees goes to a [`Listener`] (the pool) as
 //! [`Event`]s, and the pool's state decides what they mean.
 
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, unbounded};
@@ -21,8 +21,9 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::error::ProtocolError;
-use crate::output::HostStream;
+use crate::output::write_host;
 use crate::run::TaskRun;
+use crate::sync::lock;
 
 use super::framing::{
     CHANNEL_BUFFER, Frame, read_frame, read_hello, whole_frame_buffered, write_frames,
@@ -68,10 +69,6 @@ pub(crate) struct Launched {
     pub(crate) tx: Sender<Frame>,
     stdout: ChildStdout,
     handshake_timeout: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Starts one worker process and its writer thread, and queues its SETUP frame.
@@ -213,7 +210,7 @@ fn read_results<L: Listener>(
             Err(e) => break End::Protocol(e),
         };
         match FromWorker::decode(kind, &payload) {
-            Ok(FromWorker::Output(Output { stream, line })) => print_line(stream, &line),
+            Ok(FromWorker::Output(Output { stream, line })) => write_host(stream, &line),
             Ok(FromWorker::Result(TaskResult { id, run })) => results.push((id, run)),
             Err(e) => break End::Protocol(e),
         }
@@ -239,16 +236,6 @@ fn report_results<L: Listener>(
         return Ok(());
     }
     listener.report(Event::Results { serial, results })
-}
-
-/// Prints a line a task wrote (prefix and newline included), in one locked write, the same
-/// way the thread pool forwards its tasks' lines.
-fn print_line(stream: HostStream, line: &[u8]) {
-    // A closed stdout of the pool's process must not stop the pool.
-    let _ = match stream {
-        HostStream::Stdout => std::io::stdout().lock().write_all(line),
-        HostStream::Stderr => std::io::stderr().lock().write_all(line),
-    };
 }
 
 /// Waits for the process to exit and returns its status: `kill` first, or after a short
