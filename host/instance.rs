@@ -71,17 +71,16 @@ pub(crate) fn reuse_limit(policy: InstancePolicy, deadline: Option<Instant>, cal
     }
 }
 
-/// A new store and instance for `call`, with the initializer (if any) run. The error says
-/// why, and whether it breaks the pool (a failing initializer does, as in
-/// `concurrent.futures`).
+/// A new store and instance for `call`, with the initializer (if any) run. A failing
+/// initializer is [`TaskError::BrokenPool`]: it breaks the pool, as in `concurrent.futures`.
 pub(crate) fn new_instance(
     call: &Call,
     env: &TaskEnv,
     budget: &Budget,
     deadline: Option<Instant>,
     control: &Arc<TaskControl>,
-) -> Result<KeptInstance, (TaskError, bool)> {
-    let start_error = |message: String| (TaskError::Start { message }, false);
+) -> Result<KeptInstance, TaskError> {
+    let start_error = |message: String| TaskError::Start { message };
     let component = call.component();
     let runtime = component.runtime().inner();
     let sink = |stream| {
@@ -114,10 +113,7 @@ pub(crate) fn new_instance(
     };
     let instance = instance.map_err(|error| {
         let limiter = store.data().limiter();
-        (
-            classify_start(&error, budget, deadline, control, limiter),
-            false,
-        )
+        classify_start(&error, budget, deadline, control, limiter)
     })?;
     let mut kept = KeptInstance {
         component: component.clone(),
@@ -129,7 +125,7 @@ pub(crate) fn new_instance(
     };
     if let Some(name) = &env.settings.initializer {
         initialize(&mut kept, name, deadline, control)
-            .map_err(|reason| (TaskError::BrokenPool { reason }, true))?;
+            .map_err(|reason| TaskError::BrokenPool { reason })?;
     }
     Ok(kept)
 }

@@ -19,8 +19,6 @@ pub struct TaskReport {
     pub fuel_consumed: Option<u64>,
     /// The largest linear memory the instance reached, in bytes.
     pub peak_memory: u64,
-    /// 1 for the first run of a call; more when a pool ran it again.
-    pub attempt: u32,
     /// The task's stdout, when the executor captures output.
     pub stdout: Option<String>,
     /// The task's stderr, when the executor captures output.

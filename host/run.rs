@@ -27,8 +27,6 @@ pub(crate) struct TaskRun {
     pub(crate) peak_memory: u64,
     pub(crate) stdout: Option<String>,
     pub(crate) stderr: Option<String>,
-    /// The initializer failed: the pool must break.
-    pub(crate) breaks_pool: bool,
 }
 
 impl TaskRun {
@@ -42,19 +40,27 @@ impl TaskRun {
             peak_memory: 0,
             stdout: None,
             stderr: None,
-            breaks_pool: false,
         }
     }
 
-    /// The report of this run by `worker` (process `pid`), its `attempt`-th.
-    pub(crate) fn report(&self, worker: &str, pid: u32, attempt: u32) -> TaskReport {
+    /// Whether this run breaks its pool: only a failing initializer ends a run with
+    /// [`TaskError::BrokenPool`] (a host panic is [`TaskError::Panic`]), and then the pool
+    /// breaks, as in `concurrent.futures`.
+    pub(crate) fn breaks_pool(&self) -> Option<&str> {
+        match &self.outcome {
+            Err(TaskError::BrokenPool { reason }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The report of this run by `worker` (process `pid`).
+    pub(crate) fn report(&self, worker: &str, pid: u32) -> TaskReport {
         TaskReport {
             worker: worker.to_string(),
             pid,
             elapsed: self.elapsed,
             fuel_consumed: self.fuel_consumed,
             peak_memory: self.peak_memory,
-            attempt,
             stdout: self.stdout.clone(),
             stderr: self.stderr.clone(),
         }
@@ -121,11 +127,7 @@ fn run_task(
         Some(kept) => kept,
         None => match new_instance(call, env, &budget, deadline, control) {
             Ok(live) => live,
-            Err((error, breaks_pool)) => {
-                let mut run = TaskRun::failed(error, started.elapsed());
-                run.breaks_pool = breaks_pool;
-                return run;
-            }
+            Err(error) => return TaskRun::failed(error, started.elapsed()),
         },
     };
     let fuel_budget = budget.fuel.unwrap_or(u64::MAX);
@@ -169,7 +171,6 @@ fn run_task(
         peak_memory,
         stdout: live.stdout.take_captured(),
         stderr: live.stderr.take_captured(),
-        breaks_pool: false,
     };
     // A trap, an interrupt or a limit leaves the store unusable: only a clean finish keeps it.
     let clean = matches!(&run.outcome, Ok(_) | Err(TaskError::Failed { .. }));

@@ -200,12 +200,10 @@ fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot)
     lock(&watch.running)[watch.slot] = Some(job.promise.future());
     let run = run_guarded(&job.call, env, &job.control, instances);
     lock(&watch.running)[watch.slot] = None;
-    if run.breaks_pool
-        && let Err(TaskError::BrokenPool { reason }) = &run.outcome
-    {
-        lock(&watch.broken).get_or_insert_with(|| reason.clone());
+    if let Some(reason) = run.breaks_pool() {
+        lock(&watch.broken).get_or_insert_with(|| reason.to_string());
     }
-    let report = run.report(&env.worker_name, std::process::id(), 1);
+    let report = run.report(&env.worker_name, std::process::id());
     job.promise.complete_with_report(run.outcome, report);
 }
 

@@ -40,7 +40,6 @@ fn result(id: u64, outcome: Result<TaskValue, TaskError>) -> FromWorker<'static>
             peak_memory: 65536,
             stdout: None,
             stderr: None,
-            breaks_pool: false,
         },
     )
 }
@@ -281,7 +280,6 @@ pub(super) fn worker_seeds() -> Vec<Seed> {
                     peak_memory: 1 << 20,
                     stdout: Some("sleeping 5\ndone with 5\n".into()),
                     stderr: Some(String::new()),
-                    breaks_pool: false,
                 },
             ),
         ),
@@ -296,7 +294,6 @@ pub(super) fn worker_seeds() -> Vec<Seed> {
                     peak_memory: 0,
                     stdout: None,
                     stderr: None,
-                    breaks_pool: false,
                 },
             ),
         ),
@@ -311,24 +308,6 @@ pub(super) fn worker_seeds() -> Vec<Seed> {
                     peak_memory: u64::MAX,
                     stdout: Some("out".into()),
                     stderr: Some("err".into()),
-                    breaks_pool: false,
-                },
-            ),
-        ),
-        (
-            "result-breaks-pool",
-            report(
-                3,
-                TaskRun {
-                    outcome: Err(TaskError::Start {
-                        message: "the initializer `init-fails` failed".into(),
-                    }),
-                    elapsed: Duration::from_micros(40),
-                    fuel_consumed: Some(12),
-                    peak_memory: 65536,
-                    stdout: None,
-                    stderr: Some("init failed\n".into()),
-                    breaks_pool: true,
                 },
             ),
         ),

@@ -356,7 +356,6 @@ mod tests {
                 peak_memory: 65536,
                 stdout: Some("out\n".into()),
                 stderr: None,
-                breaks_pool: false,
             },
         });
         let frame = bytes(frame(&result).unwrap());

@@ -561,18 +561,16 @@ mod tests {
                 peak_memory: 0,
                 stdout: None,
                 stderr: Some("e".into()),
-                breaks_pool: false,
             },
         });
         #[rustfmt::skip]
         assert_eq!(bytes(&result), [
-            15, 0, 0, 0, RESULT,
+            14, 0, 0, 0, RESULT,
             7,                // id
             1, 3, 10,         // error: out of fuel, limit 10
             0xe8, 0x07,       // elapsed 1000 ns
             1, 77, 0,         // fuel, peak memory
             0, 1, 1, b'e',    // stdout, stderr
-            0,                // breaks the pool
         ]);
         let ok = FromWorker::Result(TaskResult {
             id: 1,
@@ -583,9 +581,8 @@ mod tests {
                 peak_memory: 0,
                 stdout: None,
                 stderr: None,
-                breaks_pool: true,
             },
         });
-        assert_eq!(bytes(&ok), [10, 0, 0, 0, RESULT, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(bytes(&ok), [9, 0, 0, 0, RESULT, 1, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

@@ -93,14 +93,10 @@ impl State {
             let Some((_, promise)) = w.in_flight.remove(i) else {
                 continue;
             };
-            if run.breaks_pool {
-                // The pool's initializer failed: concurrent.futures breaks the pool.
-                breaks_pool = Some(match &run.outcome {
-                    Err(TaskError::BrokenPool { reason }) => reason.clone(),
-                    _ => format!("the initializer failed in {name}"),
-                });
+            if let Some(reason) = run.breaks_pool() {
+                breaks_pool = Some(reason.to_string());
             }
-            let report = run.report(&name, pid, 1);
+            let report = run.report(&name, pid);
             fx.completed.push((promise, run.outcome, report));
         }
         if let Some(reason) = breaks_pool {

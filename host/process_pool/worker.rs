@@ -350,7 +350,6 @@ mod tests {
             peak_memory: 1,
             stdout: Some("o".into()),
             stderr: None,
-            breaks_pool: false,
         };
         let sent = decoded(result_frame(4, run).unwrap());
         assert_eq!(sent.id, 4);

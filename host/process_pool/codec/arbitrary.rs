@@ -378,7 +378,6 @@ impl Arbitrary for TaskRun {
             peak_memory: Arbitrary::arbitrary(g),
             stdout: Arbitrary::arbitrary(g),
             stderr: Arbitrary::arbitrary(g),
-            breaks_pool: Arbitrary::arbitrary(g),
         }
     }
 }

@@ -345,7 +345,7 @@ impl Codec for HostStream {
 }
 
 impl Codec for TaskRun {
-    const MIN_SIZE: usize = 8;
+    const MIN_SIZE: usize = 7;
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         let TaskRun {
@@ -355,15 +355,13 @@ impl Codec for TaskRun {
             peak_memory,
             stdout,
             stderr,
-            breaks_pool,
         } = self;
         outcome.encode(out)?;
         elapsed.encode(out)?;
         fuel_consumed.encode(out)?;
         peak_memory.encode(out)?;
         stdout.encode(out)?;
-        stderr.encode(out)?;
-        breaks_pool.encode(out)
+        stderr.encode(out)
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
@@ -374,7 +372,6 @@ impl Codec for TaskRun {
             peak_memory: r.read("peak memory")?,
             stdout: r.read("stdout")?,
             stderr: r.read("stderr")?,
-            breaks_pool: r.read("breaks pool")?,
         })
     }
 }

@@ -207,10 +207,9 @@ fn a_failed_initializer_breaks_the_pool() {
     let mut st = state(false);
     add(&mut st, 1, true, &[1, 2]);
     let reason = "the initializer failed: boom".to_string();
-    let mut first = run(Err(TaskError::BrokenPool {
+    let first = run(Err(TaskError::BrokenPool {
         reason: reason.clone(),
     }));
-    first.breaks_pool = true;
     let fx = st.on(Event::Results {
         serial: 1,
         results: vec![(1, first)],
