@@ -89,6 +89,10 @@ pub use sandbox::{Budget, Capabilities, DirGrant};
 pub use settings::InstancePolicy;
 pub use spin::SPIN_ENV;
 pub use store::DEFAULT_MAX_MEMORY;
+/// The store limiter every task gets, for the benches' raw-wasmtime baseline; not a public API.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub use store::MemoryLimiter;
 pub use thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use value::TaskValue;
 pub use wait::{AsCompleted, ReturnWhen, WaitResult, as_completed, wait};

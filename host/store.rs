@@ -84,14 +84,24 @@ impl WasiView for TaskState {
     }
 }
 
-/// Enforces the memory cap and remembers the peak and whether the cap was hit.
-pub(crate) struct MemoryLimiter {
+/// Enforces the memory cap and remembers the peak and whether the cap was hit. Public only
+/// to the benches' raw-wasmtime baseline (feature `test-hooks`), which pays for the same checks.
+pub struct MemoryLimiter {
     max: u64,
     peak: u64,
     denied: bool,
 }
 
 impl MemoryLimiter {
+    /// A limiter that refuses to grow a memory past `max` bytes.
+    pub fn new(max: u64) -> MemoryLimiter {
+        MemoryLimiter {
+            max,
+            peak: 0,
+            denied: false,
+        }
+    }
+
     /// The memory cap, in bytes.
     pub(crate) fn max(&self) -> u64 {
         self.max
@@ -160,11 +170,7 @@ pub(crate) fn new_store(
         TaskState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max: max_memory,
-                peak: 0,
-                denied: false,
-            },
+            limiter: MemoryLimiter::new(max_memory),
             control: control.clone(),
             deadline,
         },

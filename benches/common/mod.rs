@@ -11,8 +11,8 @@ use wasmpool::{
     Call, Executor, InstancePolicy, OutputMode, PoolingConfig, ProcessPoolExecutor, Runtime,
     RuntimeConfig, TaskComponent, ThreadPoolExecutor,
 };
+use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, TypedFunc};
-use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Fresh instances live for one task; `Reuse` keeps one per worker for this many tasks.
@@ -91,7 +91,7 @@ pub fn calls(component: &TaskComponent, text: &str, n: usize) -> Vec<Call> {
 
 /// The raw-wasmtime baseline: the fixtures linked against WASI on `runtime`'s engine, with
 /// what any pool on this approach must pay per task and nothing more: a store with a WASI
-/// context and a memory limiter, instantiation from an `InstancePre`, and a call through an
+/// context and wasmpool's own memory limiter, instantiation from an `InstancePre`, and a call through an
 /// export index resolved once (wasmpool resolves its exports once too).
 pub struct Raw {
     pre: InstancePre<RawState>,
@@ -102,7 +102,7 @@ pub struct Raw {
 pub struct RawState {
     ctx: WasiCtx,
     table: ResourceTable,
-    limiter: RawLimiter,
+    limiter: wasmpool::MemoryLimiter,
 }
 
 impl WasiView for RawState {
@@ -111,40 +111,6 @@ impl WasiView for RawState {
             ctx: &mut self.ctx,
             table: &mut self.table,
         }
-    }
-}
-
-/// The checks wasmpool's store limiter makes (a memory cap, the peak, whether the cap was
-/// hit; a table cap), so the baseline pays for them as a pool does.
-struct RawLimiter {
-    max: u64,
-    peak: u64,
-    denied: bool,
-}
-
-impl ResourceLimiter for RawLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let desired = desired as u64;
-        if desired > self.max {
-            self.denied = true;
-            return Ok(false);
-        }
-        self.peak = self.peak.max(desired);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
     }
 }
 
@@ -174,11 +140,7 @@ impl Raw {
             RawState {
                 ctx: WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
-                limiter: RawLimiter {
-                    max: wasmpool::DEFAULT_MAX_MEMORY,
-                    peak: 0,
-                    denied: false,
-                },
+                limiter: wasmpool::MemoryLimiter::new(wasmpool::DEFAULT_MAX_MEMORY),
             },
         );
         store.limiter(|state| &mut state.limiter);
