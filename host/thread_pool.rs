@@ -115,39 +115,39 @@ impl ThreadPoolBuilder {
 }
 
 /// A task waiting in the queue.
-struct Job {
+struct Task {
     promise: Promise,
     call: Call,
     control: Arc<TaskControl>,
 }
 
-impl Job {
-    /// A job for `call`, and its future (abort hook in place before it can start).
-    fn new(call: Call) -> (Job, TaskFuture) {
+impl Task {
+    /// A task for `call`, and its future (abort hook in place before it can start).
+    fn new(call: Call) -> (Task, TaskFuture) {
         let (promise, future) = promise();
         let control = Arc::new(TaskControl::default());
         let hook = control.clone();
         future.extras().abort_hook = Some(Box::new(move || hook.abort()));
-        let job = Job {
+        let task = Task {
             promise,
             call,
             control,
         };
-        (job, future)
+        (task, future)
     }
 }
 
 /// What the queue carries: one task, or a batch that one worker runs in order.
 enum Work {
-    One(Job),
-    Batch(Vec<Job>),
+    One(Task),
+    Batch(Vec<Task>),
 }
 
 impl Work {
-    fn into_jobs(self) -> Vec<Job> {
+    fn into_tasks(self) -> Vec<Task> {
         match self {
-            Work::One(job) => vec![job],
-            Work::Batch(jobs) => jobs,
+            Work::One(task) => vec![task],
+            Work::Batch(tasks) => tasks,
         }
     }
 }
@@ -160,7 +160,7 @@ type Broken = Arc<Mutex<Option<String>>>;
 
 /// What a worker shares with the pool.
 struct Watch {
-    /// Set by `shutdown(cancel_futures)`: the jobs a worker has taken but not started (the
+    /// Set by `shutdown(cancel_futures)`: the tasks a worker has taken but not started (the
     /// rest of a batch) are cancelled instead of run.
     cancelling: Arc<AtomicBool>,
     running: RunningSlots,
@@ -168,43 +168,43 @@ struct Watch {
     broken: Broken,
 }
 
-/// Runs jobs until the queue is closed and empty.
-fn worker_loop(jobs: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
+/// Runs tasks until the queue is closed and empty.
+fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
     let mut instances = InstanceSlot::default();
-    for work in crate::spin::iter(jobs) {
+    for work in crate::spin::iter(tasks) {
         match work {
-            Work::One(job) => run_job(job, env, watch, &mut instances),
+            Work::One(task) => run_one(task, env, watch, &mut instances),
             Work::Batch(batch) => {
-                for job in batch {
-                    run_job(job, env, watch, &mut instances);
+                for task in batch {
+                    run_one(task, env, watch, &mut instances);
                 }
             }
         }
     }
 }
 
-/// Runs one job on this worker (unless it was cancelled or the pool broke) and completes
+/// Runs one task on this worker (unless it was cancelled or the pool broke) and completes
 /// its promise.
-fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) {
+fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) {
     if let Some(reason) = lock(&watch.broken).clone() {
-        job.promise.set_error(TaskError::BrokenPool { reason });
+        task.promise.set_error(TaskError::BrokenPool { reason });
         return;
     }
     if watch.cancelling.load(Ordering::SeqCst) {
-        job.promise.future().cancel();
+        task.promise.future().cancel();
         return;
     }
-    if !job.promise.set_running_or_notify_cancel() {
+    if !task.promise.set_running_or_notify_cancel() {
         return;
     }
-    lock(&watch.running)[watch.slot] = Some(job.promise.future());
-    let run = run_guarded(&job.call, env, &job.control, instances);
+    lock(&watch.running)[watch.slot] = Some(task.promise.future());
+    let run = run_guarded(&task.call, env, &task.control, instances);
     lock(&watch.running)[watch.slot] = None;
     if let Some(reason) = run.breaks_pool() {
         lock(&watch.broken).get_or_insert_with(|| reason.to_string());
     }
     let report = run.report(&env.worker_name, std::process::id());
-    job.promise.complete_with_report(run.outcome, report);
+    task.promise.complete_with_report(run.outcome, report);
 }
 
 /// Runs calls on a pool of threads, each task in a fresh instance of its component:
@@ -221,7 +221,7 @@ fn run_job(job: Job, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot)
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ThreadPoolExecutor {
-    /// `None` once shut down. Held while sending so no job slips in after shutdown.
+    /// `None` once shut down. Held while sending so no task slips in after shutdown.
     queue: Mutex<Option<Sender<Work>>>,
     /// The receiving end, kept to cancel the backlog on `shutdown(cancel_futures)`.
     backlog: Receiver<Work>,
@@ -251,15 +251,15 @@ impl ThreadPoolExecutor {
 
 impl Executor for ThreadPoolExecutor {
     fn submit(&self, call: Call) -> Result<TaskFuture, SubmitError> {
-        let (job, future) = Job::new(call);
-        self.send(Work::One(job))?;
+        let (task, future) = Task::new(call);
+        self.send(Work::One(task))?;
         Ok(future)
     }
 
     /// The batch is one queue entry: one worker runs its calls in order.
     fn submit_batch(&self, calls: Vec<Call>) -> Result<Vec<TaskFuture>, SubmitError> {
-        let (jobs, futures) = calls.into_iter().map(Job::new).unzip();
-        self.send(Work::Batch(jobs))?;
+        let (tasks, futures) = calls.into_iter().map(Task::new).unzip();
+        self.send(Work::Batch(tasks))?;
         Ok(futures)
     }
 
@@ -268,8 +268,8 @@ impl Executor for ThreadPoolExecutor {
         if cancel_futures {
             self.cancelling.store(true, Ordering::SeqCst);
             while let Ok(work) = self.backlog.try_recv() {
-                for job in work.into_jobs() {
-                    job.promise.future().cancel();
+                for task in work.into_tasks() {
+                    task.promise.future().cancel();
                 }
             }
         }

@@ -113,7 +113,8 @@ pub(crate) enum FromWorker<'a> {
 pub(crate) trait Message: Sized {
     /// The kind byte.
     fn kind(&self) -> u8;
-    /// The kind's name (`"SETUP"`, …, `"RESULT"`), for logs and fuzz labels.
+    /// The kind's name (`"SETUP"`, …, `"RESULT"`), for the fuzz targets' labels.
+    #[cfg(any(test, feature = "fuzzing"))]
     fn name(&self) -> &'static str;
     /// Appends the payload, without the tail. Fails as [`Codec::encode`] does.
     fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError>;
@@ -275,6 +276,7 @@ impl Message for ToWorker<'_> {
         }
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     fn name(&self) -> &'static str {
         match self {
             ToWorker::Setup(_) => "SETUP",
@@ -320,6 +322,7 @@ impl Message for FromWorker<'_> {
         }
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     fn name(&self) -> &'static str {
         match self {
             FromWorker::Output(_) => "OUTPUT",

@@ -47,9 +47,9 @@ use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskRes
 pub(crate) const TEST_HOOK_ENV: &str = "WASMPOOL_WORKER_TEST_HOOK";
 
 /// What the executor thread does, in order.
-enum Job {
+enum Work {
     Load(Load),
-    Task(RunTask<'static>),
+    Run(RunTask<'static>),
 }
 
 /// Tasks received and not finished, with their abort switches.
@@ -105,12 +105,12 @@ fn serve_inner() -> Result<(), String> {
     };
 
     let controls: Controls = Arc::default();
-    let (jobs, jobs_rx) = unbounded::<Job>();
+    let (work, work_rx) = unbounded::<Work>();
     let executor = {
         let (out, controls) = (out.clone(), controls.clone());
         std::thread::Builder::new()
             .name("wasmpool-worker-executor".into())
-            .spawn(move || execute(&jobs_rx, &out, &controls, &env))
+            .spawn(move || execute(&work_rx, &out, &controls, &env))
             .map_err(|e| format!("cannot start the executor thread: {e}"))?
     };
 
@@ -127,7 +127,7 @@ fn serve_inner() -> Result<(), String> {
         match ToWorker::decode(kind, &payload).map_err(|e| e.to_string())? {
             ToWorker::Setup(_) => return Err("a second SETUP frame".into()),
             ToWorker::Load(load) => {
-                let _ = jobs.send(Job::Load(load));
+                let _ = work.send(Work::Load(load));
             }
             ToWorker::Task(task) => {
                 #[cfg(feature = "test-hooks")]
@@ -136,7 +136,7 @@ fn serve_inner() -> Result<(), String> {
                     hook.on_task(tasks_seen, &out);
                 }
                 lock(&controls).insert(task.id, (Arc::new(TaskControl::default()), false));
-                let _ = jobs.send(Job::Task(task));
+                let _ = work.send(Work::Run(task));
             }
             ToWorker::Abort(Abort { id }) => {
                 if let Some((control, aborted)) = lock(&controls).get_mut(&id) {
@@ -147,7 +147,7 @@ fn serve_inner() -> Result<(), String> {
         }
     }
     // Stdin ended: finish the tasks received, then exit.
-    drop(jobs);
+    drop(work);
     let _ = executor.join();
     finish(&out, writer)
 }
@@ -166,18 +166,18 @@ fn take_stdout() -> std::io::Result<File> {
     Ok(File::from(channel))
 }
 
-/// Runs the jobs in order until the main thread closes the queue.
-fn execute(jobs: &Receiver<Job>, out: &Sender<Frame>, controls: &Controls, env: &TaskEnv) {
+/// Does the work in order until the main thread closes the queue.
+fn execute(work: &Receiver<Work>, out: &Sender<Frame>, controls: &Controls, env: &TaskEnv) {
     let mut runtimes: Vec<(RuntimeConfig, Runtime)> = Vec::new();
     let mut components: HashMap<u64, Result<TaskComponent, String>> = HashMap::new();
     let mut instances = InstanceSlot::default();
-    for job in crate::spin::iter(jobs) {
-        match job {
-            Job::Load(load) => {
+    for item in crate::spin::iter(work) {
+        match item {
+            Work::Load(load) => {
                 let loaded = load_component(&mut runtimes, &load);
                 components.insert(load.id, loaded);
             }
-            Job::Task(task) => {
+            Work::Run(task) => {
                 let id = task.id;
                 let (control, aborted) = lock(controls)
                     .get(&id)
