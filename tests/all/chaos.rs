@@ -172,6 +172,19 @@ struct Round {
     seen: BTreeSet<u32>,
 }
 
+impl Round {
+    /// Every kill the round planned was delivered (a skipped kill would prove nothing).
+    fn assert_every_kill_delivered(&self, r: usize) {
+        assert_eq!(
+            self.killed.len(),
+            self.planned,
+            "round {r}: only {:?} of {} planned kills were delivered",
+            self.killed,
+            self.planned
+        );
+    }
+}
+
 /// With `chase`, some kills are followed by a kill of the replacement as soon as it shows
 /// up, often before its handshake (respawn mode starts it again). With `hold`, a task that
 /// only a broken pool can end is submitted last, so a strict pool's kill always has a task
@@ -328,13 +341,7 @@ fn respawn_pools_lose_only_the_killed_workers_tasks() {
     for r in 0..4 {
         let pool = pool(true);
         let round = round(&pool, &mut rng, 400, 3, true, false);
-        assert_eq!(
-            round.killed.len(),
-            round.planned,
-            "round {r}: only {:?} of {} planned kills were delivered",
-            round.killed,
-            round.planned
-        );
+        round.assert_every_kill_delivered(r);
         let broken = check_outcomes(&round);
         eprintln!(
             "respawn chaos, round {r}: killed {:?}, broken-pool failures per kill {broken:?}",
@@ -401,13 +408,7 @@ fn strict_pools_break_and_refuse_work_at_once() {
     for r in 0..4 {
         let pool = pool(false);
         let round = round(&pool, &mut rng, 150, 1, false, true);
-        assert_eq!(
-            round.killed.len(),
-            round.planned,
-            "round {r}: only {:?} of {} planned kills were delivered",
-            round.killed,
-            round.planned
-        );
+        round.assert_every_kill_delivered(r);
         let broken = check_outcomes(&round);
         eprintln!(
             "strict chaos, round {r}: killed {:?}, {} broken-pool failures",

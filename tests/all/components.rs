@@ -2,8 +2,9 @@
 //! values of every WIT type, guest errors and traps.
 
 use wasmpool::{
-    CallError, Executor, LoadError, OutputMode, PoolingConfig, ReturnWhen, Runtime, RuntimeConfig,
-    TaskComponent, TaskError, TaskErrorKind, TaskFuture, ThreadPoolExecutor, Val, wait,
+    Budget, CallError, Executor, LoadError, OutputMode, PoolingConfig, ReturnWhen, Runtime,
+    RuntimeConfig, TaskComponent, TaskError, TaskErrorKind, TaskFuture, ThreadPoolExecutor, Val,
+    wait,
 };
 
 use crate::common::{SOON, call, fixtures, seed, until_started};
@@ -309,10 +310,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A full instance pool fails the task that finds it full with a clear start error, and the
-/// slot is free again once the task holding it has ended.
-#[test]
-fn an_exhausted_instance_pool_is_no_instance_slot() {
+/// Two spinners (with `budget`) on two workers of a runtime with one instance slot:
+/// whichever instantiates first holds the slot and spins until aborted; the other finds the
+/// pool full (which one depends on scheduling), the only way either can end on its own.
+/// Checks the refused one's error; returns the pool, the component and the spinners (each
+/// aborted when dropped, so a failed assertion cannot leave the pool's drop waiting).
+fn one_slot_two_spinners(budget: Budget) -> (ThreadPoolExecutor, TaskComponent, Vec<AbortOnDrop>) {
     let runtime = Runtime::with_pooling(
         RuntimeConfig::default(),
         Some(PoolingConfig::default().instances(1)),
@@ -325,13 +328,10 @@ fn an_exhausted_instance_pool_is_no_instance_slot() {
         .output(OutputMode::Discard)
         .build()
         .unwrap();
-    // Two spinners on two workers: whichever instantiates first holds the only slot and
-    // spins until aborted; the other finds the pool full (which one depends on scheduling),
-    // and that is the only way either of them can end on its own.
     let spinners: Vec<AbortOnDrop> = (0..2)
         .map(|_| {
             let call = component.call_wave("loop-forever()").unwrap();
-            AbortOnDrop(pool.submit(call).unwrap())
+            AbortOnDrop(pool.submit(call.with_budget(budget.clone())).unwrap())
         })
         .collect();
     let futures: Vec<TaskFuture> = spinners.iter().map(|s| s.0.clone()).collect();
@@ -343,7 +343,19 @@ fn an_exhausted_instance_pool_is_no_instance_slot() {
         }
         other => panic!("expected no free instance slot, got {other:?}"),
     }
-    let holder = &first.not_done[0];
+    (pool, component, spinners)
+}
+
+/// A full instance pool fails the task that finds it full with a clear error, and the slot
+/// is free again once the task holding it has ended.
+#[test]
+fn an_exhausted_instance_pool_is_no_instance_slot() {
+    let (pool, component, spinners) = one_slot_two_spinners(Budget::default());
+    let holder = spinners
+        .iter()
+        .map(|s| &s.0)
+        .find(|f| !f.is_done())
+        .expect("the holder");
     until_started(holder);
     assert!(holder.is_running(), "{holder:?}");
     assert!(holder.abort());
@@ -365,31 +377,7 @@ fn an_exhausted_instance_pool_is_no_instance_slot() {
 /// pooling limit is still recognised in wasmtime's error.
 #[test]
 fn an_exhausted_instance_pool_is_no_instance_slot_on_the_async_path() {
-    let runtime = Runtime::with_pooling(
-        RuntimeConfig::default(),
-        Some(PoolingConfig::default().instances(1)),
-    )
-    .unwrap();
-    let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
-    let pool = ThreadPoolExecutor::builder()
-        .workers(2)
-        .output(OutputMode::Discard)
-        .build()
-        .unwrap();
-    let deadline = wasmpool::Budget::default().timeout(std::time::Duration::from_secs(120));
-    let spinners: Vec<AbortOnDrop> = (0..2)
-        .map(|_| {
-            let call = component.call_wave("loop-forever()").unwrap();
-            AbortOnDrop(pool.submit(call.with_budget(deadline.clone())).unwrap())
-        })
-        .collect();
-    let futures: Vec<TaskFuture> = spinners.iter().map(|s| s.0.clone()).collect();
-    let first = wait(&futures, Some(SOON), ReturnWhen::FirstCompleted);
-    assert_eq!(first.done.len(), 1, "neither spinner was refused a slot");
-    match first.done[0].result() {
-        Err(TaskError::NoInstanceSlot { message }) => {
-            assert!(message.contains("maximum concurrent limit"), "{message}")
-        }
-        other => panic!("expected no free instance slot, got {other:?}"),
-    }
+    let deadline = Budget::default().timeout(std::time::Duration::from_secs(120));
+    // The spinners are aborted as they drop, before the pool (dropped last) waits for them.
+    let (_pool, _component, _spinners) = one_slot_two_spinners(deadline);
 }
