@@ -1,7 +1,7 @@
 //! Arbitrary values of every codec type, from a small deterministic generator, and the
 //! property checks built on them: `decode(encode(x)) == x`, the encoding is canonical, a
 //! cut encoding fails to decode, and mangled bytes never panic. No dependency: the same
-//! seeds give the same values on every run. Built for tests and the `fuzzing` feature.
+//! seeds give the same values on every run. Built for tests only.
 
 use std::borrow::Cow;
 use std::fmt::Debug;

@@ -22,9 +22,7 @@
 pub(crate) mod records;
 pub(crate) mod values;
 
-// For tests, and for the fuzz targets later; the library itself uses none of it.
-#[cfg(any(test, feature = "fuzzing"))]
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 pub(crate) mod arbitrary;
 
 use std::borrow::Cow;
@@ -51,7 +49,7 @@ pub(crate) trait Codec: Sized {
 }
 
 /// The encoding of `x` in a fresh buffer.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 pub(crate) fn to_bytes<T: Codec>(x: &T) -> Result<Vec<u8>, ProtocolError> {
     let mut out = Vec::new();
     x.encode(&mut out)?;
@@ -59,7 +57,7 @@ pub(crate) fn to_bytes<T: Codec>(x: &T) -> Result<Vec<u8>, ProtocolError> {
 }
 
 /// Decodes exactly one `T` from `bytes`: trailing bytes are malformed.
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 pub(crate) fn from_bytes<T: Codec>(bytes: &[u8]) -> Result<T, ProtocolError> {
     let mut r = Reader::new(bytes);
     let x = T::decode(&mut r)?;
