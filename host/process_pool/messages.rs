@@ -419,16 +419,7 @@ mod tests {
                 m if case % 2 == 0 => bytes(&m)[5..].to_vec(),
                 _ => bytes(&nth::<FromWorker>(case))[5..].to_vec(),
             };
-            for _ in 0..g.below(4) {
-                match g.below(3) {
-                    0 if !payload.is_empty() => {
-                        let i = g.below(payload.len() as u64) as usize;
-                        payload[i] = g.next() as u8;
-                    }
-                    1 => payload.truncate(g.below(payload.len() as u64 + 1) as usize),
-                    _ => payload.push(g.next() as u8),
-                }
-            }
+            g.mangle(&mut payload);
             for kind in [RESULT, OUTPUT, SETUP, LOAD, TASK, ABORT] {
                 let _ = ToWorker::decode(kind, &payload);
                 let _ = FromWorker::decode(kind, &payload);

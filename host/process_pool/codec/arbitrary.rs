@@ -89,6 +89,20 @@ impl Gen {
         (0..n).map(|_| self.next() as u8).collect()
     }
 
+    /// Up to three random edits of `bytes`: a byte changed, a cut, or a byte appended.
+    pub(crate) fn mangle(&mut self, bytes: &mut Vec<u8>) {
+        for _ in 0..self.below(4) {
+            match self.below(3) {
+                0 if !bytes.is_empty() => {
+                    let i = self.below(bytes.len() as u64) as usize;
+                    bytes[i] = self.next() as u8;
+                }
+                1 => bytes.truncate(self.below(bytes.len() as u64 + 1) as usize),
+                _ => bytes.push(self.next() as u8),
+            }
+        }
+    }
+
     /// A short length (0 to 3).
     fn len(&mut self) -> usize {
         self.below(4) as usize
@@ -512,16 +526,7 @@ pub(crate) fn assert_never_panics<T: Codec + Arbitrary>(cases: usize) {
         } else {
             to_bytes(&nth::<T>(case)).unwrap_or_default()
         };
-        for _ in 0..g.below(4) {
-            match g.below(3) {
-                0 if !bytes.is_empty() => {
-                    let i = g.below(bytes.len() as u64) as usize;
-                    bytes[i] = g.next() as u8;
-                }
-                1 => bytes.truncate(g.below(bytes.len() as u64 + 1) as usize),
-                _ => bytes.push(g.next() as u8),
-            }
-        }
+        g.mangle(&mut bytes);
         let _ = from_bytes::<T>(&bytes);
     }
 }
