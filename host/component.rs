@@ -122,6 +122,8 @@ struct ComponentInner {
     /// The compiled code in wasmtime's serialized form, made on first use (for worker
     /// processes and the compilation cache).
     precompiled: OnceLock<Arc<[u8]>>,
+    /// The `.wasm` it was compiled from, when known: what a cluster ships to its workers.
+    source: OnceLock<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for TaskComponent {
@@ -150,6 +152,7 @@ impl TaskComponent {
                 pre_async: OnceLock::new(),
                 functions,
                 precompiled: OnceLock::new(),
+                source: OnceLock::new(),
             }),
         }
     }
@@ -193,6 +196,23 @@ impl TaskComponent {
             })?
             .into();
         Ok(self.inner.precompiled.get_or_init(|| bytes).clone())
+    }
+
+    /// The `.wasm` bytes this component was compiled from, when known: loading from a
+    /// `.wasm` file or bytes records them, loading precompiled code does not (see
+    /// [`set_source`](Self::set_source)). A [`ClusterExecutor`](crate::cluster::ClusterExecutor)
+    /// ships these to its workers, which compile them themselves.
+    pub fn source(&self) -> Option<&Arc<[u8]>> {
+        self.inner.source.get()
+    }
+
+    /// Records `bytes` as the `.wasm` this component was compiled from, for a component
+    /// loaded from precompiled code that is to run on a cluster. Only the first call
+    /// counts. Workers compile these bytes, not the precompiled code, so they must be the
+    /// very file the precompiled code was made from (a function index means the same
+    /// function in both).
+    pub fn set_source(&self, bytes: Arc<[u8]>) {
+        let _ = self.inner.source.set(bytes);
     }
 
     /// The runtime that loaded this component.

@@ -44,6 +44,10 @@ pub enum TaskErrorKind {
     ComponentUnavailable,
     /// The task was never submitted: the call does not fit the pool.
     Incompatible,
+    /// A cluster worker refused the task: it asks for more than the worker allows.
+    Refused,
+    /// No cluster worker took the task within the submitter's queue time-out.
+    QueueTimeout,
 }
 
 impl TaskErrorKind {
@@ -65,6 +69,8 @@ impl TaskErrorKind {
             TaskErrorKind::Unreturnable => "unreturnable",
             TaskErrorKind::ComponentUnavailable => "component-unavailable",
             TaskErrorKind::Incompatible => "incompatible",
+            TaskErrorKind::Refused => "refused",
+            TaskErrorKind::QueueTimeout => "queue-timeout",
         }
     }
 }
@@ -191,6 +197,21 @@ pub enum TaskError {
         /// Why the pool refused the call.
         message: String,
     },
+    /// A cluster worker refused to run the task: it asks for a capability or a budget
+    /// beyond what the worker's operator allows (a submitter cannot grant itself the
+    /// worker's file system).
+    #[error("the worker refused the task: {message}")]
+    Refused {
+        /// What was asked for, and what the worker allows.
+        message: String,
+    },
+    /// No cluster worker took the task within the submitter's queue time-out; it was
+    /// withdrawn and will not run.
+    #[error("no worker took the task within {limit:?} (the queue time-out)")]
+    QueueTimeout {
+        /// The queue time-out.
+        limit: Duration,
+    },
 }
 
 fn panic_suffix(panic: &Option<String>) -> String {
@@ -227,6 +248,8 @@ impl TaskError {
             TaskError::Unreturnable { .. } => TaskErrorKind::Unreturnable,
             TaskError::ComponentUnavailable { .. } => TaskErrorKind::ComponentUnavailable,
             TaskError::Incompatible { .. } => TaskErrorKind::Incompatible,
+            TaskError::Refused { .. } => TaskErrorKind::Refused,
+            TaskError::QueueTimeout { .. } => TaskErrorKind::QueueTimeout,
         }
     }
 
@@ -405,6 +428,10 @@ pub enum BuildError {
     /// A setting is out of range.
     #[error("invalid executor setting: {0}")]
     Invalid(String),
+    /// The cluster could not be reached or set up: the NATS server is unreachable, refused
+    /// the credentials, or its JetStream refused a stream, consumer or bucket.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A worker thread or process could not be started.
     #[error("cannot start a worker: {0}")]
     Spawn(#[from] std::io::Error),

@@ -2,6 +2,7 @@
 //! deserializing it, and linking it against the runtime's host functions.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::component::Component;
 
@@ -38,7 +39,9 @@ impl Runtime {
                 }
             }
         })?;
-        self.link(component, origin)
+        let loaded = self.link(component, origin)?;
+        loaded.set_source(Arc::from(bytes));
+        Ok(loaded)
     }
 
     /// Loads a component precompiled by [`TaskComponent::precompiled`], skipping compilation.

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct TaskReport {
     /// The worker's name (`worker-1`, ...).
     pub worker: String,
+    /// The machine that ran the task, for a [`ClusterExecutor`](crate::cluster::ClusterExecutor)'s
+    /// tasks; `None` for the local pools.
+    pub host: Option<String>,
     /// The worker's process id: the pool's own process for the thread pool, the worker
     /// process's for the process pool.
     pub pid: u32,

@@ -57,6 +57,7 @@ impl TaskRun {
     pub(crate) fn report(&self, worker: &str, pid: u32) -> TaskReport {
         TaskReport {
             worker: worker.to_string(),
+            host: None,
             pid,
             elapsed: self.elapsed,
             fuel_consumed: self.fuel_consumed,

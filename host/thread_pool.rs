@@ -50,6 +50,12 @@ impl ThreadPoolBuilder {
         Self::default()
     }
 
+    /// Every task setting at once: a cluster worker's local pools take a message's.
+    pub(crate) fn task_settings(mut self, settings: crate::settings::TaskSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
     /// How many worker threads (at least 1). Default: the number of CPUs.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);

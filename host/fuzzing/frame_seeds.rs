@@ -221,6 +221,18 @@ fn errors() -> Vec<(&'static str, TaskError)> {
                 message: "the component is too large for the workers".into(),
             },
         ),
+        (
+            "refused",
+            TaskError::Refused {
+                message: "directory /etc is not one the worker grants".into(),
+            },
+        ),
+        (
+            "queue-timeout",
+            TaskError::QueueTimeout {
+                limit: Duration::from_secs(5),
+            },
+        ),
     ]
 }
 

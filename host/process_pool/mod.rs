@@ -147,6 +147,12 @@ impl Default for ProcessPoolBuilder {
 }
 
 impl ProcessPoolBuilder {
+    /// Every task setting at once: a cluster worker's local pools take a message's.
+    pub(crate) fn task_settings(mut self, settings: crate::settings::TaskSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
     /// Default settings: one worker per CPU, running this program as the worker program.
     pub fn new() -> Self {
         Self::default()

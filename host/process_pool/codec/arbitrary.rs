@@ -319,7 +319,7 @@ impl Arbitrary for RuntimeConfig {
 impl Arbitrary for TaskError {
     fn arbitrary(g: &mut Gen) -> Self {
         let s = |g: &mut Gen| g.string();
-        match g.below(15) {
+        match g.below(17) {
             0 => TaskError::Failed {
                 message: s(g),
                 value: s(g),
@@ -346,7 +346,11 @@ impl Arbitrary for TaskError {
             11 => TaskError::NoInstanceSlot { message: s(g) },
             12 => TaskError::Unreturnable { message: s(g) },
             13 => TaskError::ComponentUnavailable { message: s(g) },
-            _ => TaskError::Incompatible { message: s(g) },
+            14 => TaskError::Incompatible { message: s(g) },
+            15 => TaskError::Refused { message: s(g) },
+            _ => TaskError::QueueTimeout {
+                limit: Arbitrary::arbitrary(g),
+            },
         }
     }
 }
@@ -369,7 +373,9 @@ fn _covers(e: &TaskError) {
         | TaskError::NoInstanceSlot { .. }
         | TaskError::Unreturnable { .. }
         | TaskError::ComponentUnavailable { .. }
-        | TaskError::Incompatible { .. } => {}
+        | TaskError::Incompatible { .. }
+        | TaskError::Refused { .. }
+        | TaskError::QueueTimeout { .. } => {}
     }
 }
 

@@ -270,6 +270,14 @@ impl Codec for TaskError {
                 out.put_u8(14);
                 out.put_str(message);
             }
+            TaskError::Refused { message } => {
+                out.put_u8(15);
+                out.put_str(message);
+            }
+            TaskError::QueueTimeout { limit } => {
+                out.put_u8(16);
+                limit.encode(out)?;
+            }
         }
         Ok(())
     }
@@ -320,6 +328,12 @@ impl Codec for TaskError {
             },
             14 => TaskError::Incompatible {
                 message: r.read("message")?,
+            },
+            15 => TaskError::Refused {
+                message: r.read("message")?,
+            },
+            16 => TaskError::QueueTimeout {
+                limit: r.read::<Duration>("limit")?,
             },
             b => return Err(malformed(format!("unknown error kind {b}"))),
         })
