@@ -11,6 +11,8 @@ mod executor_suite;
 mod futures;
 mod fuzz_seeds;
 mod instances;
+#[path = "../support/nats.rs"]
+mod nats;
 mod process_pool;
 #[path = "../support/procfs.rs"]
 mod procfs;
