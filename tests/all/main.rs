@@ -13,6 +13,7 @@ mod fuzz_seeds;
 mod instances;
 #[path = "../support/nats.rs"]
 mod nats;
+mod nats_fixture;
 mod process_pool;
 #[path = "../support/procfs.rs"]
 mod procfs;
