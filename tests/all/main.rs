@@ -11,6 +11,9 @@ mod executor_suite;
 mod futures;
 mod fuzz_seeds;
 mod instances;
+#[path = "../support/nats.rs"]
+mod nats;
+mod nats_fixture;
 mod process_pool;
 #[path = "../support/procfs.rs"]
 mod procfs;
