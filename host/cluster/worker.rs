@@ -290,7 +290,8 @@ struct Held {
     /// A call's local worker was lost: hand the message back instead of acking it.
     lost: AtomicBool,
     done: AtomicBool,
-    _slot: OwnedSemaphorePermit,
+    /// The worker's slot this message takes, given back as soon as it is acked.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 /// A settled call of a held message: its result, or `None` (skipped, or lost).
@@ -465,7 +466,7 @@ impl Serving {
             remaining: AtomicUsize::new(task.calls.len()),
             lost: AtomicBool::new(false),
             done: AtomicBool::new(false),
-            _slot: slot,
+            slot: Mutex::new(Some(slot)),
         });
         if task.calls.is_empty() {
             let _ = held.message.ack().await;
@@ -478,7 +479,7 @@ impl Serving {
                 .publish(self.names.started_subject(&task.submitter), body.into())
                 .await;
         }
-        tokio::spawn(keep_claim(held.clone(), self.queue.ack_wait / 3));
+        tokio::spawn(keep_claim(Arc::downgrade(&held), self.queue.ack_wait / 3));
         let settle_now = |call: &RemoteCall<'_>, error: TaskError| Settled {
             held: held.clone(),
             result: Some(RemoteResult {
@@ -773,10 +774,13 @@ fn settle(
 }
 
 /// Sends progress acks for a held message until it is done.
-async fn keep_claim(held: Arc<Held>, every: Duration) {
+async fn keep_claim(held: std::sync::Weak<Held>, every: Duration) {
     let every = every.max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
+        let Some(held) = held.upgrade() else {
+            return;
+        };
         if held.done.load(Ordering::SeqCst) {
             return;
         }
@@ -874,6 +878,7 @@ async fn report(
             if let Err(e) = held.message.ack_with(kind).await {
                 log::warn!("cannot ack a task message: {e}");
             }
+            lock(&held.slot).take();
         }
         ready.clear();
     }

@@ -3,6 +3,7 @@ mod bad_inputs;
 mod capabilities;
 mod chaos;
 mod cli;
+mod cluster;
 mod common;
 mod components;
 mod escapes;
