@@ -44,6 +44,14 @@ pub enum Command {
     Map(MapArgs),
     /// List a component's exported functions with their WIT signatures, and its imports.
     Inspect(InspectArgs),
+    /// Serve a cluster queue: take tasks that `run --nats`/`map --nats` (or the library's
+    /// ClusterExecutor) submitted to a NATS JetStream server, run them on a local pool, and
+    /// send the results back. Runs until SIGTERM or Ctrl-C: then it finishes the running
+    /// tasks, hands the queued ones back to the queue, and exits.
+    ///
+    /// Tasks get only what this worker allows (--allow-*, --max-*): a task that asks for
+    /// more fails with the error kind `refused`.
+    Worker(WorkerArgs),
     /// Precompile a component to a `.cwasm` file (wasmtime's native-code format).
     ///
     /// `run` and `map` take it with --allow-precompiled. They also keep their own cache of
@@ -99,6 +107,29 @@ pub struct SandboxArgs {
     pub network: bool,
 }
 
+/// Where the cluster is, for `run`, `map` and `worker`.
+#[derive(Debug, Args, Clone)]
+pub struct NatsArgs {
+    /// Run the tasks on a cluster: the NATS JetStream server at URL (e.g.
+    /// nats://127.0.0.1:4222), served by `wasmpool worker --nats URL` processes.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// The cluster queue (workers serve one queue each).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        requires = "nats"
+    )]
+    pub queue: String,
+    /// NATS credentials file (JWT and NKey seed, `.creds`).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the server's TLS certificate; TLS is then required.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub nats_tls_ca: Option<PathBuf>,
+}
+
 /// `wasmpool run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -112,6 +143,8 @@ pub struct RunArgs {
     /// How to print the result: the WAVE text, or one JSON object with the report.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub cluster: NatsArgs,
 }
 
 /// `wasmpool map`.
@@ -157,6 +190,56 @@ pub struct MapArgs {
     /// Like --resume, but run the inputs that failed again.
     #[arg(long, requires = "joblog")]
     pub resume_failed: bool,
+    #[command(flatten)]
+    pub cluster: NatsArgs,
+    /// With --nats: fail a task that no worker has begun within DURATION (kind
+    /// `queue-timeout`) instead of waiting for one.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "nats")]
+    pub queue_timeout: Option<Duration>,
+}
+
+/// `wasmpool worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub cluster: NatsArgs,
+    /// Which local pool runs the tasks: threads of this process, or worker processes.
+    #[arg(long, value_enum, default_value_t = PoolKind::Thread)]
+    pub pool: PoolKind,
+    /// How many tasks run at once [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
+    /// Let tasks be granted DIR (or a directory inside it), read-only. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub allow_dir: Vec<PathBuf>,
+    /// Let tasks be granted DIR (or a directory inside it) with write access. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub allow_dir_rw: Vec<PathBuf>,
+    /// Let tasks set the environment variable KEY (`*`: any). Repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub allow_env: Vec<String>,
+    /// Let tasks use the network.
+    #[arg(long)]
+    pub allow_network: bool,
+    /// The longest deadline a task may ask for; tasks without one get it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_timeout: Option<Duration>,
+    /// The most fuel a task may ask for; tasks without a fuel budget get it.
+    #[arg(long, value_name = "N")]
+    pub max_fuel: Option<u64>,
+    /// The largest memory cap a task may ask for; tasks without one get it [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// The name this worker gives in task reports [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/wasmpool, or
+    /// ~/.cache/wasmpool].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile components afresh and keep nothing on disk.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// `wasmpool inspect`.

@@ -62,10 +62,28 @@ pub fn load(
         None => {}
     }
 
-    let Some(dir) = cache_dir(args) else {
-        return Ok(runtime.load_bytes(&bytes, &origin)?);
+    load_cached(
+        &runtime,
+        &bytes,
+        &origin,
+        cache_dir(args).as_deref(),
+        verbose,
+    )
+}
+
+/// Loads the `.wasm` `bytes` into `runtime` through the cache in `dir` (none: compile and
+/// keep nothing). The component keeps `bytes` as its source, so it can run on a cluster.
+pub fn load_cached(
+    runtime: &Runtime,
+    bytes: &[u8],
+    origin: &str,
+    dir: Option<&Path>,
+    verbose: bool,
+) -> anyhow::Result<TaskComponent> {
+    let Some(dir) = dir else {
+        return Ok(runtime.load_bytes(bytes, origin)?);
     };
-    let entry = dir.join(format!("{}.cwasm", entry_name(&bytes, runtime.config())));
+    let entry = dir.join(format!("{}.cwasm", entry_name(bytes, runtime.config())));
     match read_entry(&entry) {
         Ok(Some(payload)) => {
             let started = Instant::now();
@@ -75,7 +93,7 @@ pub fn load(
             // (all of them are part of the entry's name). Someone able to forge an entry and
             // its checksum can write to the user's own files and could as well replace this
             // program. wasmtime checks the header, version and settings once more.
-            match unsafe { runtime.load_precompiled(&payload, &origin) } {
+            match unsafe { runtime.load_precompiled(&payload, origin) } {
                 Ok(component) => {
                     if verbose {
                         eprintln!(
@@ -84,6 +102,8 @@ pub fn load(
                             started.elapsed()
                         );
                     }
+                    // The entry is named by these bytes' hash: they are its source.
+                    component.set_source(bytes.into());
                     return Ok(component);
                 }
                 Err(e) => eprintln!(
@@ -100,10 +120,10 @@ pub fn load(
     }
 
     let started = Instant::now();
-    let component = runtime.load_bytes(&bytes, &origin)?;
+    let component = runtime.load_bytes(bytes, origin)?;
     let compiled_in = started.elapsed();
     match component.precompiled() {
-        Ok(payload) => match store(&dir, &entry, &payload) {
+        Ok(payload) => match store(dir, &entry, &payload) {
             Ok(()) if verbose => eprintln!(
                 "wasmpool: cache miss: compiled {origin} in {compiled_in:.1?}, stored {}",
                 entry.display()
@@ -132,11 +152,16 @@ fn fuel_hint(runtime: &Runtime) -> &'static str {
 /// The cache directory: `--cache-dir`, `$XDG_CACHE_HOME/wasmpool`, `~/.cache/wasmpool`;
 /// `None` with `--no-cache` or when there is no home to put it in.
 pub fn cache_dir(args: &LoadArgs) -> Option<PathBuf> {
-    if args.no_cache {
+    cache_dir_of(args.cache_dir.as_deref(), args.no_cache)
+}
+
+/// [`cache_dir`] from the flags' values (`worker` has the same two flags).
+pub fn cache_dir_of(cache_dir: Option<&Path>, no_cache: bool) -> Option<PathBuf> {
+    if no_cache {
         return None;
     }
-    if let Some(dir) = &args.cache_dir {
-        return Some(dir.clone());
+    if let Some(dir) = cache_dir {
+        return Some(dir.to_path_buf());
     }
     let absolute = |var: &str| {
         std::env::var_os(var)

@@ -28,7 +28,7 @@ use super::cache;
 use super::input::{self, Input};
 use super::interrupt::{self, INTERRUPTED};
 use super::joblog::{JobLog, Resume};
-use super::pool_settings::{Pool, PoolSettings};
+use super::pool_settings::{ClusterTarget, Pool, PoolSettings};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
 
@@ -54,6 +54,7 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         output: OutputMode::Capture {
             limit: CAPTURE_LIMIT,
         },
+        cluster: ClusterTarget::from_args(&args.cluster, args.queue_timeout),
     };
     settings.check_available()?;
     let component = cache::load(&args.load, sandbox.runtime, verbose)?;

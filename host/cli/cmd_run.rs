@@ -8,7 +8,7 @@ use wasmpool::OutputMode;
 
 use super::args::{OutputFormat, PoolKind, RunArgs};
 use super::cache;
-use super::pool_settings::PoolSettings;
+use super::pool_settings::{ClusterTarget, PoolSettings};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 
 /// Runs `wasmpool run`.
@@ -45,6 +45,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
                 limit: CAPTURE_LIMIT,
             },
         },
+        cluster: ClusterTarget::from_args(&args.cluster, None),
     };
     let pool = settings.build()?.executor;
     let future = pool.submit(call)?;

@@ -1,5 +1,5 @@
-//! The `wasmpool` command line: `run`, `map`, `inspect` and `compile`. One mechanism per
-//! file; `main.rs` parses the arguments and calls [`dispatch`]. `cmd_*.rs` are the four
+//! The `wasmpool` command line: `run`, `map`, `inspect`, `compile` and `worker`. One mechanism per
+//! file; `main.rs` parses the arguments and calls [`dispatch`]. `cmd_*.rs` are the five
 //! subcommands; the other files are what they share.
 //!
 //! Exit status: 0 when every task succeeded, 1 when any task failed, 2 for usage errors and
@@ -11,6 +11,7 @@ mod cmd_compile;
 mod cmd_inspect;
 mod cmd_map;
 mod cmd_run;
+mod cmd_worker;
 mod input;
 mod interrupt;
 mod joblog;
@@ -30,5 +31,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Map(args) => cmd_map::map(args, cli.verbose),
         Command::Inspect(args) => cmd_inspect::inspect(args, cli.verbose),
         Command::Compile(args) => cmd_compile::compile(args, cli.verbose),
+        Command::Worker(args) => cmd_worker::worker(args, cli.verbose),
     }
 }

@@ -2,9 +2,17 @@
 //! Both pools are used through the library's [`Executor`] trait, so `run` and `map` do not
 //! care which one they have.
 
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmpool::cluster::{ClusterExecutor, NatsOptions};
 use wasmpool::{Budget, Capabilities, Executor, OutputMode, ThreadPoolExecutor};
 
-use super::args::PoolKind;
+use super::args::{NatsArgs, PoolKind};
+
+/// How many tasks `map --nats` keeps in flight per `-j` (and `-j`'s default there): the
+/// cluster's size is not known to the submitter.
+pub const CLUSTER_DEFAULT_WORKERS: usize = 16;
 
 /// Everything needed to build (and, after a pool broke, rebuild) the pool.
 #[derive(Debug, Clone)]
@@ -19,6 +27,39 @@ pub struct PoolSettings {
     pub capabilities: Capabilities,
     /// Where the tasks' stdout and stderr go.
     pub output: OutputMode,
+    /// `--nats`: run on a cluster instead (`kind` is then ignored).
+    pub cluster: Option<ClusterTarget>,
+}
+
+/// Where `--nats` sends the tasks.
+#[derive(Debug, Clone)]
+pub struct ClusterTarget {
+    /// The server and queue.
+    pub nats: NatsArgs,
+    /// `--queue-timeout`.
+    pub queue_timeout: Option<Duration>,
+}
+
+impl ClusterTarget {
+    /// The target `args` name, if `--nats` was given.
+    pub fn from_args(args: &NatsArgs, queue_timeout: Option<Duration>) -> Option<ClusterTarget> {
+        args.nats.as_ref().map(|_| ClusterTarget {
+            nats: args.clone(),
+            queue_timeout,
+        })
+    }
+}
+
+/// The connection options the `--nats-*` flags ask for.
+pub fn nats_options(args: &NatsArgs) -> NatsOptions {
+    let mut options = NatsOptions::default();
+    if let Some(path) = &args.nats_creds {
+        options = options.credentials_file(path);
+    }
+    if let Some(path) = &args.nats_tls_ca {
+        options = options.root_certificates(path).require_tls(true);
+    }
+    options
 }
 
 /// A started pool and how many workers it has (the library decides the default count).
@@ -50,6 +91,9 @@ impl PoolSettings {
     /// `serve_worker_if_requested`), and respawns a worker that dies: only the tasks that
     /// worker held fail (`broken-pool`, which `--retries` runs again), the map goes on.
     pub fn build(&self) -> anyhow::Result<Pool> {
+        if let Some(target) = &self.cluster {
+            return self.build_cluster(target);
+        }
         self.check_available()?;
         match self.kind {
             PoolKind::Thread => {
@@ -87,5 +131,24 @@ impl PoolSettings {
             #[cfg(not(unix))]
             PoolKind::Process => anyhow::bail!("--pool process: process pools need a Unix system"),
         }
+    }
+
+    /// Connects to the cluster `--nats` names.
+    fn build_cluster(&self, target: &ClusterTarget) -> anyhow::Result<Pool> {
+        let url = target.nats.nats.as_deref().unwrap_or_default();
+        let mut builder = ClusterExecutor::builder(url)
+            .queue(&target.nats.queue)
+            .nats_options(nats_options(&target.nats))
+            .budget(self.budget.clone())
+            .capabilities(self.capabilities.clone())
+            .output(self.output);
+        if let Some(limit) = target.queue_timeout {
+            builder = builder.queue_timeout(limit);
+        }
+        let cluster = builder.build().with_context(|| format!("--nats {url}"))?;
+        Ok(Pool {
+            executor: Box::new(cluster),
+            workers: self.workers.unwrap_or(CLUSTER_DEFAULT_WORKERS),
+        })
     }
 }

@@ -130,6 +130,9 @@ impl TaskRecord {
         if let Some(report) = &self.report {
             object.insert("elapsed_ms".into(), json!(self.elapsed_ms()));
             object.insert("worker".into(), json!(report.worker));
+            if let Some(host) = &report.host {
+                object.insert("host".into(), json!(host));
+            }
             object.insert("pid".into(), json!(report.pid));
             if let Some(fuel) = report.fuel_consumed {
                 object.insert("fuel".into(), json!(fuel));

@@ -514,6 +514,8 @@ impl Serving {
                 return;
             }
         };
+        #[cfg(feature = "test-hooks")]
+        kill_hook(&component, &task.calls);
         let mut calls = Vec::with_capacity(task.calls.len());
         let mut keys = Vec::with_capacity(task.calls.len());
         for call in task.calls {
@@ -719,6 +721,32 @@ impl Serving {
         let runtime = Runtime::with_config(config.clone())?;
         self.runtimes.push((config.clone(), runtime.clone()));
         Ok(runtime)
+    }
+}
+
+/// Test hook for the poison-task tests, compiled only with the `test-hooks` feature:
+/// with `WASMPOOL_CLUSTER_TEST_HOOK=kill-on:FUNC`, a worker that takes a call of `FUNC`
+/// kills its own process with SIGKILL (a task that kills every worker that takes it).
+#[cfg(feature = "test-hooks")]
+pub(crate) const CLUSTER_TEST_HOOK_ENV: &str = "WASMPOOL_CLUSTER_TEST_HOOK";
+
+#[cfg(feature = "test-hooks")]
+fn kill_hook(component: &TaskComponent, calls: &[RemoteCall<'_>]) {
+    let Ok(hook) = std::env::var(CLUSTER_TEST_HOOK_ENV) else {
+        return;
+    };
+    let Some(victim) = hook.strip_prefix("kill-on:") else {
+        return;
+    };
+    let poisoned = calls.iter().any(|c| {
+        component
+            .functions()
+            .get(c.function)
+            .is_some_and(|f| f.name() == victim || f.func_name() == victim)
+    });
+    if poisoned {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }
 
