@@ -307,7 +307,12 @@ pub(crate) async fn ensure_queue(
                 ..Default::default()
             })
             .await
-            .map_err(|e| cluster_error("cannot create the stops bucket", e))?,
+            .map_err(|e| {
+                cluster_error(
+                    "cannot create the stops bucket (key-value; it needs nats-server 2.10 or newer)",
+                    e,
+                )
+            })?,
     };
     Ok(Queue {
         tasks,
