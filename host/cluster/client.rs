@@ -477,8 +477,8 @@ impl Shared {
         Ok(upload)
     }
 
-    /// Completes task `id` with `outcome` if it is still waiting; `false` if it was not
-    /// (already done: a duplicate).
+    /// The promise of task `id` if it is still waiting, taking it out; `None` if it is not
+    /// (done already: this is a duplicate, or the task was cancelled).
     fn take(&self, id: u64) -> Option<Promise> {
         lock(&self.tasks).remove(&id).map(|p| p.promise)
     }

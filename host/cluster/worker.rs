@@ -425,9 +425,17 @@ impl Serving {
                 None => messages = None,
             }
         }
-        // Stopping: take nothing new; queued local tasks are cancelled (and handed back),
-        // running ones finish and are reported.
-        drop(messages);
+        // Stopping: take nothing new. Messages the server already sent this way and not yet
+        // taken are handed back at once (else they would wait out AckWait); queued local
+        // tasks are cancelled (and handed back), running ones finish and are reported.
+        if let Some(mut stream) = messages.take() {
+            while let Ok(Some(Ok(message))) =
+                tokio::time::timeout(Duration::from_millis(50), stream.next()).await
+            {
+                self.summary.handed_back += 1;
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+        }
         for (_, pool) in &self.pools {
             pool.executor().shutdown(false, true);
         }
@@ -439,7 +447,7 @@ impl Serving {
         watcher.abort();
         let _ = self.client.flush().await;
         self.summary.tasks = reported.tasks;
-        self.summary.handed_back = reported.handed_back;
+        self.summary.handed_back += reported.handed_back;
         self.summary
     }
 
