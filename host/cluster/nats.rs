@@ -124,6 +124,17 @@ impl NatsOptions {
     }
 }
 
+/// How long a JetStream request may take: in a cluster, creating a replicated stream or
+/// electing its leader after a server died takes seconds.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The JetStream context of `client`, with [`REQUEST_TIMEOUT`].
+pub(crate) fn jetstream_context(client: &async_nats::Client) -> jetstream::Context {
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(REQUEST_TIMEOUT);
+    js
+}
+
 /// The names of one queue's parts on the server. Queue names are letters, digits, `-` and
 /// `_` (they become parts of subjects and stream names).
 #[derive(Debug, Clone)]
