@@ -39,6 +39,13 @@ use super::wire::{self, RemoteCall, RemoteResult, ResultMessage, StartedMessage,
 
 /// The largest component a worker fetches from the object store.
 const MAX_COMPONENT: u64 = 512 << 20;
+/// How many task messages a worker with `workers` local workers holds at once: enough
+/// that the round trips of results and acks never leave its pool idle when tasks take
+/// microseconds (each held message's claim is kept by progress acks meanwhile).
+fn held_messages(workers: usize) -> usize {
+    workers.saturating_mul(4).max(32)
+}
+
 /// How many stopped tasks a worker remembers before forgetting the oldest hour.
 const STOPS_REMEMBERED: usize = 100_000;
 
@@ -361,7 +368,7 @@ impl Serving {
     }
 
     async fn serve(mut self, mut stop: watch::Receiver<bool>) -> WorkerSummary {
-        let slots = Arc::new(Semaphore::new(self.workers * 2));
+        let slots = Arc::new(Semaphore::new(held_messages(self.workers)));
         let (settled_tx, settled_rx) = mpsc::unbounded_channel::<Settled>();
         let watcher = tokio::spawn(watch_stops(
             self.queue.stops.clone(),
@@ -398,7 +405,7 @@ impl Serving {
             if messages.is_none() {
                 match consumer
                     .stream()
-                    .max_messages_per_batch(self.workers)
+                    .max_messages_per_batch(held_messages(self.workers) / 2)
                     .heartbeat(Duration::from_secs(5))
                     .expires(Duration::from_secs(30))
                     .messages()
