@@ -1,22 +1,33 @@
 //! The side-by-side comparison, in one run: the same workloads through wasmpool, through a
 //! raw wasmtime loop on the same engine (the physical limit of the approach: new store +
-//! instantiate + call + drop, no pool), and through Python's `concurrent.futures`
-//! (`compare.py` beside this file, when `python3` is on the PATH). Prints one table and
-//! writes `benches/RESULTS.md` with the date and the machine.
+//! instantiate + call + drop, no pool), through Python's `concurrent.futures`
+//! (`compare.py` beside this file, when `python3` is on the PATH), and across processes
+//! over a network: wasmpool's cluster executor on a loopback NATS JetStream server with two
+//! `wasmpool worker -j 1` processes ([`cluster`]; skipped without a `nats-server`), Dask
+//! distributed and Ray (by `compare.py`, when its interpreter can import them). Prints one
+//! table and writes `benches/RESULTS.md` with the date and the machine.
 //!
 //! ```sh
 //! cargo bench --bench compare                  # optimised (the numbers to quote)
 //! cargo bench --profile dev --bench compare    # quick: wasmtime is optimised in dev too
 //! cargo bench --bench compare -- --quick       # fewer tasks per measurement
 //! cargo bench --bench compare -- --no-write    # print only, leave RESULTS.md alone
+//! WASMPOOL_BENCH_PYTHON=/path/to/venv/bin/python cargo bench --bench compare  # Dask, Ray
 //! ```
+//!
+//! The Python side runs with `$WASMPOOL_BENCH_PYTHON` (default `python3`); the Dask and
+//! Ray rows need `dask[distributed]` and `ray` installed for it. The cluster's server is
+//! `$WASMPOOL_NATS_SERVER`, else `nats-server` on PATH, else `.ci/venv/bin/nats-server`.
 //!
 //! Not criterion: both sides follow one [`Plan`] (the same task counts per workload; rates
 //! the best of three after a warm-up, latencies the median, times the least of three),
 //! which is enough for ratios measured side by side in one run.
 
+mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../../tests/support/nats.rs"]
+mod nats;
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -49,6 +60,7 @@ impl Unit {
     fn show(self, v: f64) -> String {
         match self {
             Unit::Rate if v >= 1e6 => format!("{:.2} M tasks/s", v / 1e6),
+            Unit::Rate if v < 1e3 => format!("{v:.0} tasks/s"),
             Unit::Rate => format!("{:.1} k tasks/s", v / 1e3),
             Unit::Micros => format!("{v:.1} µs"),
             Unit::Seconds => format!("{v:.3} s"),
@@ -105,6 +117,12 @@ struct Fib {
 
 const REPEAT: usize = 3;
 
+/// The runners of the distributed rows (rates and round trips alike).
+const CLUSTER: &str = "wasmpool cluster";
+const CLUSTER_MAP256: &str = "wasmpool cluster, map_chunked 256";
+const DASK: &str = "Dask distributed, LocalCluster(2 processes × 1 thread)";
+const RAY: &str = "Ray, ray.init(num_cpus=2)";
+
 impl Plan {
     fn new(scale: usize) -> Plan {
         Plan {
@@ -155,13 +173,33 @@ fn main() {
     let plan = Plan::new(if args.quick { 4 } else { 1 });
     let mut rows = Vec::new();
     let python = python(&plan);
-    let py = |key: &str| {
+    let py_value = |key: &str| {
         let mut value = python.as_ref()?;
         for part in key.split('.') {
             value = value.get(part)?;
         }
-        value.as_f64()
+        Some(value)
     };
+    let py = |key: &str| py_value(key)?.as_f64();
+    // Dask and Ray: a version when measured, else why not.
+    let distributed: Vec<(&str, &str, Result<String, String>)> = [("Dask", "dask"), ("Ray", "ray")]
+        .into_iter()
+        .map(|(name, key)| {
+            let status = match (
+                py_value(&format!("{key}.version")).and_then(|v| v.as_str()),
+                py_value(&format!("{key}.skipped")).and_then(|v| v.as_str()),
+            ) {
+                (Some(version), _) => Ok(version.to_string()),
+                (None, Some(why)) => Err(why.to_string()),
+                (None, None) => Err("compare.py did not run".to_string()),
+            };
+            if let Err(why) = &status {
+                eprintln!("the {name} rows are skipped: {why}");
+            }
+            (name, key, status)
+        })
+        .collect();
+    let measured = |key: &str| distributed.iter().any(|(_, k, s)| *k == key && s.is_ok());
 
     let component = common::fixtures();
     let raw = Arc::new(common::Raw::new(component.runtime()));
@@ -197,6 +235,20 @@ fn main() {
             &["Python ProcessPoolExecutor(2).map, chunksize=256"],
         ));
     }
+    // One server and two workers for every cluster row (stopped after the round trips).
+    eprintln!(
+        "starting nats-server and {} `wasmpool worker -j {}` ...",
+        cluster::WORKERS,
+        cluster::JOBS
+    );
+    let nats_cluster = cluster::Cluster::start();
+    rows.extend(cluster_rate_rows(
+        w,
+        nats_cluster.as_ref(),
+        InstancePolicy::Fresh,
+        &noop,
+        counts,
+    ));
     let pool = common::thread_pool(2, InstancePolicy::Fresh);
     rows.push(chunked_rate_row(
         w,
@@ -242,6 +294,7 @@ fn main() {
     ));
     drop(pool);
     rows.extend(python_rate_rows(w, "fresh", &py));
+    rows.extend(distributed_rate_rows(w, "fresh", &py, &measured));
 
     // --- Trivial tasks, instance reuse, 2 workers ---
     let w = "trivial task, instance reused, 2 workers";
@@ -283,6 +336,13 @@ fn main() {
             &["Python ProcessPoolExecutor(2).map, chunksize=256"],
         ));
     }
+    rows.extend(cluster_rate_rows(
+        w,
+        nats_cluster.as_ref(),
+        common::REUSE,
+        &noop,
+        counts,
+    ));
     rows.push(row(
         w,
         "raw wasmtime, 2 threads",
@@ -290,6 +350,7 @@ fn main() {
         Unit::Rate,
     ));
     rows.extend(python_rate_rows(w, "reused", &py));
+    rows.extend(distributed_rate_rows(w, "reused", &py, &measured));
 
     // --- Round trips: on an idle pool (every thread parked), and back to back ---
     let idle = "submit→result round trip, idle pool of 2: 1 ms pause before each (median)";
@@ -297,7 +358,14 @@ fn main() {
     eprintln!("round trips ...");
     let call = component.call_wave("noop()").expect("call");
     let gap = Duration::from_secs_f64(plan.round_trip.gap_ms / 1000.0);
-    for (name, policy) in [("fresh", InstancePolicy::Fresh), ("reuse", common::REUSE)] {
+    for (name, policy, process_runner) in [
+        (
+            "fresh",
+            InstancePolicy::Fresh,
+            "wasmpool process pool, fresh",
+        ),
+        ("reuse", common::REUSE, "wasmpool process pool, reuse"),
+    ] {
         let pool = common::thread_pool(2, policy);
         let runner = format!("wasmpool thread pool, {name}");
         let n = plan.round_trip.thread;
@@ -328,7 +396,31 @@ fn main() {
                 });
             }
         }
+        // The cluster: the process pools' count of trips, compared with them and with
+        // Dask's and Ray's (which have no instance policy: the same rows for both).
+        let warm_up = vec![call.clone(); 20];
+        if let Some(executor) = nats_cluster
+            .as_ref()
+            .and_then(|c| c.executor(policy, &warm_up))
+        {
+            let runner = format!("{CLUSTER}, {name}");
+            let n = plan.round_trip.process;
+            for (w, gap) in [(idle, gap), (busy, Duration::ZERO)] {
+                rows.push(Row {
+                    versus: vec![process_runner, DASK, RAY],
+                    ..row(
+                        w,
+                        &runner,
+                        median_round_trip(&executor, &call, n, gap),
+                        Unit::Micros,
+                    )
+                });
+            }
+        }
     }
+    // Every cluster row is taken: the workers and the server go (SIGTERM, reaped).
+    let nats_version = nats_cluster.as_ref().map(|c| c.server_version.clone());
+    drop(nats_cluster);
     for (w, when) in [(idle, "idle"), (busy, "busy")] {
         for (runner, side) in [
             ("Python ThreadPoolExecutor(2)", "thread"),
@@ -336,6 +428,12 @@ fn main() {
         ] {
             let key = format!("{side}_round_trip_{when}_us");
             rows.push(opt_row(w, runner, py(&key), Unit::Micros));
+        }
+        for (runner, key) in [(DASK, "dask"), (RAY, "ray")] {
+            if measured(key) {
+                let value = py(&format!("{key}.round_trip_{when}_us"));
+                rows.push(opt_row(w, runner, value, Unit::Micros));
+            }
         }
     }
 
@@ -415,9 +513,22 @@ fn main() {
 
     let table = render(&rows);
     println!("{table}");
+    let goals = goals(&rows, idle);
+    println!("{goals}");
     if args.write {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
-        let doc = results_md(&table, &args, python.is_some());
+        let setup = Setup {
+            python: python.as_ref().map(|p| {
+                let field = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+                format!("{} ({})", field("python"), field("executable"))
+            }),
+            distributed: distributed
+                .iter()
+                .map(|(name, _, status)| (*name, status.clone()))
+                .collect(),
+            nats: nats_version,
+        };
+        let doc = results_md(&table, &goals, &args, &setup);
         std::fs::write(path, doc).expect("write RESULTS.md");
         eprintln!("wrote {path}");
     }
@@ -443,6 +554,60 @@ fn python_rate_rows(
             Unit::Rate,
         )
     })
+}
+
+/// The cluster's rows of one trivial-task workload, with the process pools' counts:
+/// unchunked (one JetStream message per task) and through `map_chunked` with chunks of
+/// [`CHUNK`]; none without a cluster.
+fn cluster_rate_rows(
+    workload: &'static str,
+    cluster: Option<&cluster::Cluster>,
+    policy: InstancePolicy,
+    noop: &impl Fn(usize) -> Vec<Call>,
+    counts: Counts,
+) -> Vec<Row> {
+    let Some(executor) = cluster.and_then(|c| c.executor(policy, &noop(200))) else {
+        return Vec::new();
+    };
+    vec![
+        rate_row(
+            workload,
+            CLUSTER,
+            &executor,
+            &noop(counts.process),
+            &["wasmpool process pool", DASK, RAY],
+        ),
+        chunked_rate_row(
+            workload,
+            CLUSTER_MAP256,
+            &executor,
+            &noop(counts.map256),
+            CHUNK,
+            &["wasmpool process pool, map_chunked 256"],
+        ),
+    ]
+}
+
+/// Dask's and Ray's trivial-task rates for one workload (`fresh` or `reused`: neither has
+/// instances, the key only picks the task count, the process pools'), each when measured.
+fn distributed_rate_rows(
+    workload: &'static str,
+    key: &str,
+    py: &impl Fn(&str) -> Option<f64>,
+    measured: &impl Fn(&str) -> bool,
+) -> Vec<Row> {
+    [(DASK, "dask"), (RAY, "ray")]
+        .into_iter()
+        .filter(|(_, side)| measured(side))
+        .map(|(runner, side)| {
+            opt_row(
+                workload,
+                runner,
+                py(&format!("{side}.rates.{key}")),
+                Unit::Rate,
+            )
+        })
+        .collect()
 }
 
 fn row(workload: &'static str, runner: &str, value: f64, unit: Unit) -> Row {
@@ -535,12 +700,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs `compare.py` with `plan`; `None` (and a note on stderr) without python3.
+/// The Python interpreter `compare.py` runs with: `$WASMPOOL_BENCH_PYTHON`, else `python3`.
+fn python_program() -> String {
+    std::env::var("WASMPOOL_BENCH_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
+/// Runs `compare.py` with `plan`; `None` (and a note on stderr) without the interpreter.
 fn python(plan: &Plan) -> Option<serde_json::Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare/compare.py");
-    eprintln!("Python's concurrent.futures ...");
+    let program = python_program();
+    eprintln!("Python's concurrent.futures, Dask and Ray ({program}) ...");
     let plan = plan.to_json().to_string();
-    match Command::new("python3").arg(script).arg(plan).output() {
+    match Command::new(&program).arg(script).arg(plan).output() {
         Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout)
             .map_err(|e| eprintln!("compare.py printed no JSON: {e}"))
             .ok(),
@@ -552,7 +726,7 @@ fn python(plan: &Plan) -> Option<serde_json::Value> {
             None
         }
         Err(e) => {
-            eprintln!("no python3 ({e}): the Python rows stay empty");
+            eprintln!("no {program} ({e}): the Python rows stay empty");
             None
         }
     }
@@ -594,7 +768,83 @@ fn render(rows: &[Row]) -> String {
     out
 }
 
-fn results_md(table: &str, args: &Args, python: bool) -> String {
+/// The issue's goals for the cluster, checked against this run's rows: unchunked at least
+/// 10× Dask and Ray, `map_chunked 256` at least 100k tasks/s, an idle round trip of at most
+/// 1 ms. Only what was measured is judged.
+fn goals(rows: &[Row], idle: &str) -> String {
+    let value = |workload: &str, runner: &str| {
+        rows.iter()
+            .find(|r| r.workload == workload && r.runner == runner)
+            .and_then(|r| r.value)
+    };
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut out = String::from(
+        "## The cluster's goals (the issue's), judged on this run\n\n\
+         - unchunked tasks/s at least 10× Dask's and Ray's, `map_chunked 256` at least\n  \
+         100 k tasks/s, idle round trip (1 ms pause before each, median) at most 1 ms.\n",
+    );
+    let mut any = false;
+    for r in rows.iter().filter(|r| r.runner == CLUSTER) {
+        let Some(mine) = r.value else { continue };
+        any = true;
+        let mut parts = Vec::new();
+        for (name, runner) in [("Dask", DASK), ("Ray", RAY)] {
+            parts.push(match value(r.workload, runner) {
+                Some(theirs) => {
+                    let ratio = mine / theirs;
+                    format!("{ratio:.1}× {name}: {}", met(ratio >= 10.0))
+                }
+                None => format!("{name} not measured"),
+            });
+        }
+        let _ = writeln!(
+            out,
+            "- {}: unchunked {} = {}",
+            r.workload,
+            Unit::Rate.show(mine),
+            parts.join("; ")
+        );
+    }
+    for r in rows.iter().filter(|r| r.runner == CLUSTER_MAP256) {
+        let Some(mine) = r.value else { continue };
+        let _ = writeln!(
+            out,
+            "- {}: map_chunked 256 {}: {}",
+            r.workload,
+            Unit::Rate.show(mine),
+            met(mine >= 100e3)
+        );
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.workload == idle && r.runner.starts_with(CLUSTER))
+    {
+        let Some(mine) = r.value else { continue };
+        let _ = writeln!(
+            out,
+            "- idle round trip, {}: {}: {}",
+            r.runner,
+            Unit::Micros.show(mine),
+            met(mine <= 1000.0)
+        );
+    }
+    if !any {
+        out.push_str("- not judged: no cluster rows in this run (no nats-server?)\n");
+    }
+    out
+}
+
+/// What ran, for RESULTS.md's header.
+struct Setup {
+    /// Python's version and interpreter, if `compare.py` ran.
+    python: Option<String>,
+    /// Dask's and Ray's versions, or why they were not measured.
+    distributed: Vec<(&'static str, Result<String, String>)>,
+    /// `nats-server --version`, if the cluster rows ran.
+    nats: Option<String>,
+}
+
+fn results_md(table: &str, goals: &str, args: &Args, setup: &Setup) -> String {
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -640,19 +890,64 @@ fn results_md(table: &str, args: &Args, python: bool) -> String {
            The idle round trips pause 1 ms before each trip, so every thread of both pools\n\
            has parked; the back-to-back ones do not (wasmpool's threads are still spinning).\n\
          - the CPU-bound rows compare compiled wasm with the CPython interpreter: a language\n\
-           comparison, not a pool comparison.\n\n\
+           comparison, not a pool comparison.\n\
+         - wasmpool cluster: {cluster}\n\
+         - Dask: {dask}\n\
+         - Ray: {ray}\n\
+         - the cluster, Dask and Ray rows run the process pools' task counts (unchunked\n\
+           rates and round trips) and the `map_chunked 256` count, under the same rule;\n\
+           Dask and Ray have no instance policy, so their rows in the fresh and reused\n\
+           workloads differ only in the task count (and the noise).\n\n\
          Noise: this is a shared 2-core VM, other builds may have been running; rows taken in\n\
-         one run are comparable with each other, absolute numbers vary by ±30% between runs.\n\n\
-         {table}",
+         one run are comparable with each other, absolute numbers vary by ±30% between runs.\n\
+         The cluster, Dask and Ray rows run their server, scheduler and workers on the same\n\
+         2 cores as the submitter.\n\n\
+         {table}\n\
+         {goals}",
         quick = if args.quick {
             ", `--quick` (fewer tasks per measurement)"
         } else {
             ""
         },
-        py = if python {
-            "concurrent.futures via `benches/compare/compare.py`"
-        } else {
-            "not run (no python3)"
+        py = match &setup.python {
+            Some(python) => format!(
+                "{python}: concurrent.futures, Dask and Ray via `benches/compare/compare.py`"
+            ),
+            None => format!("not run (no {})", python_program()),
         },
+        cluster = match &setup.nats {
+            Some(version) => format!(
+                "a `ClusterExecutor` in the bench process; `{version}` on\n  \
+                 127.0.0.1 (`-js`, file store in a temporary directory); two `wasmpool worker\n  \
+                 --nats URL --queue bench -j 1 --no-cache` processes (a thread pool of 1 each:\n  \
+                 2 workers in all, like the pools); output discarded as in the pools.\n  \
+                 Unchunked: one JetStream message per task; `map_chunked 256`: one message per\n  \
+                 256 calls"
+            ),
+            None => "not run (no nats-server, or it did not start): no cluster rows".into(),
+        },
+        dask = distributed_note(
+            setup,
+            "Dask",
+            "`LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`, a trivial\n  \
+             Python function: rates `client.gather(client.map(f, range(n), pure=False))`,\n  \
+             round trips `client.submit(f, 0, pure=False).result()`"
+        ),
+        ray = distributed_note(
+            setup,
+            "Ray",
+            "`ray.init(num_cpus=2, include_dashboard=False)`, a trivial `@ray.remote`\n  \
+             function: rates `ray.get([f.remote(i) for i in range(n)])`, round trips\n  \
+             `ray.get(f.remote(0))`"
+        ),
     )
+}
+
+/// RESULTS.md's line for Dask or Ray: its version and `how`, or why it has no rows.
+fn distributed_note(setup: &Setup, name: &str, how: &str) -> String {
+    match setup.distributed.iter().find(|(n, _)| *n == name) {
+        Some((_, Ok(version))) => format!("{version}, {how}"),
+        Some((_, Err(why))) => format!("no rows: {why}"),
+        None => "no rows: compare.py did not run".into(),
+    }
 }
