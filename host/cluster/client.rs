@@ -514,7 +514,7 @@ async fn connect(builder: &ClusterBuilder, shared: &Arc<Shared>) -> Result<Conne
     shared
         .max_payload
         .store(client.server_info().max_payload, Ordering::Relaxed);
-    let js = jetstream::new(client.clone());
+    let js = super::nats::jetstream_context(&client);
     let queue = ensure_queue(&js, &shared.names, &builder.queue_config).await?;
     shared
         .max_deliver

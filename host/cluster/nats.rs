@@ -124,6 +124,17 @@ impl NatsOptions {
     }
 }
 
+/// How long a JetStream request may take: in a cluster, creating a replicated stream or
+/// electing its leader after a server died takes seconds.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The JetStream context of `client`, with [`REQUEST_TIMEOUT`].
+pub(crate) fn jetstream_context(client: &async_nats::Client) -> jetstream::Context {
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(REQUEST_TIMEOUT);
+    js
+}
+
 /// The names of one queue's parts on the server. Queue names are letters, digits, `-` and
 /// `_` (they become parts of subjects and stream names).
 #[derive(Debug, Clone)]
@@ -238,8 +249,27 @@ fn cluster_error(what: &str, e: impl std::fmt::Display) -> BuildError {
     BuildError::Cluster(format!("{what}: {e}"))
 }
 
-/// Finds the queue's streams, consumer and buckets, creating what is missing.
+/// Finds the queue's streams, consumer and buckets, creating what is missing. In a
+/// JetStream cluster, clients creating the same stream at once can see a request time
+/// out while the servers agree; it is tried three times.
 pub(crate) async fn ensure_queue(
+    js: &jetstream::Context,
+    names: &Names,
+    config: &QueueConfig,
+) -> Result<Queue, BuildError> {
+    let mut attempt = 1;
+    loop {
+        match try_ensure_queue(js, names, config).await {
+            Err(BuildError::Cluster(e)) if attempt < 3 && e.contains("timed out") => {
+                log::warn!("setting up the queue: {e}; trying again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_ensure_queue(
     js: &jetstream::Context,
     names: &Names,
     config: &QueueConfig,

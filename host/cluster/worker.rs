@@ -334,7 +334,7 @@ impl Serving {
                 &format!("wasmpool worker on {}", builder.host),
             )
             .await?;
-        let js = jetstream::new(client.clone());
+        let js = super::nats::jetstream_context(&client);
         let queue = ensure_queue(&js, &names, &QueueConfig::default()).await?;
         let loader = builder.loader.unwrap_or_else(|| {
             Arc::new(|runtime: &Runtime, bytes: &[u8], origin: &str| {
