@@ -370,11 +370,18 @@ impl Serving {
     async fn serve(mut self, mut stop: watch::Receiver<bool>) -> WorkerSummary {
         let slots = Arc::new(Semaphore::new(held_messages(self.workers)));
         let (settled_tx, settled_rx) = mpsc::unbounded_channel::<Settled>();
+        let (watching_tx, watching) = tokio::sync::oneshot::channel();
         let watcher = tokio::spawn(watch_stops(
             self.queue.stops.clone(),
             self.stopped.clone(),
             self.running.clone(),
+            watching_tx,
         ));
+        // Take no task before the stops put while no worker watched are known.
+        tokio::select! {
+            _ = watching => {}
+            _ = stop.changed() => {}
+        }
         let reporter = tokio::spawn(report(
             self.js.clone(),
             self.names.clone(),
@@ -436,9 +443,18 @@ impl Serving {
         // taken are handed back at once (else they would wait out AckWait); queued local
         // tasks are cancelled (and handed back), running ones finish and are reported.
         if let Some(mut stream) = messages.take() {
+            let mut unstarted = Vec::new();
             while let Ok(Some(Ok(message))) =
                 tokio::time::timeout(Duration::from_millis(50), stream.next()).await
             {
+                unstarted.push(message);
+            }
+            // Stop pulling before handing them back: a message nak'd while this stream's
+            // pull request is open comes straight back to it (one more delivery each time,
+            // until MaxDeliver makes it poison).
+            drop(stream);
+            let _ = self.client.flush().await;
+            for message in unstarted {
                 self.summary.handed_back += 1;
                 let _ = message.ack_with(AckKind::Nak(None)).await;
             }
@@ -487,13 +503,6 @@ impl Serving {
             let _ = held.message.ack().await;
             return;
         }
-        let ids: Vec<u64> = task.calls.iter().map(|c| c.id).collect();
-        if let Ok(body) = wire::encode(&StartedMessage { ids }) {
-            let _ = self
-                .client
-                .publish(self.names.started_subject(&task.submitter), body.into())
-                .await;
-        }
         tokio::spawn(keep_claim(Arc::downgrade(&held), self.queue.ack_wait / 3));
         let settle_now = |call: &RemoteCall<'_>, error: TaskError| Settled {
             held: held.clone(),
@@ -531,6 +540,14 @@ impl Serving {
         };
         #[cfg(feature = "test-hooks")]
         kill_hook(&component, &task.calls);
+        // Started: the component is ready here and the calls go to the local pool now.
+        let ids: Vec<u64> = task.calls.iter().map(|c| c.id).collect();
+        if let Ok(body) = wire::encode(&StartedMessage { ids }) {
+            let _ = self
+                .client
+                .publish(self.names.started_subject(&task.submitter), body.into())
+                .await;
+        }
         let mut calls = Vec::with_capacity(task.calls.len());
         let mut keys = Vec::with_capacity(task.calls.len());
         for call in task.calls {
@@ -577,6 +594,11 @@ impl Serving {
         let loses_workers = self.pool_for(&settings).is_some_and(|p| p.loses_workers());
         for (future, (key, id)) in futures.into_iter().zip(keys) {
             lock(&self.running).insert(key.clone(), future.clone());
+            // A stop noted between the check above and this registration found nothing
+            // running to abort: look again now that it is registered.
+            if lock(&self.stopped).contains_key(&key) {
+                future.abort();
+            }
             let held = held.clone();
             let settled = settled.clone();
             let running = self.running.clone();
@@ -701,22 +723,29 @@ impl Serving {
                 info.size
             ));
         }
-        let mut object = self
-            .queue
-            .components
-            .get(hash)
-            .await
-            .map_err(|e| format!("cannot fetch component {hash}: {e}"))?;
-        let mut bytes = Vec::with_capacity(info.size);
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| format!("cannot fetch component {hash}: {e}"))?;
-        let actual = hex(&Sha256::digest(&bytes));
-        if &actual != hash {
-            return Err(format!(
-                "the object store's component {hash} has the SHA-256 {actual}: refused"
-            ));
+        // Another upload of the same component can purge the chunks being read (a `put` of
+        // an existing name purges the old chunks): a read that stalls is tried again, and
+        // after a few tries the task fails instead of holding its claim forever.
+        let mut bytes = Vec::new();
+        let mut failure = String::new();
+        for _ in 0..FETCH_ATTEMPTS {
+            match fetch(&self.queue.components, hash, info.size).await {
+                Ok(fetched) if &hex(&Sha256::digest(&fetched)) == hash => {
+                    bytes = fetched;
+                    failure.clear();
+                    break;
+                }
+                Ok(fetched) => {
+                    failure = format!(
+                        "the object store's component {hash} has the SHA-256 {}: refused",
+                        hex(&Sha256::digest(&fetched))
+                    );
+                }
+                Err(e) => failure = format!("cannot fetch component {hash}: {e}"),
+            }
+        }
+        if !failure.is_empty() {
+            return Err(failure);
         }
         let runtime = self.runtime(&config).map_err(|e| e.to_string())?;
         let loader = self.loader.clone();
@@ -762,6 +791,35 @@ fn kill_hook(component: &TaskComponent, calls: &[RemoteCall<'_>]) {
     if poisoned {
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+}
+
+/// How many times a worker tries to fetch a component.
+const FETCH_ATTEMPTS: usize = 3;
+/// How long a component's read may make no progress before it is given up.
+const FETCH_STALL: Duration = Duration::from_secs(5);
+
+/// Reads component `hash` from the object store; a read that makes no progress for
+/// `FETCH_STALL` fails.
+async fn fetch(
+    store: &async_nats::jetstream::object_store::ObjectStore,
+    hash: &str,
+    size: usize,
+) -> Result<Vec<u8>, String> {
+    let mut object = store.get(hash).await.map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(size);
+    loop {
+        match tokio::time::timeout(FETCH_STALL, object.read_buf(&mut bytes)).await {
+            Ok(Ok(0)) => return Ok(bytes),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "no data for {FETCH_STALL:?} after {} of {size} bytes (its chunks are gone?)",
+                    bytes.len()
+                ));
+            }
+        }
     }
 }
 
@@ -838,7 +896,22 @@ async fn watch_stops(
     stops: async_nats::jetstream::kv::Store,
     stopped: Arc<Mutex<HashMap<String, Instant>>>,
     running: Arc<Mutex<HashMap<String, TaskFuture>>>,
+    watching: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut watching = Some(watching);
+    let note = |key: String| {
+        {
+            let mut stopped = lock(&stopped);
+            if stopped.len() >= STOPS_REMEMBERED {
+                stopped.retain(|_, seen| seen.elapsed() < Duration::from_secs(3600));
+            }
+            stopped.insert(key.clone(), Instant::now());
+        }
+        let future = lock(&running).get(&key).cloned();
+        if let Some(future) = future {
+            future.abort();
+        }
+    };
     loop {
         let mut watch = match stops.watch_all().await {
             Ok(w) => w,
@@ -848,21 +921,31 @@ async fn watch_stops(
                 continue;
             }
         };
+        // The watch sees only stops put from now on: those put before (while no worker
+        // watched, or this watch was down) are read once, after it began, so none is missed.
+        let keys = match stops.keys().await {
+            Ok(keys) => {
+                keys.filter_map(|k| async { k.ok() })
+                    .collect::<Vec<_>>()
+                    .await
+            }
+            Err(e) => {
+                log::warn!("cannot list stopped tasks, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for key in keys {
+            note(key);
+        }
+        if let Some(watching) = watching.take() {
+            let _ = watching.send(());
+        }
         while let Some(entry) = watch.next().await {
             let Ok(entry) = entry else {
                 break;
             };
-            {
-                let mut stopped = lock(&stopped);
-                if stopped.len() >= STOPS_REMEMBERED {
-                    stopped.retain(|_, seen| seen.elapsed() < Duration::from_secs(3600));
-                }
-                stopped.insert(entry.key.clone(), Instant::now());
-            }
-            let future = lock(&running).get(&entry.key).cloned();
-            if let Some(future) = future {
-                future.abort();
-            }
+            note(entry.key);
         }
     }
 }

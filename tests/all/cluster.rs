@@ -936,3 +936,64 @@ fn cli_map_and_run_on_the_cluster() {
         .success();
     assert_eq!(String::from_utf8_lossy(&assert.get_output().stdout), "5\n");
 }
+
+/// `bytes` with a custom section `name` of `size` bytes appended (a component may carry
+/// custom sections anywhere at its top level; they change nothing it does).
+fn with_custom_section(bytes: &[u8], name: &str, size: usize) -> Vec<u8> {
+    fn uleb(out: &mut Vec<u8>, mut n: usize) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut contents = Vec::with_capacity(size + name.len() + 8);
+    uleb(&mut contents, name.len());
+    contents.extend_from_slice(name.as_bytes());
+    contents.resize(contents.len() + size, 0x5a);
+    let mut out = bytes.to_vec();
+    out.push(0);
+    uleb(&mut out, contents.len());
+    out.extend_from_slice(&contents);
+    out
+}
+
+#[test]
+fn a_20_mib_component_travels_by_content_and_precompiled_code_never_does() {
+    let Some(mut cluster) = Cluster::start("large") else {
+        return;
+    };
+    let fixture = std::fs::read(FIXTURES).expect("fixture component");
+    let large = with_custom_section(&fixture, "ballast", 20 << 20);
+    let component = wasmpool::TaskComponent::from_bytes(&large).expect("the large component loads");
+    assert_eq!(component.source().map(|s| s.len()), Some(large.len()));
+    let submitter = cluster.submitter();
+    cluster.worker(&["-j", "1"]);
+    let sum = submitter
+        .submit(component.call_wave("add(20, 22)").expect("call"))
+        .expect("submit");
+    assert_eq!(value_within_soon(&sum).as_i64(), Some(42));
+
+    // Code compiled here is never shipped: a component known only by its precompiled form
+    // is refused at submit, with the way out in the message.
+    let cwasm = fixtures().precompiled().expect("precompiled");
+    // SAFETY: the bytes were made by `precompiled` just above, with the same runtime.
+    let precompiled = unsafe {
+        fixtures()
+            .runtime()
+            .load_precompiled(&cwasm, "fixture.cwasm")
+    }
+    .expect("loads");
+    let refused = submitter
+        .submit(precompiled.call_wave("add(1, 2)").expect("call"))
+        .expect_err("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("precompiled") && message.contains("set_source"),
+        "{message}"
+    );
+}
