@@ -63,22 +63,34 @@
 //!
 //! ## Files
 //!
-//! - `client.rs`: [`ClusterExecutor`], the submitter.
-//! - `worker.rs`: [`ClusterWorker`], taking and running tasks.
+//! - `client.rs`: [`ClusterExecutor`] and its builder, the submitter.
+//! - `submitted.rs`: encoding calls into task messages; the table of tasks not yet done.
+//! - `connection.rs`: the submitter's connection: publishing, and settling the futures.
+//! - `worker.rs`: [`ClusterWorker`] and its builder.
+//! - `serving.rs`: a worker taking task messages and running their calls on local pools.
+//! - `components.rs`: fetching, checking and compiling components on a worker.
+//! - `stops.rs`: the cancelled and aborted tasks a worker knows.
+//! - `results.rs`: publishing results and acking (or handing back) task messages.
 //! - `limits.rs`: [`WorkerLimits`], what a worker allows.
 //! - `nats.rs`: connecting ([`NatsOptions`]), the queue's names, creating its parts.
 //! - `wire.rs`: the message bodies, in the process pool's encoding.
 
 mod client;
+mod components;
+mod connection;
 mod limits;
 mod nats;
+mod results;
+mod serving;
+mod stops;
+mod submitted;
 mod wire;
 mod worker;
 
 pub use client::{ClusterBuilder, ClusterExecutor};
+pub use components::ComponentLoader;
 pub use limits::WorkerLimits;
 pub use nats::NatsOptions;
+pub use serving::{WorkerPool, WorkerSummary};
 pub use wire::CLUSTER_VERSION;
-pub use worker::{
-    ClusterWorker, ClusterWorkerBuilder, ComponentLoader, StopHandle, WorkerPool, WorkerSummary,
-};
+pub use worker::{ClusterWorker, ClusterWorkerBuilder, StopHandle};

@@ -354,6 +354,18 @@ async fn try_ensure_queue(
     })
 }
 
+/// The lower-case hex SHA-256 of `bytes`: a component's name in the object store.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// A random id for a submitter or worker: 16 hex digits from the process's hash seed, time
 /// and pid (unique enough to keep submitters' subjects apart; not a secret).
 pub(crate) fn random_id() -> String {
