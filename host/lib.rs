@@ -38,8 +38,6 @@
 //! `future_loom.rs`), `fuzzing/` (entry points and seeds of the fuzz targets).
 
 mod call;
-/// Scale-out on NATS JetStream: [`ClusterExecutor`](cluster::ClusterExecutor) and
-/// [`ClusterWorker`](cluster::ClusterWorker).
 #[cfg(unix)]
 pub mod cluster;
 mod component;

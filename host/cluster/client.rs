@@ -75,7 +75,7 @@ impl ClusterBuilder {
     }
 
     /// Fails a task that no worker has begun within `limit` with
-    /// [`TaskError::QueueTimeout`], and withdraws it (default: tasks wait as long as it
+    /// [`TaskError::QueueTimeout`](crate::TaskError::QueueTimeout), and withdraws it (default: tasks wait as long as it
     /// takes, in the stream, for a worker to come).
     pub fn queue_timeout(mut self, limit: Duration) -> Self {
         self.queue_timeout = Some(limit);

@@ -89,7 +89,7 @@ impl ClusterWorkerBuilder {
         self
     }
 
-    /// How components are compiled (default: [`Runtime::load_bytes`]).
+    /// How components are compiled (default: [`Runtime::load_bytes`](crate::Runtime::load_bytes)).
     pub fn loader(mut self, loader: ComponentLoader) -> Self {
         self.setup.loader = Some(loader);
         self
