@@ -321,6 +321,27 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a directory, a device such as `/dev/zero`, a FIFO or
+    /// a socket): only regular files are read, so that a read always ends.
+    #[error("cannot read {path}: not a regular file (it is a {kind})")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The file is larger than a component may be.
+    #[error(
+        "cannot read {path}: {size} bytes is more than the limit of {limit} bytes for a component"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// [`MAX_COMPONENT_FILE`](crate::MAX_COMPONENT_FILE).
+        limit: u64,
+    },
     /// The bytes do not start with the wasm magic number.
     #[error("{origin} is not a WebAssembly file (it does not start with \\0asm)")]
     NotWasm {

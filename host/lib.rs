@@ -82,13 +82,14 @@ pub use error::{
 };
 pub use executor::{Executor, Map};
 pub use future::{FutureState, Promise, ResultFuture, TaskFuture, promise};
+pub use load::{MAX_COMPONENT_FILE, read_component_file};
 pub use output::OutputMode;
 #[cfg(unix)]
 pub use process_pool::{ProcessPoolBuilder, ProcessPoolExecutor, serve_worker_if_requested};
 pub use report::TaskReport;
 pub use runtime::{PoolingConfig, Runtime, RuntimeConfig};
 pub use sandbox::{Budget, Capabilities, DirGrant};
-pub use settings::InstancePolicy;
+pub use settings::{InstancePolicy, MAX_WORKERS};
 pub use spin::SPIN_ENV;
 pub use store::DEFAULT_MAX_MEMORY;
 /// The store limiter every task gets, for the benches' raw-wasmtime baseline; not a public API.

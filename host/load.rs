@@ -14,10 +14,7 @@ impl Runtime {
     /// Loads a component from a `.wasm` file.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<TaskComponent, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_component_file(path)?;
         self.load_bytes(&bytes, &path.display().to_string())
     }
 
@@ -91,6 +88,95 @@ impl TaskComponent {
     pub fn from_bytes(bytes: &[u8]) -> Result<TaskComponent, LoadError> {
         Runtime::shared()?.load_bytes(bytes, "<bytes>")
     }
+}
+
+/// The largest component file [`read_component_file`] reads: 1 GiB.
+pub const MAX_COMPONENT_FILE: u64 = 1 << 30;
+
+/// Reads a component file as [`Runtime::load`] does: only a regular file (a directory, a
+/// device such as `/dev/zero`, a FIFO or a socket is [`LoadError::NotAFile`], and a FIFO is
+/// never waited on), of at most [`MAX_COMPONENT_FILE`] bytes ([`LoadError::TooLarge`]).
+///
+/// ```
+/// let error = wasmpool::read_component_file("/dev/zero").expect_err("a device");
+/// assert!(error.to_string().contains("not a regular file"));
+/// ```
+pub fn read_component_file(path: impl AsRef<Path>) -> Result<Vec<u8>, LoadError> {
+    read_regular_file(path.as_ref(), MAX_COMPONENT_FILE)
+}
+
+/// Reads the regular file `path` of at most `limit` bytes (see [`read_component_file`]).
+pub(crate) fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_a_file = |meta: &std::fs::Metadata| LoadError::NotAFile {
+        path: path.to_path_buf(),
+        kind: file_kind(meta),
+    };
+    // Checked before opening: opening a FIFO for reading waits for a writer.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_a_file(&meta));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Should the path become a FIFO between the check and the open, do not wait.
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_a_file(&meta));
+    }
+    if meta.len() > limit {
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // `take`: a file that grows while it is read still stops at the limit.
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// What a path that is not a regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return "directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_char_device() {
+            return "character device";
+        }
+        if kind.is_block_device() {
+            return "block device";
+        }
+        if kind.is_fifo() {
+            return "FIFO";
+        }
+        if kind.is_socket() {
+            return "socket";
+        }
+    }
+    "special file"
 }
 
 /// Checks the 8-byte preamble: magic, then version 13 layer 1 (component) or version 1

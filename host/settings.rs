@@ -90,11 +90,18 @@ pub enum InstancePolicy {
     },
 }
 
-/// How many workers a pool builder starts: `workers` if given (0 is refused), otherwise one
-/// per CPU (1 if the CPU count is unknown).
+/// The most workers a pool may have: each is a thread (or a process) with its own stack
+/// and instance, so a count beyond this is a mistake, not a wish.
+pub const MAX_WORKERS: usize = 1024;
+
+/// How many workers a pool builder starts: `workers` if given (0 and more than
+/// [`MAX_WORKERS`] are refused), otherwise one per CPU (1 if the CPU count is unknown).
 pub(crate) fn worker_count(workers: Option<usize>) -> Result<usize, BuildError> {
     match workers {
         Some(0) => Err(BuildError::Invalid("workers must be at least 1".into())),
+        Some(n) if n > MAX_WORKERS => Err(BuildError::Invalid(format!(
+            "{n} workers is more than the limit of {MAX_WORKERS}"
+        ))),
         Some(n) => Ok(n),
         None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }

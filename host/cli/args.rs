@@ -396,7 +396,15 @@ pub fn parse_env(text: &str) -> Result<EnvSpec, String> {
 pub fn parse_workers(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("a pool needs at least 1 worker".to_string()),
+        Ok(n) if n > wasmpool::MAX_WORKERS => Err(format!(
+            "{n} workers is more than the limit of {}",
+            wasmpool::MAX_WORKERS
+        )),
         Ok(n) => Ok(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(format!(
+            "`{text}` workers is more than the limit of {}",
+            wasmpool::MAX_WORKERS
+        )),
         Err(e) => Err(format!("`{text}`: {e}")),
     }
 }

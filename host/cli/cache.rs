@@ -41,7 +41,7 @@ pub fn load(
     let path = &args.component;
     let origin = path.display().to_string();
     let runtime = Runtime::with_config(config).context("cannot start the wasm engine")?;
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {origin}"))?;
+    let bytes = wasmpool::read_component_file(path)?;
 
     match Engine::detect_precompiled(&bytes) {
         Some(Precompiled::Component) if args.allow_precompiled => {
@@ -198,9 +198,15 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The payload of the entry at `path`: `Ok(None)` if there is none, `Err` if it is damaged.
 fn read_entry(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    let mut bytes = match std::fs::read(path) {
+    // A regular file of bounded size only: an entry replaced by a FIFO or a link to a
+    // device is unusable, not a hang or an endless read.
+    let mut bytes = match wasmpool::read_component_file(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(wasmpool::LoadError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(e.to_string()),
     };
     let header = ENTRY_MAGIC.len() + 32;

@@ -79,6 +79,9 @@ impl Files {
         )
         .unwrap();
         std::fs::create_dir(dir.path().join("a-directory.wasm")).unwrap();
+        let fifo = dir.path().join("a-fifo.wasm");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", fifo.display());
         Files { dir }
     }
 
@@ -105,6 +108,8 @@ fn load_kind(e: &LoadError) -> &'static str {
         LoadError::Invalid { .. } => "LoadError::Invalid",
         LoadError::Link { .. } => "LoadError::Link",
         LoadError::Engine(_) => "LoadError::Engine",
+        LoadError::NotAFile { .. } => "LoadError::NotAFile",
+        LoadError::TooLarge { .. } => "LoadError::TooLarge",
         _ => "LoadError::(new variant)",
     }
 }
@@ -288,9 +293,21 @@ fn catalogue() -> Vec<Row> {
         ),
         row(
             "a directory instead of a file",
-            "LoadError::Io",
-            &["a-directory.wasm", "directory"],
+            "LoadError::NotAFile",
+            &["a-directory.wasm", "not a regular file", "directory"],
             |f| load(&f.path("a-directory.wasm")),
+        ),
+        row(
+            "a device (/dev/zero) instead of a file: never read without end",
+            "LoadError::NotAFile",
+            &["/dev/zero", "not a regular file", "character device"],
+            |_| load(Path::new("/dev/zero")),
+        ),
+        row(
+            "a FIFO instead of a file: never waited on",
+            "LoadError::NotAFile",
+            &["a-fifo.wasm", "FIFO"],
+            |f| load(&f.path("a-fifo.wasm")),
         ),
         row(
             "a .cwasm where a .wasm is expected",
@@ -458,6 +475,12 @@ fn catalogue() -> Vec<Row> {
             },
         ),
         row(
+            "an absurd number of workers for a thread pool",
+            "BuildError::Invalid",
+            &["99999999999999 workers", "limit of 1024"],
+            |_| build(ThreadPoolExecutor::new(99_999_999_999_999)),
+        ),
+        row(
             "0 workers for a thread pool",
             "BuildError::Invalid",
             &["workers must be at least 1"],
@@ -543,6 +566,24 @@ fn catalogue() -> Vec<Row> {
             "exit 2",
             &["cut-in-half.wasm", "truncated"],
             |f| cli_files(f, &["run", "{cut-in-half.wasm}", "fib(1)"]),
+        ),
+        row(
+            "CLI: a device (/dev/zero) as the component",
+            "exit 2",
+            &["/dev/zero", "not a regular file", "character device"],
+            |f| cli(f, &["inspect", "/dev/zero"]),
+        ),
+        row(
+            "CLI: a FIFO as the component (never waited on)",
+            "exit 2",
+            &["a-fifo.wasm", "not a regular file", "FIFO"],
+            |f| cli_files(f, &["run", "{a-fifo.wasm}", "fib(1)"]),
+        ),
+        row(
+            "CLI: an absurd worker count",
+            "exit 2",
+            &["99999999999999", "more than the limit of 1024"],
+            |f| cli_files(f, &["map", "{empty.wasm}", "fib", "-j", "99999999999999"]),
         ),
         row(
             "CLI: a directory as the component",
@@ -701,4 +742,47 @@ fn every_bad_input_gives_its_error_kind_and_names_the_problem() {
         rows.len(),
         failures.join("\n")
     );
+}
+
+/// Cache entries replaced by a link to `/dev/zero` or by a FIFO are unusable, not an endless
+/// read or a hang: the run compiles again (and says why) and succeeds.
+#[test]
+fn a_cache_entry_that_is_a_device_or_a_fifo_is_compiled_again() {
+    let files = Files::new();
+    let cache = files.path("cache-dir");
+    let run = || {
+        assert_cmd::Command::new(BIN)
+            .args(["run", "--cache-dir"])
+            .arg(&cache)
+            .args([FIXTURES, "add(1, 2)"])
+            .timeout(Duration::from_secs(120))
+            .output()
+            .expect("wasmpool runs")
+    };
+    assert!(run().status.success());
+    for replacement in ["device", "fifo"] {
+        let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+            .expect("the cache")
+            .map(|e| e.expect("an entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        std::fs::remove_file(&entries[0]).expect("remove the entry");
+        let made = match replacement {
+            "device" => std::os::unix::fs::symlink("/dev/zero", &entries[0]).is_ok(),
+            _ => std::process::Command::new("mkfifo")
+                .arg(&entries[0])
+                .status()
+                .is_ok_and(|s| s.success()),
+        };
+        assert!(made, "{replacement} at {}", entries[0].display());
+        let output = run();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{replacement}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3");
+        assert!(
+            stderr.contains("unusable") && stderr.contains("not a regular file"),
+            "{replacement}: {stderr}"
+        );
+    }
 }
