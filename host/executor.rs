@@ -40,6 +40,17 @@ pub trait Executor: Send + Sync {
     /// workers have exited. Calling it again is harmless.
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
+    /// Stops now: refuses new work, cancels the tasks not started, and aborts the running
+    /// ones (their futures are cancelled at once). The local pools then wait for their
+    /// workers to exit (a process pool kills the workers that do not stop within
+    /// [`STOP_GRACE`](crate::STOP_GRACE) and reaps every one); a cluster executor asks the remote workers to stop
+    /// the tasks and does not wait for them.
+    ///
+    /// The default, for an executor that cannot abort tasks, is `shutdown(false, true)`.
+    fn shutdown_now(&self) {
+        self.shutdown(false, true);
+    }
+
     /// Submits every call now, and returns an iterator of their outcomes in input order,
     /// as `concurrent.futures.Executor.map` does. The iterator blocks on each task in turn;
     /// dropping it cancels the tasks that have not started.

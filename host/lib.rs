@@ -85,7 +85,9 @@ pub use future::{FutureState, Promise, ResultFuture, TaskFuture, promise};
 pub use load::{MAX_COMPONENT_FILE, read_component_file};
 pub use output::OutputMode;
 #[cfg(unix)]
-pub use process_pool::{ProcessPoolBuilder, ProcessPoolExecutor, serve_worker_if_requested};
+pub use process_pool::{
+    ProcessPoolBuilder, ProcessPoolExecutor, STOP_GRACE, serve_worker_if_requested,
+};
 pub use report::TaskReport;
 pub use runtime::{PoolingConfig, Runtime, RuntimeConfig};
 pub use sandbox::{Budget, Capabilities, DirGrant};

@@ -293,6 +293,9 @@ impl Executor for ThreadPoolExecutor {
             }
         }
     }
+    fn shutdown_now(&self) {
+        ThreadPoolExecutor::shutdown_now(self);
+    }
 }
 
 impl ThreadPoolExecutor {

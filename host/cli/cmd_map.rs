@@ -439,11 +439,13 @@ impl Driver<'_> {
                 self.printed
             );
         }
-        // A guest blocked in a host call (a sleep without --timeout) is not interruptible;
-        // waiting for it on drop would defeat Ctrl-C. Its future is cancelled already, and
-        // the process exits next, so the pools are left to the exit.
-        std::mem::forget(self.pool);
-        std::mem::forget(std::mem::take(&mut self.retired));
+        // Every child is gone before the exit status is: the aborted tasks stop, and a
+        // process-pool worker that does not stop within its grace is killed and reaped (no
+        // worker outlives the map, nor lingers unreaped under pid 1).
+        self.pool.shutdown_now();
+        for pool in &self.retired {
+            pool.shutdown_now();
+        }
         match reason {
             StopReason::Interrupted => ExitCode::from(INTERRUPTED),
             StopReason::StdoutClosed => ExitCode::from(BROKEN_PIPE),

@@ -276,6 +276,20 @@ impl Executor for ClusterExecutor {
             }
         }
     }
+
+    /// Aborts every task, waiting or started (remote workers stop the started ones within
+    /// a moment), and shuts down without waiting for them.
+    fn shutdown_now(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let all: Vec<TaskFuture> = lock(&self.shared.tasks)
+            .values()
+            .map(|p| p.promise.future())
+            .collect();
+        for future in all {
+            future.abort();
+        }
+        self.shutdown(false, true);
+    }
 }
 
 impl Drop for ClusterExecutor {

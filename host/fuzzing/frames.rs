@@ -6,7 +6,7 @@
 
 use std::fmt::Debug;
 
-use crate::process_pool::framing::{Frame, frame, hello_frame, read_frame, read_hello};
+use crate::process_pool::framing::{frame, hello_frame, read_frame, read_hello};
 use crate::process_pool::messages::{FromWorker, Message, TaskResult, ToWorker};
 
 /// How far one input got through [`worker_stream`] or [`parent_stream`].
@@ -48,12 +48,7 @@ impl Checked for FromWorker<'_> {
 /// The frame the sending side writes for `m`, in one buffer.
 pub(super) fn encode<M: Checked>(m: &M) -> Vec<u8> {
     match frame(m) {
-        Ok(Frame::Whole(bytes)) => bytes,
-        Ok(Frame::Split { mut head, tail }) => {
-            head.extend_from_slice(&tail);
-            head
-        }
-        Ok(Frame::Close) => unreachable!("a message is never Close"),
+        Ok(frame) => frame.into_bytes(),
         Err(e) => panic!("a {} does not encode: {e}", m.label()),
     }
 }

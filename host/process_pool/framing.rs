@@ -37,11 +37,29 @@ const HELLO_SIZE: usize = 4 + 1 + MAGIC.len() + 4 + 4;
 pub(crate) enum Frame {
     /// Frames, complete.
     Whole(Vec<u8>),
+    /// Frames, complete, that the pool keeps too (a batch of TASK frames: see `Handed`).
+    Shared(Arc<Vec<u8>>),
     /// One frame: its length, kind and payload head, then the tail (LOAD's code).
     Split { head: Vec<u8>, tail: Arc<[u8]> },
     /// Flush and stop: used by the worker, whose output lines keep a sender alive as long
     /// as the process lives.
     Close,
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Frame {
+    /// The bytes as they go on the pipe, in one buffer (`Close` has none).
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Frame::Whole(bytes) => bytes,
+            Frame::Shared(bytes) => bytes.to_vec(),
+            Frame::Split { mut head, tail } => {
+                head.extend_from_slice(&tail);
+                head
+            }
+            Frame::Close => Vec::new(),
+        }
+    }
 }
 
 /// Appends `m`'s frame, tail included, to `out`. On error `out` is left as it was.
@@ -170,6 +188,7 @@ pub(crate) fn write_frames(out: impl Write, frames: &Receiver<Frame>) {
         while let Some(frame) = next {
             let written = match frame {
                 Frame::Whole(bytes) => out.write_all(&bytes),
+                Frame::Shared(bytes) => out.write_all(&bytes),
                 Frame::Split { head, tail } => {
                     out.write_all(&head).and_then(|()| out.write_all(&tail))
                 }
@@ -244,17 +263,6 @@ mod tests {
     use crate::run::TaskRun;
     use crate::value::TaskValue;
 
-    fn bytes(frame: Frame) -> Vec<u8> {
-        match frame {
-            Frame::Whole(bytes) => bytes,
-            Frame::Split { mut head, tail } => {
-                head.extend_from_slice(&tail);
-                head
-            }
-            Frame::Close => Vec::new(),
-        }
-    }
-
     fn split(frame: &[u8]) -> (u8, Vec<u8>) {
         read_frame(&mut &frame[..]).unwrap().unwrap()
     }
@@ -310,7 +318,9 @@ mod tests {
             Err(ProtocolError::UnexpectedFrame(TASK))
         ));
         // Trailing bytes after a complete message.
-        let mut frame = bytes(frame(&ToWorker::Abort(Abort { id: 1 })).unwrap());
+        let mut frame = frame(&ToWorker::Abort(Abort { id: 1 }))
+            .unwrap()
+            .into_bytes();
         frame.push(0);
         frame[0] += 1;
         let (kind, payload) = split(&frame);
@@ -358,7 +368,7 @@ mod tests {
                 stderr: None,
             },
         });
-        let frame = bytes(frame(&result).unwrap());
+        let frame = frame(&result).unwrap().into_bytes();
         for cut in 0..frame.len() {
             let res = read_frame(&mut &frame[..cut]);
             assert!(cut == 0 || res.is_err(), "cut at {cut}");

@@ -357,7 +357,7 @@ mod tests {
     use crate::process_pool::codec::arbitrary::{
         Arbitrary, Gen, assert_round_trips, assert_round_trips_open, nth,
     };
-    use crate::process_pool::framing::{Frame, append, frame, read_frame};
+    use crate::process_pool::framing::{append, frame, read_frame};
     use crate::sandbox::Capabilities;
     use crate::settings::InstancePolicy;
     use crate::value::TaskValue;
@@ -367,14 +367,7 @@ mod tests {
         let mut out = Vec::new();
         append(&mut out, m).unwrap();
         // `frame` writes the same bytes, with the tail apart.
-        let whole = match frame(m).unwrap() {
-            Frame::Whole(bytes) => bytes,
-            Frame::Split { mut head, tail } => {
-                head.extend_from_slice(&tail);
-                head
-            }
-            Frame::Close => unreachable!(),
-        };
+        let whole = frame(m).unwrap().into_bytes();
         assert_eq!(whole, out);
         out
     }

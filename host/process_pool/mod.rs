@@ -51,6 +51,7 @@
 //! - `state.rs`: the state and its scheduling: queue, workers, handing batches, broken pool.
 //! - `transitions.rs`: the rules: what each event and call does to the state.
 //! - `process.rs`: a worker process: launching it, its writer and reader threads, reaping it.
+//! - `lifeline.rs`: a worker dies with the pool's process (death signal, launcher thread).
 //! - `messages.rs`: the messages between pool and workers, independent of the pipe.
 //! - `framing.rs`: the pipe: frames, the greeting, the writer loop both sides use.
 //! - `codec/`: the byte encoding of every type the messages carry.
@@ -58,6 +59,7 @@
 
 pub(crate) mod codec;
 pub(crate) mod framing;
+mod lifeline;
 pub(crate) mod messages;
 mod pool;
 mod process;
@@ -81,6 +83,10 @@ pub use process::WORKER_ENV;
 
 use pool::{Config, Shared, StartError};
 use state::Rules;
+
+/// How long [`ProcessPoolExecutor::shutdown_now`] lets the workers stop by themselves
+/// before it kills them.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Turns this process into a process-pool worker if a pool started it as one, and never
 /// returns in that case; otherwise returns at once and does nothing.
@@ -378,13 +384,18 @@ impl ProcessPoolExecutor {
 
     /// Stops now: refuses new work, cancels the tasks not started, aborts the running ones
     /// (their futures become cancelled at once; the workers stop them within milliseconds),
-    /// and waits for the workers to exit.
+    /// and waits for the workers to exit. A worker that has not exited after
+    /// [`STOP_GRACE`] (frozen, stopped, or stuck in host code) is killed with `SIGKILL`;
+    /// either way every worker process has been reaped when this returns.
     pub fn shutdown_now(&self) {
         self.shared.shutdown(false, true);
         for future in self.shared.running() {
             future.abort();
         }
-        self.shared.shutdown(true, true);
+        if !self.shared.wait_for_workers_for(STOP_GRACE) {
+            self.shared.signal_workers(rustix::process::Signal::KILL);
+            self.shared.wait_for_workers();
+        }
     }
 }
 
@@ -413,6 +424,10 @@ impl Executor for ProcessPoolExecutor {
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.shared.shutdown(wait, cancel_futures);
+    }
+
+    fn shutdown_now(&self) {
+        ProcessPoolExecutor::shutdown_now(self);
     }
 }
 

@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::call::Call;
 use crate::component::TaskComponent;
 use crate::error::{ProtocolError, SubmitError};
-use crate::future::{Promise, TaskFuture, promise};
+use crate::future::{TaskFuture, promise};
 use crate::runtime::RuntimeConfig;
 use crate::settings::TaskSettings;
 use crate::sync::lock;
@@ -22,7 +22,7 @@ use crate::sync::lock;
 use super::framing;
 use super::messages::{Abort, Load, RunTask, Setup, ToWorker};
 use super::process::{self, Listener, Spec};
-use super::state::{Batch, Component, Effects, Rules, StartupFailure, State, Worker};
+use super::state::{Batch, Component, Effects, Phase, Rules, StartupFailure, State, Task, Worker};
 use super::transitions::Event;
 
 /// How a pool starts its workers (the rules it runs by are [`Rules`]).
@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Notified when a worker becomes ready or goes away, and when the pool breaks.
     changed: Condvar,
+    /// Wakes the deadline watchdog: a deadline earlier than the one it waits for, or the
+    /// `changed` events (after which it may have to end).
+    deadlines: Condvar,
     /// Components the workers may need, by the address of their precompiled bytes (kept
     /// alive here, so an address is never reused for another component).
     registry: Mutex<HashMap<usize, Arc<Component>>>,
@@ -61,6 +64,7 @@ impl Shared {
             config,
             state: Mutex::new(State::new(rules)),
             changed: Condvar::new(),
+            deadlines: Condvar::new(),
             registry: Mutex::new(HashMap::new()),
             next_task: AtomicU64::new(1),
             next_serial: AtomicU64::new(1),
@@ -78,7 +82,11 @@ impl Shared {
         if fx.wake {
             self.changed.notify_all();
         }
+        let start_watchdog = self.rearm_watchdog(&mut st, fx.wake);
         drop(st);
+        if start_watchdog {
+            self.start_watchdog();
+        }
         self.settle(fx);
         out
     }
@@ -172,6 +180,72 @@ impl Shared {
         Ok(())
     }
 
+    // --- deadlines ------------------------------------------------------------------------
+
+    /// Keeps the deadline watchdog informed (under the lock): wakes it when the earliest
+    /// deadline moved before the time it waits for, or on a `changed` event. Returns whether
+    /// it must be started (the first task with a timeout was handed).
+    fn rearm_watchdog(&self, st: &mut State, changed: bool) -> bool {
+        let next = st.next_deadline();
+        if !st.watchdog {
+            st.watchdog = next.is_some();
+            return st.watchdog;
+        }
+        if changed || next.is_some_and(|due| st.watching.is_none_or(|until| due < until)) {
+            self.deadlines.notify_all();
+        }
+        false
+    }
+
+    /// Starts the thread that stops workers that overran a deadline (the parent is the
+    /// authority on deadlines: a frozen, stopped or hostile worker cannot hold a future).
+    fn start_watchdog(self: &Arc<Self>) {
+        let pool = self.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("{}-deadlines", self.config.name_prefix))
+            .spawn(move || pool.watch_deadlines());
+        if let Err(e) = started {
+            log::error!("cannot start the process pool's deadline watchdog: {e}");
+            self.lock().watchdog = false;
+        }
+    }
+
+    /// The watchdog: sleeps until the earliest deadline, stops the workers that overran it,
+    /// and ends once the pool is shut down and its workers are gone.
+    fn watch_deadlines(self: &Arc<Self>) {
+        let mut st = self.lock();
+        loop {
+            if !matches!(st.phase, Phase::Open) && st.all_gone() {
+                st.watchdog = false;
+                return;
+            }
+            let now = Instant::now();
+            st.watching = None;
+            st = match st.next_deadline() {
+                Some(due) if due <= now => {
+                    let fx = st.on_overrun(now);
+                    if fx.wake {
+                        self.changed.notify_all();
+                    }
+                    drop(st);
+                    self.settle(fx);
+                    self.lock()
+                }
+                Some(due) => {
+                    st.watching = Some(due);
+                    self.deadlines
+                        .wait_timeout(st, due - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .deadlines
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+
     // --- submitting -----------------------------------------------------------------------
 
     pub(crate) fn submit(self: &Arc<Self>, call: Call) -> Result<TaskFuture, SubmitError> {
@@ -184,6 +258,7 @@ impl Shared {
             ends: vec![frames.len()],
             frames,
             component,
+            resumed: false,
         }])?;
         Ok(future)
     }
@@ -211,6 +286,7 @@ impl Shared {
                         frames: Vec::new(),
                         ends: Vec::new(),
                         component,
+                        resumed: false,
                     });
                     let last = batches.len() - 1;
                     &mut batches[last]
@@ -232,7 +308,7 @@ impl Shared {
         call: &Call,
         component: u64,
         frames: &mut Vec<u8>,
-    ) -> Result<((u64, Promise), TaskFuture), SubmitError> {
+    ) -> Result<(Task, TaskFuture), SubmitError> {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let task = ToWorker::Task(RunTask {
             id,
@@ -249,7 +325,15 @@ impl Shared {
         let (promise, future) = promise();
         let pool = Arc::downgrade(self);
         future.extras().abort_hook = Some(Box::new(move || abort_task(&pool, id)));
-        Ok(((id, promise), future))
+        let timeout = call.budget().timeout.or(self.config.task.budget.timeout);
+        Ok((
+            Task {
+                id,
+                promise,
+                timeout,
+            },
+            future,
+        ))
     }
 
     /// Queues `batches` and hands what it can to the workers. If the pool closed meanwhile,
@@ -302,7 +386,7 @@ impl Shared {
 
     /// Blocks until every worker process has exited and been reaped (unless called from
     /// one of this pool's own reader threads, which would then wait for itself).
-    fn wait_for_workers(self: &Arc<Self>) {
+    pub(crate) fn wait_for_workers(self: &Arc<Self>) {
         if self.on_reader_thread() {
             return;
         }
@@ -311,6 +395,20 @@ impl Shared {
             .changed
             .wait_while(st, |s| !s.all_gone())
             .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// Like [`wait_for_workers`](Self::wait_for_workers), for at most `timeout`; returns
+    /// whether they are all gone.
+    pub(crate) fn wait_for_workers_for(self: &Arc<Self>, timeout: Duration) -> bool {
+        if self.on_reader_thread() {
+            return false;
+        }
+        let st = self.lock();
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, timeout, |s| !s.all_gone())
+            .unwrap_or_else(PoisonError::into_inner);
+        st.all_gone()
     }
 
     /// The futures of the tasks the workers are running now.

@@ -75,21 +75,21 @@ pub(crate) struct Launched {
 pub(crate) fn launch(spec: &Spec<'_>) -> std::io::Result<Launched> {
     // Each worker gets its own process group: a terminal's Ctrl-C goes to the pool's
     // owner, which decides what to abort, not straight to the workers (which would look
-    // like crashes). A worker whose owner dies still exits: its stdin reaches EOF.
-    let mut child = Command::new(spec.program)
+    // like crashes). A worker whose owner dies dies too (`lifeline.rs`).
+    let mut command = Command::new(spec.program);
+    command
         .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
         .env_remove(super::worker::TEST_HOOK_ENV)
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot run {}: {e}", spec.program.display()),
-            )
-        })?;
+        .stderr(Stdio::inherit());
+    let mut child = super::lifeline::spawn(command).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot run {}: {e}", spec.program.display()),
+        )
+    })?;
     let pid = child.id();
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         kill_and_reap(&mut child);

@@ -13,8 +13,10 @@
 //! CPython's process pool (tasks still in the queue can be cancelled, handed ones cannot).
 
 use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -58,6 +60,10 @@ pub(crate) struct State {
     pub(crate) started: bool,
     /// Replacements in a row that died before their handshake (reset by a greeting).
     pub(crate) failed_starts: u32,
+    /// The deadline watchdog thread runs (started with the first task that has a timeout).
+    pub(crate) watchdog: bool,
+    /// What the watchdog waits for: `Some(t)` until `t`, `None` until woken (or it is busy).
+    pub(crate) watching: Option<Instant>,
 }
 
 /// Why the first worker that failed its handshake did (for the build error).
@@ -75,29 +81,44 @@ pub(crate) struct Component {
     pub(crate) load: Frame,
 }
 
+/// A submitted task, as the pool keeps it until its result arrives.
+pub(crate) struct Task {
+    pub(crate) id: u64,
+    pub(crate) promise: Promise,
+    /// Its deadline (the call's budget over the pool's), which the pool enforces too.
+    pub(crate) timeout: Option<Duration>,
+}
+
 /// What the queue holds: tasks handed to one worker as a whole, in one write (one task from
 /// `submit`, a run of calls of one component from `submit_batch` or `map_chunked`).
 pub(crate) struct Batch {
-    /// Task ids and promises, in order.
-    pub(crate) tasks: Vec<(u64, Promise)>,
+    /// The tasks, in order.
+    pub(crate) tasks: Vec<Task>,
     /// Their TASK frames, back to back.
     pub(crate) frames: Vec<u8>,
     /// Where each task's frame ends in `frames`.
     pub(crate) ends: Vec<usize>,
     pub(crate) component: Arc<Component>,
+    /// The tasks are running already: a worker that overran a deadline held them, and was
+    /// stopped before it started them (see `State::on_overrun`).
+    pub(crate) resumed: bool,
 }
 
 impl Batch {
     fn all_cancelled(&self) -> bool {
-        self.tasks.iter().all(|(_, p)| p.is_cancelled())
+        self.tasks.iter().all(|t| t.promise.is_cancelled())
     }
 
     /// Marks the tasks running, and keeps only those: a task cancelled while it waited in
     /// the queue is neither sent nor counted in flight. `None` if every one was cancelled.
     fn start(self) -> Option<Batch> {
         let (mut all_started, mut any_started) = (true, false);
-        for (_, promise) in &self.tasks {
-            let started = promise.set_running_or_notify_cancel();
+        for task in &self.tasks {
+            let started = if self.resumed {
+                !task.promise.is_cancelled()
+            } else {
+                task.promise.set_running_or_notify_cancel()
+            };
             all_started &= started;
             any_started |= started;
         }
@@ -112,13 +133,14 @@ impl Batch {
             frames: all_frames,
             ends: all_ends,
             component,
+            resumed,
         } = self;
         let (mut tasks, mut frames, mut ends) = (Vec::new(), Vec::new(), Vec::new());
         let mut begin = 0;
         for (task, end) in all.into_iter().zip(all_ends) {
             // Started tasks are running; the others were cancelled (and a started one
             // aborted just now is cancelled too, and needs no running either).
-            if !task.1.is_cancelled() {
+            if !task.promise.is_cancelled() {
                 frames.extend_from_slice(&all_frames[begin..end]);
                 ends.push(frames.len());
                 tasks.push(task);
@@ -130,6 +152,7 @@ impl Batch {
             frames,
             ends,
             component,
+            resumed,
         })
     }
 }
@@ -149,8 +172,30 @@ pub(crate) struct Worker {
     pub(crate) retiring: bool,
     pub(crate) assigned: usize,
     pub(crate) loaded: HashSet<u64>,
-    /// Tasks handed to it and not answered yet, in the order they were sent.
-    pub(crate) in_flight: VecDeque<(u64, Promise)>,
+    /// Tasks handed to it and not answered yet, in the order they were sent. The first one
+    /// is running (or about to); the others wait behind it, in the worker.
+    pub(crate) in_flight: VecDeque<Handed>,
+    /// Since when the first task in flight has been the worker's to run: when it was handed,
+    /// or when the result before it arrived. Never earlier than the worker really started it.
+    pub(crate) head_since: Instant,
+}
+
+/// A task handed to a worker, with its TASK frame (to hand it to another worker if this
+/// one is stopped before it starts the task).
+pub(crate) struct Handed {
+    pub(crate) task: Task,
+    pub(crate) component: Arc<Component>,
+    /// The frames of the batch it came in, shared with the worker's writer thread.
+    pub(crate) frames: Arc<Vec<u8>>,
+    /// Its own frame in `frames`.
+    pub(crate) frame: Range<usize>,
+}
+
+/// How late a worker may answer past a task's deadline before the pool stops it: the
+/// worker enforces the deadline itself, and its answer may travel behind a component's
+/// first LOAD or a busy machine's scheduling.
+pub(crate) fn deadline_grace(timeout: Duration) -> Duration {
+    Duration::from_secs(2) + timeout / 10
 }
 
 impl Worker {
@@ -173,7 +218,17 @@ impl Worker {
             assigned: 0,
             loaded: HashSet::new(),
             in_flight: VecDeque::new(),
+            head_since: Instant::now(),
         }
+    }
+
+    /// When the pool stops this worker if the first task in flight has not been answered:
+    /// its deadline plus [`deadline_grace`], counted from [`head_since`](Self::head_since).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        let timeout = self.in_flight.front()?.task.timeout?;
+        self.head_since
+            .checked_add(timeout)?
+            .checked_add(deadline_grace(timeout))
     }
 }
 
@@ -233,6 +288,8 @@ impl State {
             startup_failure: None,
             started: false,
             failed_starts: 0,
+            watchdog: false,
+            watching: None,
         }
     }
 
@@ -316,13 +373,13 @@ impl State {
         };
         self.phase = Phase::Broken(reason);
         for batch in self.queue.drain(..) {
-            for (_, promise) in batch.tasks {
-                fx.failed.push((promise, error.clone()));
+            for task in batch.tasks {
+                fx.failed.push((task.promise, error.clone()));
             }
         }
         for worker in &mut self.workers {
-            for (_, promise) in worker.in_flight.drain(..) {
-                fx.failed.push((promise, error.clone()));
+            for handed in worker.in_flight.drain(..) {
+                fx.failed.push((handed.task.promise, error.clone()));
             }
             worker.tx = None;
             fx.kill.push(worker.child.clone());
@@ -333,16 +390,29 @@ impl State {
 impl Worker {
     /// Sends `batch` to the worker (its component first, if the worker lacks it).
     fn hand(&mut self, batch: Batch) {
+        let frames = Arc::new(batch.frames);
         if let Some(tx) = &self.tx {
             // A send fails only if the writer thread ended, i.e. the process is dying: the
             // reader thread will see that and fail the task with the rest.
             if self.loaded.insert(batch.component.id) {
                 let _ = tx.send(batch.component.load.clone());
             }
-            let _ = tx.send(Frame::Whole(batch.frames));
+            let _ = tx.send(Frame::Shared(frames.clone()));
+        }
+        if self.in_flight.is_empty() {
+            self.head_since = Instant::now();
         }
         self.assigned += batch.tasks.len();
-        self.in_flight.extend(batch.tasks);
+        let mut begin = 0;
+        for (task, end) in batch.tasks.into_iter().zip(batch.ends) {
+            self.in_flight.push_back(Handed {
+                task,
+                component: batch.component.clone(),
+                frames: frames.clone(),
+                frame: begin..end,
+            });
+            begin = end;
+        }
     }
 }
 
@@ -353,7 +423,7 @@ impl State {
     pub(crate) fn running(&self) -> Vec<crate::future::TaskFuture> {
         self.workers
             .iter()
-            .flat_map(|w| w.in_flight.iter().map(|(_, p)| p.future()))
+            .flat_map(|w| w.in_flight.iter().map(|h| h.task.promise.future()))
             .collect()
     }
 
@@ -371,6 +441,11 @@ impl State {
             Phase::Broken(reason) => Some(reason.clone()),
             _ => None,
         }
+    }
+
+    /// The earliest time at which a worker is to be stopped for overrunning a deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.workers.iter().filter_map(Worker::deadline).min()
     }
 
     /// Every worker has exited and been reaped, and none is being started.

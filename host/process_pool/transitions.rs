@@ -7,13 +7,16 @@
 //! (which does the scheduling), this file does no I/O and knows neither `pool.rs` nor
 //! `process.rs`.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use crossbeam_channel::Sender;
 
 use crate::error::{ProtocolError, SubmitError, TaskError};
 use crate::run::TaskRun;
 
 use super::framing::Frame;
-use super::state::{Batch, Effects, Phase, StartupFailure, State, Worker};
+use super::state::{Batch, Effects, Handed, Phase, StartupFailure, State, Worker, deadline_grace};
 
 /// How many replacements in a row may die before their handshake before a respawn pool
 /// gives up and breaks: a worker program that cannot start must not be restarted forever,
@@ -81,7 +84,7 @@ impl State {
         let (name, pid) = (w.name.clone(), w.pid);
         let mut breaks_pool = None;
         for (id, run) in results {
-            let Some(i) = w.in_flight.iter().position(|(t, _)| *t == id) else {
+            let Some(i) = w.in_flight.iter().position(|h| h.task.id == id) else {
                 if !broken {
                     fx.violation = Some(ProtocolError::Malformed(format!(
                         "a result for task {id}, which it was not running"
@@ -90,14 +93,19 @@ impl State {
                 }
                 continue;
             };
-            let Some((_, promise)) = w.in_flight.remove(i) else {
+            let Some(handed) = w.in_flight.remove(i) else {
                 continue;
             };
+            if i == 0 {
+                // The next task starts now (at the latest): its deadline counts from here.
+                w.head_since = Instant::now();
+            }
             if let Some(reason) = run.breaks_pool() {
                 breaks_pool = Some(reason.to_string());
             }
             let report = run.report(&name, pid);
-            fx.completed.push((promise, run.outcome, report));
+            fx.completed
+                .push((handed.task.promise, run.outcome, report));
         }
         if let Some(reason) = breaks_pool {
             self.break_pool(reason, &mut fx);
@@ -142,8 +150,8 @@ impl State {
                         reason
                     },
                 };
-                for (_, promise) in worker.in_flight {
-                    fx.failed.push((promise, error.clone()));
+                for handed in worker.in_flight {
+                    fx.failed.push((handed.task.promise, error.clone()));
                 }
                 if replace {
                     self.spawning += 1;
@@ -173,8 +181,8 @@ impl State {
                 let error = TaskError::BrokenPool {
                     reason: reason.clone(),
                 };
-                for (_, promise) in worker.in_flight {
-                    fx.failed.push((promise, error.clone()));
+                for handed in worker.in_flight {
+                    fx.failed.push((handed.task.promise, error.clone()));
                 }
                 self.break_pool(reason, &mut fx);
             }
@@ -248,7 +256,7 @@ impl State {
             self.queue
                 .drain(..)
                 .flat_map(|batch| batch.tasks)
-                .map(|(_, promise)| promise)
+                .map(|task| task.promise)
                 .collect()
         } else {
             Vec::new()
@@ -265,13 +273,86 @@ impl State {
         fx
     }
 
+    /// The deadline watchdog found workers that did not answer their running task within
+    /// its deadline and [`deadline_grace`] (frozen, stopped, swapped out, or hostile): each is
+    /// killed; its running task fails with [`TaskError::Timeout`]; the tasks waiting behind
+    /// it (which it never started) go back to the front of the queue; a new worker takes its
+    /// place if there is work for one. The pool does not break: the worker did not crash.
+    pub(crate) fn on_overrun(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if matches!(self.phase, Phase::Broken(_)) {
+            return fx;
+        }
+        for i in 0..self.workers.len() {
+            let worker = &mut self.workers[i];
+            if worker.deadline().is_none_or(|due| due > now) {
+                continue;
+            }
+            let Some(head) = worker.in_flight.pop_front() else {
+                continue;
+            };
+            let limit = head.task.timeout.unwrap_or_default();
+            let run = TaskRun::failed(TaskError::Timeout { limit }, now - worker.head_since);
+            let report = run.report(&worker.name, worker.pid);
+            fx.completed.push((head.task.promise, run.outcome, report));
+            fx.warnings.push(format!(
+                "{} (pid {}) did not answer within {:?} of its task's {limit:?} deadline and \
+                 was killed; the task failed with a timeout",
+                worker.name,
+                worker.pid,
+                deadline_grace(limit),
+            ));
+            for batch in resume(std::mem::take(&mut worker.in_flight))
+                .into_iter()
+                .rev()
+            {
+                self.queue.push_front(batch);
+            }
+            worker.tx = None;
+            fx.kill.push(worker.child.clone());
+            let needed = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
+            if !worker.retiring && needed {
+                self.spawning += 1;
+                fx.spawn += 1;
+            }
+        }
+        fx.merge(self.pump());
+        fx
+    }
+
     /// Where an ABORT for `task` goes: the channel to the worker running it, if any.
     pub(crate) fn abort_route(&self, task: u64) -> Option<Sender<Frame>> {
         self.workers
             .iter()
-            .find(|w| w.in_flight.iter().any(|(t, _)| *t == task))
+            .find(|w| w.in_flight.iter().any(|h| h.task.id == task))
             .and_then(|w| w.tx.clone())
     }
+}
+
+/// The tasks a stopped worker held and never started, as batches to hand to others (one
+/// per run of tasks of one component; their frames copied out of the batches they came in).
+fn resume(held: std::collections::VecDeque<Handed>) -> Vec<Batch> {
+    let mut batches: Vec<Batch> = Vec::new();
+    for handed in held {
+        let batch = match batches.last_mut() {
+            Some(batch) if Arc::ptr_eq(&batch.component, &handed.component) => batch,
+            _ => {
+                batches.push(Batch {
+                    tasks: Vec::new(),
+                    frames: Vec::new(),
+                    ends: Vec::new(),
+                    component: handed.component.clone(),
+                    resumed: true,
+                });
+                let last = batches.len() - 1;
+                &mut batches[last]
+            }
+        };
+        batch.frames.extend_from_slice(&handed.frames[handed.frame]);
+        batch.ends.push(batch.frames.len());
+        batch.tasks.push(handed.task);
+    }
+    batches
 }
 
 /// Why a worker's loss broke the pool, naming the worker and how it ended.

@@ -13,8 +13,9 @@
 //! accident can corrupt a frame. The lines tasks print reach the pool as OUTPUT frames (see
 //! `output.rs`), and the pool prints them on its own stdout/stderr.
 //!
-//! When stdin ends (the pool closed it, or died), the worker finishes the tasks it has and
-//! exits with code 0. A malformed frame from the pool makes it exit with code 2.
+//! When the pool closes stdin, the worker finishes the tasks it has and exits with code 0.
+//! When the pool's process dies, the worker dies too (`lifeline.rs`). A malformed frame from
+//! the pool makes it exit with code 2.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -67,6 +68,7 @@ pub(crate) fn serve() -> i32 {
 }
 
 fn serve_inner() -> Result<(), String> {
+    super::lifeline::bind_to_parent()?;
     let channel = take_stdout().map_err(|e| format!("cannot set up the channel: {e}"))?;
     let (out, out_rx) = unbounded::<Frame>();
     let writer = std::thread::Builder::new()
@@ -146,7 +148,12 @@ fn serve_inner() -> Result<(), String> {
             }
         }
     }
-    // Stdin ended: finish the tasks received, then exit.
+    // Stdin ended. The pool's process died: stop now, nobody will read the results (the
+    // queued tasks are not run; the running one ends with the process). The pool closed
+    // it: finish the tasks received, then exit.
+    if super::lifeline::pool_is_gone() {
+        return Err("the pool's process is gone; stopping".into());
+    }
     drop(work);
     let _ = executor.join();
     finish(&out, writer)

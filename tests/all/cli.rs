@@ -19,12 +19,12 @@ use tempfile::TempDir;
 use crate::common::SOON;
 use crate::procfs::children_of;
 
-const FIXTURES: &str = env!("WASMPOOL_FIXTURES_WASM");
+pub(crate) const FIXTURES: &str = env!("WASMPOOL_FIXTURES_WASM");
 const SEED: &str = env!("WASMPOOL_SEED_WASM");
-const BIN: &str = env!("CARGO_BIN_EXE_wasmpool");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_wasmpool");
 
 /// The cache directory shared by the tests (their XDG_CACHE_HOME).
-fn shared_cache() -> &'static Path {
+pub(crate) fn shared_cache() -> &'static Path {
     static DIR: OnceLock<TempDir> = OnceLock::new();
     DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
         .path()
@@ -742,13 +742,13 @@ fn joblog_and_resume_skip_what_finished() {
 
 /// What a child writes to a pipe, read on a thread of its own as it comes, so that a test
 /// can wait (within [`SOON`]) for the output that tells it the child got somewhere.
-struct Incoming {
+pub(crate) struct Incoming {
     chunks: Receiver<Vec<u8>>,
     bytes: Vec<u8>,
 }
 
 impl Incoming {
-    fn new(mut source: impl Read + Send + 'static) -> Incoming {
+    pub(crate) fn new(mut source: impl Read + Send + 'static) -> Incoming {
         let (sender, chunks) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buffer = [0; 4096];
@@ -766,13 +766,13 @@ impl Incoming {
     }
 
     /// Everything read so far.
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
     /// Reads until the text read so far satisfies `seen`; panics (with the text) if `what`
     /// does not show within [`SOON`] or the output ends without it.
-    fn wait_for(&mut self, what: &str, seen: impl Fn(&str) -> bool) {
+    pub(crate) fn wait_for(&mut self, what: &str, seen: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + SOON;
         while !seen(&self.text()) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -789,7 +789,7 @@ impl Incoming {
     }
 
     /// Everything, to the end of the output (which must come within [`SOON`]).
-    fn until_end(mut self) -> String {
+    pub(crate) fn until_end(mut self) -> String {
         let deadline = Instant::now() + SOON;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
-use super::super::state::{Component, Rules};
+use super::super::state::{Component, Handed, Rules, Task, deadline_grace};
 use super::*;
 use crate::future::{TaskFuture, promise};
 
@@ -34,12 +34,28 @@ fn add(st: &mut State, serial: u64, ready: bool, tasks: &[u64]) -> Vec<TaskFutur
     for &id in tasks {
         let (promise, future) = promise();
         assert!(promise.set_running_or_notify_cancel());
-        worker.in_flight.push_back((id, promise));
+        worker.in_flight.push_back(Handed {
+            task: Task {
+                id,
+                promise,
+                timeout: None,
+            },
+            component: component(),
+            frames: Arc::new(Vec::new()),
+            frame: 0..0,
+        });
         futures.push(future);
     }
     st.spawning += 1;
     assert!(st.on_spawned(worker));
     futures
+}
+
+fn component() -> Arc<Component> {
+    Arc::new(Component {
+        id: 1,
+        load: Frame::Whole(Vec::new()),
+    })
 }
 
 fn gone(serial: u64, end: End, exit: &str) -> Event {
@@ -303,16 +319,17 @@ fn a_failed_spawn_breaks_the_pool() {
 #[test]
 fn shutdown_with_cancel_takes_the_queue_and_refuses_submits() {
     let mut st = state(false);
-    let component = Arc::new(Component {
-        id: 1,
-        load: Frame::Whole(Vec::new()),
-    });
     let (promise, future) = promise();
     let batch = Batch {
-        tasks: vec![(1, promise)],
+        tasks: vec![Task {
+            id: 1,
+            promise,
+            timeout: None,
+        }],
         frames: vec![0],
         ends: vec![1],
-        component,
+        component: component(),
+        resumed: false,
     };
     let fx = st.on_submit(vec![batch]).map_err(|_| ()).expect("open");
     assert!(fx.failed.is_empty());
@@ -337,4 +354,56 @@ fn an_abort_goes_to_the_worker_running_the_task() {
             .is_some_and(|tx| tx.same_channel(st.workers[1].tx.as_ref().unwrap()))
     );
     assert!(st.abort_route(3).is_none());
+}
+
+#[test]
+fn a_worker_that_overruns_a_deadline_is_stopped_and_its_waiting_tasks_go_to_another() {
+    let mut st = state(false);
+    let futures = add(&mut st, 1, true, &[1, 2]);
+    let _idle = add(&mut st, 2, true, &[]);
+    let started = std::time::Instant::now();
+    st.workers[0].head_since = started;
+    st.workers[0].in_flight[0].task.timeout = Some(Duration::from_secs(1));
+    let due = started + Duration::from_secs(1) + deadline_grace(Duration::from_secs(1));
+    assert_eq!(st.next_deadline(), Some(due));
+
+    let early = st.on_overrun(due - Duration::from_millis(1));
+    assert!(
+        early.completed.is_empty() && early.kill.is_empty(),
+        "not due yet"
+    );
+
+    let fx = st.on_overrun(due);
+    assert_eq!(fx.completed.len(), 1, "the running task fails");
+    assert!(matches!(
+        &fx.completed[0].1,
+        Err(TaskError::Timeout { limit }) if *limit == Duration::from_secs(1)
+    ));
+    assert_eq!(fx.completed[0].2.worker, "worker-1");
+    assert_eq!(fx.kill.len(), 1, "the worker is killed");
+    assert_eq!(fx.spawn, 1, "and replaced");
+    assert!(fx.failed.is_empty(), "the pool does not break");
+    assert!(st.workers[0].tx.is_none() && st.workers[0].in_flight.is_empty());
+    let moved: Vec<u64> = st.workers[1].in_flight.iter().map(|h| h.task.id).collect();
+    assert_eq!(
+        moved,
+        [2],
+        "the task that waited behind it runs on the idle worker"
+    );
+    assert!(!futures[1].is_done());
+    assert_eq!(st.next_deadline(), None);
+    assert!(st.check_open().is_ok());
+
+    // Its channel ends when it dies: expected, nothing more fails.
+    let fx = st.on(gone(1, End::Eof, "killed by signal 9 (SIGKILL)"));
+    assert!(fx.failed.is_empty() && st.check_open().is_ok());
+}
+
+#[test]
+fn a_task_without_a_timeout_has_no_deadline_in_the_pool() {
+    let mut st = state(false);
+    let _futures = add(&mut st, 1, true, &[1]);
+    assert_eq!(st.next_deadline(), None);
+    let fx = st.on_overrun(std::time::Instant::now() + Duration::from_secs(86_400));
+    assert!(fx.completed.is_empty() && fx.kill.is_empty());
 }
