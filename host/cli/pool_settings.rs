@@ -117,7 +117,8 @@ impl PoolSettings {
                     .budget(self.budget.clone())
                     .capabilities(self.capabilities.clone())
                     .output(self.output)
-                    .respawn(true);
+                    .respawn(true)
+                    .on_demand(true);
                 if let Some(n) = self.workers {
                     builder = builder.workers(n);
                 }

@@ -132,6 +132,7 @@ pub struct ProcessPoolBuilder {
     name_prefix: String,
     settings: TaskSettings,
     respawn: bool,
+    on_demand: bool,
     max_tasks_per_worker: Option<usize>,
     pipeline_depth: usize,
     handshake_timeout: Duration,
@@ -145,6 +146,7 @@ impl Default for ProcessPoolBuilder {
             name_prefix: "worker".to_string(),
             settings: TaskSettings::default(),
             respawn: false,
+            on_demand: false,
             max_tasks_per_worker: None,
             pipeline_depth: 2,
             handshake_timeout: Duration::from_secs(30),
@@ -197,6 +199,26 @@ impl ProcessPoolBuilder {
     /// restarted forever).
     pub fn respawn(mut self, on: bool) -> Self {
         self.respawn = on;
+        self
+    }
+
+    /// Starts workers as the work needs them, the way CPython's process pool does: `build`
+    /// starts one (and checks it answers the handshake); a submit that finds no idle worker
+    /// starts another, up to [`workers`](Self::workers). A pool sized for the machine then
+    /// costs only as many processes as the work keeps busy (`-j 50` for three tasks starts
+    /// three). While the pool can still grow, a task waits for a new worker rather than
+    /// being pipelined behind another task. Default: off (every worker starts in `build`).
+    ///
+    /// ```no_run
+    /// let pool = wasmpool::ProcessPoolExecutor::builder()
+    ///     .workers(64)
+    ///     .on_demand(true)
+    ///     .build()?;
+    /// assert_eq!(pool.worker_pids().len(), 1);
+    /// # Ok::<(), wasmpool::BuildError>(())
+    /// ```
+    pub fn on_demand(mut self, on: bool) -> Self {
+        self.on_demand = on;
         self
     }
 
@@ -256,6 +278,8 @@ impl ProcessPoolBuilder {
                 handshake_timeout: self.handshake_timeout,
             },
             Rules {
+                workers,
+                on_demand: self.on_demand,
                 respawn: self.respawn,
                 max_tasks_per_worker: self.max_tasks_per_worker,
                 pipeline_depth: self.pipeline_depth,
@@ -352,7 +376,8 @@ impl ProcessPoolExecutor {
         ProcessPoolBuilder::new().workers(workers).build()
     }
 
-    /// How many worker processes the pool keeps.
+    /// How many worker processes the pool keeps (at most, when it starts them
+    /// [on demand](ProcessPoolBuilder::on_demand)).
     pub fn workers(&self) -> usize {
         self.shared.config.workers
     }

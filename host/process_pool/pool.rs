@@ -99,7 +99,11 @@ impl Shared {
 
     /// Starts the pool's workers and waits for their handshakes.
     pub(crate) fn start(self: &Arc<Self>) -> Result<(), StartError> {
-        let n = self.config.workers;
+        let n = if self.lock().rules.on_demand {
+            1
+        } else {
+            self.config.workers
+        };
         self.lock().spawning = n;
         for started in 0..n {
             // The ones not attempted after a failure are not coming either.

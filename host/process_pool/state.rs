@@ -34,6 +34,11 @@ pub(crate) type ChildHandle = Arc<Mutex<Child>>;
 /// The settings that the rules depend on.
 #[derive(Debug, Clone)]
 pub(crate) struct Rules {
+    /// How many workers the pool keeps (at most, when `on_demand`).
+    pub(crate) workers: usize,
+    /// Start with one worker, and start more (up to `workers`) only when a task would
+    /// otherwise wait: no idle worker is there to take it.
+    pub(crate) on_demand: bool,
     pub(crate) respawn: bool,
     pub(crate) max_tasks_per_worker: Option<usize>,
     pub(crate) pipeline_depth: usize,
@@ -316,7 +321,7 @@ impl State {
             if self.queue.is_empty() {
                 break;
             }
-            let Some(w) = self.pick(self.rules.pipeline_depth) else {
+            let Some(w) = self.pick() else {
                 break;
             };
             let Some(batch) = self.queue.pop_front() else {
@@ -340,6 +345,7 @@ impl State {
                 }
             }
         }
+        self.grow(&mut fx);
         let finished = matches!(self.phase, Phase::ShuttingDown) && {
             self.queue.retain(|batch| !batch.all_cancelled());
             self.queue.is_empty()
@@ -353,13 +359,51 @@ impl State {
     }
 
     /// The ready worker with room and the fewest tasks in flight (the first of equals).
-    fn pick(&self, depth: usize) -> Option<usize> {
+    /// While an on-demand pool can still grow, only an idle worker has room: a task waits
+    /// for a new worker rather than behind another task.
+    fn pick(&self) -> Option<usize> {
+        let depth = if self.can_grow() {
+            1
+        } else {
+            self.rules.pipeline_depth
+        };
         self.workers
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.ready && w.tx.is_some() && !w.retiring && w.in_flight.len() < depth)
+            .filter(|(_, w)| w.takes_tasks() && w.in_flight.len() < depth)
             .min_by_key(|(_, w)| w.in_flight.len())
             .map(|(i, _)| i)
+    }
+
+    /// Workers that take tasks, or will once started.
+    fn staffed(&self) -> usize {
+        self.spawning
+            + self
+                .workers
+                .iter()
+                .filter(|w| w.tx.is_some() && !w.retiring)
+                .count()
+    }
+
+    /// Whether an on-demand pool may start another worker.
+    fn can_grow(&self) -> bool {
+        self.rules.on_demand
+            && matches!(self.phase, Phase::Open)
+            && self.staffed() < self.rules.workers
+    }
+
+    /// An on-demand pool starts a worker for each batch left waiting (beyond the workers
+    /// on their way: being started, or started and not greeted yet), up to its size.
+    fn grow(&mut self, fx: &mut Effects) {
+        let greeting = self
+            .workers
+            .iter()
+            .filter(|w| !w.ready && w.tx.is_some())
+            .count();
+        while self.can_grow() && self.spawning + greeting < self.queue.len() {
+            self.spawning += 1;
+            fx.spawn += 1;
+        }
     }
 
     /// Marks the pool broken: every queued and in-flight task fails with `reason`, every
@@ -388,6 +432,11 @@ impl State {
 }
 
 impl Worker {
+    /// Greeted, open, and not retiring.
+    fn takes_tasks(&self) -> bool {
+        self.ready && self.tx.is_some() && !self.retiring
+    }
+
     /// Sends `batch` to the worker (its component first, if the worker lacks it).
     fn hand(&mut self, batch: Batch) {
         let frames = Arc::new(batch.frames);

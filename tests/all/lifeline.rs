@@ -1,7 +1,8 @@
 //! The parent is the authority over its worker processes (issue 14, items 1–3): a worker
 //! dies with the process of its pool whatever killed it and whatever its guest is doing; a
 //! frozen worker cannot hold a task past the task's deadline; an interrupted map and
-//! `shutdown_now` leave no worker running and none unreaped.
+//! `shutdown_now` leave no worker running and none unreaped; and (item 6) a pool that starts
+//! its workers on demand starts only those its work keeps busy.
 //!
 //! Each test waits on events (a printed result, a resolved future, a process gone) within
 //! generous bounds; none sleeps to synchronise.
@@ -191,8 +192,13 @@ fn an_interrupted_map_leaves_no_worker_behind() {
     for (how, sig) in [("SIGINT", Signal::INT), ("SIGTERM", Signal::TERM)] {
         let (mut map, mut stdout) = start_map("sleep-ms", "1\n600000\n600000\n", &["-j", "2"]);
         first_worker(&mut stdout);
+        // Workers start on demand: the second comes for the tasks that would wait.
+        until_all(
+            &[map.id()],
+            |map| children_of(map).len() == 2,
+            "a second worker",
+        );
         let workers = children_of(map.id());
-        assert_eq!(workers.len(), 2, "{how}: {workers:?}");
         let started = Instant::now();
         signal(map.id(), sig);
         let status = exit_of(&mut map);
@@ -256,4 +262,35 @@ fn shutdown_now_kills_a_worker_that_does_not_stop_and_reaps_it() {
     }
     let left: Vec<u32> = workers.iter().copied().filter(|&p| alive(p)).collect();
     assert!(left.is_empty(), "unreaped workers: {left:?}");
+}
+
+/// Item 6: a pool sized far beyond its work (`-j 50` for three inputs) starts only the
+/// workers the work keeps busy, when it starts them on demand (as the CLI's does).
+#[test]
+fn an_on_demand_pool_starts_only_the_workers_its_tasks_need() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(50)
+        .on_demand(true)
+        .worker_program(BIN)
+        .output(OutputMode::Discard)
+        .build()
+        .expect("the pool starts");
+    assert_eq!(pool.worker_pids().len(), 1, "one worker at the start");
+    let sleeping: Vec<TaskFuture> = (0..3)
+        .map(|_| {
+            pool.submit(call(fixtures(), "sleep-ms(600000)"))
+                .expect("submit")
+        })
+        .collect();
+    for future in &sleeping {
+        until_started(future);
+    }
+    let pids = pool.worker_pids();
+    pool.shutdown_now();
+    assert_eq!(
+        pids.len(),
+        3,
+        "one worker per task that would have waited: {pids:?}"
+    );
+    assert!(pool.worker_pids().is_empty());
 }

@@ -15,6 +15,8 @@ const PID: u32 = 4242;
 
 fn state(respawn: bool) -> State {
     let mut st = State::new(Rules {
+        workers: 2,
+        on_demand: false,
         respawn,
         max_tasks_per_worker: None,
         pipeline_depth: 2,
@@ -406,4 +408,66 @@ fn a_task_without_a_timeout_has_no_deadline_in_the_pool() {
     assert_eq!(st.next_deadline(), None);
     let fx = st.on_overrun(std::time::Instant::now() + Duration::from_secs(86_400));
     assert!(fx.completed.is_empty() && fx.kill.is_empty());
+}
+
+/// A batch of one task, not started.
+fn one_task(id: u64) -> (Batch, TaskFuture) {
+    let (promise, future) = promise();
+    let batch = Batch {
+        tasks: vec![Task {
+            id,
+            promise,
+            timeout: None,
+        }],
+        frames: vec![0],
+        ends: vec![1],
+        component: component(),
+        resumed: false,
+    };
+    (batch, future)
+}
+
+#[test]
+fn an_on_demand_pool_starts_a_worker_for_each_task_that_would_wait() {
+    let mut st = state(false);
+    st.rules.on_demand = true;
+    st.rules.workers = 3;
+    let _idle = add(&mut st, 1, true, &[]);
+    let (batches, _futures): (Vec<Batch>, Vec<TaskFuture>) = (1..=4).map(one_task).unzip();
+    let fx = st.on_submit(batches).map_err(|_| ()).expect("open");
+    assert_eq!(
+        st.workers[0].in_flight.len(),
+        1,
+        "the idle worker takes one"
+    );
+    assert_eq!(fx.spawn, 2, "two more workers, up to the pool's size");
+    assert_eq!(
+        st.queue.len(),
+        3,
+        "the others wait for them, not behind a task"
+    );
+
+    // The two started (`add` counts its own start) and greeted take one task each; the
+    // pool is full: the last is pipelined.
+    st.spawning -= 2;
+    let _second = add(&mut st, 2, true, &[]);
+    let _third = add(&mut st, 3, true, &[]);
+    let fx = st.on_greeted(3);
+    assert_eq!(fx.spawn, 0);
+    assert!(st.queue.is_empty());
+    let loads: Vec<usize> = st.workers.iter().map(|w| w.in_flight.len()).collect();
+    assert_eq!(loads.iter().sum::<usize>(), 4, "{loads:?}");
+    assert!(loads.iter().all(|&n| n >= 1), "{loads:?}");
+}
+
+#[test]
+fn an_on_demand_pool_with_an_idle_worker_starts_none() {
+    let mut st = state(false);
+    st.rules.on_demand = true;
+    st.rules.workers = 8;
+    let _idle = add(&mut st, 1, true, &[]);
+    let (batch, _future) = one_task(1);
+    let fx = st.on_submit(vec![batch]).map_err(|_| ()).expect("open");
+    assert_eq!(fx.spawn, 0);
+    assert_eq!(st.workers[0].in_flight.len(), 1);
 }
