@@ -218,14 +218,14 @@ fn no_sockets_by_name_or_over_ipv6_without_the_grant() {
     refused(
         run_with(
             Capabilities::default(),
-            &format!("connect({})", lit(format!("localhost:{port}"))),
+            &format!("tcp-connect({})", lit(format!("localhost:{port}"))),
         ),
         "connect by name",
     );
     let message = refused(
         run_with(
             Capabilities::default(),
-            &format!("connect({})", lit(format!("[::1]:{port}"))),
+            &format!("tcp-connect({})", lit(format!("[::1]:{port}"))),
         ),
         "connect over IPv6",
     );
