@@ -10,8 +10,12 @@ use crate::error::LoadError;
 use crate::store::{DEFAULT_MAX_MEMORY, MAX_TABLE_ELEMENTS, TaskState};
 use crate::ticker::Ticker;
 
-/// Engine settings of a [`Runtime`]: what can be metered and interrupted. Each costs
-/// speed on call-heavy guests (see the README), so each can be turned off.
+/// Engine settings of a [`Runtime`]: what can be metered and interrupted (each costs speed
+/// on call-heavy guests, see the README, so each can be turned off), the stack limit and the
+/// instance pool.
+///
+/// A component carries its runtime's whole configuration wherever it runs: process-pool
+/// workers and cluster workers build their runtime from it, so they enforce the same limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RuntimeConfig {
@@ -24,6 +28,10 @@ pub struct RuntimeConfig {
     pub interruptible: bool,
     /// The most wasm stack a task may use, in bytes (default: wasmtime's 512 KiB).
     pub max_wasm_stack: Option<usize>,
+    /// Where instances get memory, tables and stacks: a pool of slots reserved up front
+    /// (default: `Some(PoolingConfig::default())`), or `None` for the operating system on
+    /// demand.
+    pub pooling: Option<PoolingConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -32,6 +40,7 @@ impl Default for RuntimeConfig {
             fuel: false,
             interruptible: true,
             max_wasm_stack: None,
+            pooling: Some(PoolingConfig::default()),
         }
     }
 }
@@ -54,10 +63,18 @@ impl RuntimeConfig {
         self.max_wasm_stack = Some(bytes);
         self
     }
+
+    /// Sets the instance pool, or `None` to allocate every instance on demand.
+    pub fn pooling(mut self, pooling: Option<PoolingConfig>) -> Self {
+        self.pooling = pooling;
+        self
+    }
 }
 
 /// Where instances get memory, tables and stacks: slots reserved when the [`Runtime`] starts
-/// (`Some(PoolingConfig)`, the default), or the operating system per instance (`None`).
+/// ([`RuntimeConfig::pooling`] `Some`, the default), or the operating system per instance
+/// (`None`). Each process that runs tasks (a process-pool or cluster worker) has its own pool
+/// of these settings.
 ///
 /// Each slot reserves 4 GiB + guard of *virtual* address space per memory, times `instances`.
 /// When every slot is in use, a task fails with [`TaskError::NoInstanceSlot`](crate::TaskError)
@@ -151,7 +168,6 @@ pub struct Runtime {
 pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) config: RuntimeConfig,
-    pooling: Option<PoolingConfig>,
     pub(crate) linker: Linker<TaskState>,
     /// For tasks with a deadline: WASI's async host functions, which a timer can cut short.
     pub(crate) linker_async: Linker<TaskState>,
@@ -165,22 +181,11 @@ impl Runtime {
         Runtime::with_config(RuntimeConfig::default())
     }
 
-    /// A runtime with the given engine settings and the default instance pool
-    /// ([`PoolingConfig::default`]).
+    /// A runtime with the given settings, its instance pool included.
     pub fn with_config(config: RuntimeConfig) -> Result<Runtime, LoadError> {
-        Runtime::with_pooling(config, Some(PoolingConfig::default()))
-    }
-
-    /// A runtime with the given engine settings; `pooling` is the instance pool, or `None`
-    /// to allocate every instance from the operating system on demand (less address space
-    /// reserved, slower per task, and slower still with several worker threads).
-    pub fn with_pooling(
-        config: RuntimeConfig,
-        pooling: Option<PoolingConfig>,
-    ) -> Result<Runtime, LoadError> {
         let engine_error = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut wasm = wasmtime::Config::new();
-        if let Some(pool) = &pooling {
+        if let Some(pool) = &config.pooling {
             wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
                 pool.wasmtime(),
             ));
@@ -207,12 +212,22 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 config,
-                pooling,
                 linker,
                 linker_async,
                 ticker,
             }),
         })
+    }
+
+    /// A runtime with the given settings and instance pool: `pooling` replaces
+    /// `config.pooling` (`None` allocates every instance from the operating system on demand:
+    /// less address space reserved, slower per task, and slower still with several worker
+    /// threads).
+    pub fn with_pooling(
+        config: RuntimeConfig,
+        pooling: Option<PoolingConfig>,
+    ) -> Result<Runtime, LoadError> {
+        Runtime::with_config(config.pooling(pooling))
     }
 
     /// The process-wide runtime with default settings, created on first use.
@@ -239,7 +254,7 @@ impl Runtime {
 
     /// The instance pool's settings; `None` when instances are allocated on demand.
     pub fn pooling(&self) -> Option<&PoolingConfig> {
-        self.inner.pooling.as_ref()
+        self.inner.config.pooling.as_ref()
     }
 
     pub(crate) fn inner(&self) -> &RuntimeInner {

@@ -24,7 +24,7 @@ use crate::sandbox::Budget;
 use crate::settings::TaskSettings;
 
 /// The version of the cluster's message bodies; submitters and workers must agree.
-pub const CLUSTER_VERSION: u32 = 1;
+pub const CLUSTER_VERSION: u32 = 2;
 
 /// One call inside a [`TaskMessage`].
 #[derive(Debug, Clone, PartialEq)]

@@ -427,6 +427,11 @@ pub(super) fn parent_seeds() -> Vec<Seed> {
                 .max_wasm_stack(1 << 16),
             b"\0asm\x0d\0\x01\0".to_vec(),
         ),
+        (
+            "load-on-demand",
+            RuntimeConfig::default().pooling(None),
+            Vec::new(),
+        ),
     ];
     for (name, config, code) in loads {
         let load = ToWorker::Load(Load {

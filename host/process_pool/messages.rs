@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  pool -> worker   SETUP   version u32 LE, worker name, task settings
-//!  pool -> worker   LOAD    component id, runtime config, origin, precompiled code (the rest)
+//!  pool -> worker   LOAD    component id, runtime config (instance pool included), origin,
+//!                           precompiled code (the rest)
 //!  pool -> worker   TASK    task id, component id, function index, budget, argv, args
 //!  pool -> worker   ABORT   task id
 //!  worker -> pool   OUTPUT  stream, one line the guest printed, prefix included (the rest)
@@ -31,7 +32,7 @@ use crate::settings::TaskSettings;
 use super::codec::{Codec, Put, Reader};
 
 /// The version of the protocol; a pool and a worker must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The kind byte of each message (HELLO, 1, belongs to the pipe: see `framing.rs`).
 pub(crate) const RESULT: u8 = 2;
@@ -485,7 +486,7 @@ mod tests {
         #[rustfmt::skip]
         assert_eq!(bytes(&setup), [
             39, 0, 0, 0, SETUP,
-            2, 0, 0, 0,                       // version
+            3, 0, 0, 0,                       // version
             3, b'w', b'-', b'1',              // name
             3, 0xac, 0x02,                    // capture, limit 300
             1, 5, 0, 1, 1,                    // budget
@@ -502,15 +503,21 @@ mod tests {
                 fuel: true,
                 interruptible: false,
                 max_wasm_stack: Some(128),
+                pooling: Some(crate::runtime::PoolingConfig {
+                    instances: 2,
+                    memory_keep_resident: 0,
+                    table_keep_resident: 300,
+                }),
             },
             origin: "x".into(),
             code: Arc::from(&b"abc"[..]),
         });
         #[rustfmt::skip]
         assert_eq!(bytes(&load), [
-            12, 0, 0, 0, LOAD,
+            17, 0, 0, 0, LOAD,
             4,                 // id
             1, 0, 1, 0x80, 1,  // fuel, not interruptible, stack 128
+            1, 2, 0, 0xac, 0x02, // pool: 2 instances, 0 and 300 bytes kept resident
             1, b'x',           // origin
             b'a', b'b', b'c',  // code
         ]);

@@ -68,15 +68,16 @@ pub(crate) fn refused(result: Result<TaskValue, TaskError>, what: &str) -> Strin
     }
 }
 
-/// What `/proc/{pid}/status` says about a process's memory, in bytes (Linux).
-struct Memory {
+/// What `/proc/{pid}/status` says about a process's memory, in bytes (Linux). (instances.rs
+/// uses it too.)
+pub(crate) struct Memory {
     /// Resident now (`VmRSS`).
-    resident: u64,
+    pub(crate) resident: u64,
     /// The most it ever had resident (`VmHWM`).
-    peak: u64,
+    pub(crate) peak: u64,
 }
 
-fn memory_of(pid: u32) -> Memory {
+pub(crate) fn memory_of(pid: u32) -> Memory {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let field = |name: &str| -> u64 {
@@ -217,14 +218,14 @@ fn no_sockets_by_name_or_over_ipv6_without_the_grant() {
     refused(
         run_with(
             Capabilities::default(),
-            &format!("connect({})", lit(format!("localhost:{port}"))),
+            &format!("tcp-connect({})", lit(format!("localhost:{port}"))),
         ),
         "connect by name",
     );
     let message = refused(
         run_with(
             Capabilities::default(),
-            &format!("connect({})", lit(format!("[::1]:{port}"))),
+            &format!("tcp-connect({})", lit(format!("[::1]:{port}"))),
         ),
         "connect over IPv6",
     );

@@ -1,11 +1,14 @@
 //! Instance policy: a fresh instance per task by default; opt-in reuse for up to N tasks,
-//! discarding an instance that trapped; and the initializer, whose failure breaks the pool.
+//! discarding an instance that trapped; the initializer, whose failure breaks the pool; and
+//! the instance pool a runtime allocates them from, on threads and in worker processes.
 
 use wasmpool::{
-    Executor, InstancePolicy, SubmitError, TaskErrorKind, ThreadPoolBuilder, ThreadPoolExecutor,
+    Executor, InstancePolicy, OutputMode, PoolingConfig, ProcessPoolExecutor, Runtime,
+    RuntimeConfig, SubmitError, TaskErrorKind, ThreadPoolBuilder, ThreadPoolExecutor,
 };
 
-use crate::common::{call, fixtures};
+use crate::common::{SOON, call, fixtures};
+use crate::escapes::memory_of;
 
 fn counts(pool: &ThreadPoolExecutor, n: usize) -> Vec<i64> {
     (0..n)
@@ -78,4 +81,40 @@ fn a_failing_initializer_breaks_the_pool() {
         Err(SubmitError::BrokenPool(reason)) => assert!(reason.contains("init-fails")),
         other => panic!("expected a broken pool, got {other:?}"),
     }
+}
+
+/// A runtime's instance pool is part of its configuration, so a process-pool worker builds
+/// its runtime with the same pool: with 128 MiB of each memory kept resident, the 64 MiB a
+/// task touched stay resident in the worker after the task (the default keeps 4 MiB and
+/// gives the rest back to the OS).
+#[test]
+fn a_runtimes_instance_pool_applies_in_worker_processes() {
+    const MIB: u64 = 1 << 20;
+    let pooling = PoolingConfig::default().memory_keep_resident(128 << 20);
+    let runtime = Runtime::with_config(RuntimeConfig::default().pooling(Some(pooling)))
+        .expect("a runtime with its own instance pool");
+    let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
+        .output(OutputMode::Discard)
+        .build()
+        .expect("the process pool starts");
+    let run = |wave: &str| {
+        let f = pool.submit(call(&component, wave)).unwrap();
+        let value = f.result_timeout(SOON).expect("the task resolves");
+        assert!(value.is_ok(), "{wave}: {value:?}");
+        f.report().expect("a finished task has a report").pid
+    };
+    let worker = run("allocate-mib(1)");
+    let before = memory_of(worker).resident;
+    assert_eq!(run("allocate-mib(64)"), worker, "one worker ran both");
+    let after = memory_of(worker).resident;
+    assert!(
+        after >= before + 32 * MIB,
+        "the worker kept {} MiB of the 64 MiB task resident ({} MiB before, {} MiB after)",
+        after.saturating_sub(before) / MIB,
+        before / MIB,
+        after / MIB
+    );
 }

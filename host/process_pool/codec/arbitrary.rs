@@ -17,7 +17,7 @@ use crate::process_pool::messages::{
     Abort, FromWorker, Load, Output, RunTask, Setup, TaskResult, ToWorker,
 };
 use crate::run::TaskRun;
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{PoolingConfig, RuntimeConfig};
 use crate::sandbox::{Budget, Capabilities, DirGrant};
 use crate::settings::{InstancePolicy, TaskSettings};
 use crate::value::TaskValue;
@@ -312,6 +312,17 @@ impl Arbitrary for RuntimeConfig {
             fuel: Arbitrary::arbitrary(g),
             interruptible: Arbitrary::arbitrary(g),
             max_wasm_stack: Arbitrary::arbitrary(g),
+            pooling: Arbitrary::arbitrary(g),
+        }
+    }
+}
+
+impl Arbitrary for PoolingConfig {
+    fn arbitrary(g: &mut Gen) -> Self {
+        PoolingConfig {
+            instances: u32::try_from(g.int()).unwrap_or(u32::MAX),
+            memory_keep_resident: Arbitrary::arbitrary(g),
+            table_keep_resident: Arbitrary::arbitrary(g),
         }
     }
 }

@@ -269,6 +269,19 @@ impl Codec for u64 {
     }
 }
 
+impl Codec for u32 {
+    #[inline]
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        out.put_uleb(u64::from(*self));
+        Ok(())
+    }
+
+    #[inline]
+    fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        u32::try_from(r.uleb("integer")?).map_err(|e| malformed(e.to_string()))
+    }
+}
+
 impl Codec for usize {
     #[inline]
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {

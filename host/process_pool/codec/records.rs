@@ -13,7 +13,8 @@
 //! | `OutputMode` | 0 prefixed, 1 plain, 2 discard, 3 and a `usize` limit: capture |
 //! | `InstancePolicy` | 0 fresh, 1 and a `usize`: reuse for at most that many tasks |
 //! | `TaskSettings` | `OutputMode`, `Budget`, `Capabilities`, `InstancePolicy`, `Option<String>` initializer |
-//! | `RuntimeConfig` | `bool` fuel, `bool` interruptible, `Option<usize>` stack size |
+//! | `RuntimeConfig` | `bool` fuel, `bool` interruptible, `Option<usize>` stack size, `Option<PoolingConfig>` |
+//! | `PoolingConfig` | `u32` instances, `usize` memory kept resident, `usize` table kept resident |
 //! | `TaskError` | a kind byte 0–8, then the variant's fields in order |
 //! | `HostStream` | 1 stdout, 2 stderr |
 //! | `TaskRun` | `Result<TaskValue, TaskError>`, `Duration` elapsed, `Option<u64>` fuel, `u64` peak memory, `Option<String>` stdout, `Option<String>` stderr, `bool` breaks the pool |
@@ -24,7 +25,7 @@ use std::time::Duration;
 use crate::error::{ProtocolError, TaskError};
 use crate::output::{HostStream, OutputMode};
 use crate::run::TaskRun;
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{PoolingConfig, RuntimeConfig};
 use crate::sandbox::{Budget, Capabilities, DirGrant};
 use crate::settings::{InstancePolicy, TaskSettings};
 use crate::value::TaskValue;
@@ -183,17 +184,19 @@ impl Codec for TaskSettings {
 }
 
 impl Codec for RuntimeConfig {
-    const MIN_SIZE: usize = 3;
+    const MIN_SIZE: usize = 4;
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         let RuntimeConfig {
             fuel,
             interruptible,
             max_wasm_stack,
+            pooling,
         } = self;
         fuel.encode(out)?;
         interruptible.encode(out)?;
-        max_wasm_stack.encode(out)
+        max_wasm_stack.encode(out)?;
+        pooling.encode(out)
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
@@ -201,6 +204,30 @@ impl Codec for RuntimeConfig {
             fuel: r.read("fuel")?,
             interruptible: r.read("interruptible")?,
             max_wasm_stack: r.read("stack size")?,
+            pooling: r.read("instance pool")?,
+        })
+    }
+}
+
+impl Codec for PoolingConfig {
+    const MIN_SIZE: usize = 3;
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let PoolingConfig {
+            instances,
+            memory_keep_resident,
+            table_keep_resident,
+        } = self;
+        instances.encode(out)?;
+        memory_keep_resident.encode(out)?;
+        table_keep_resident.encode(out)
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        Ok(PoolingConfig {
+            instances: r.read("instances")?,
+            memory_keep_resident: r.read("memory kept resident")?,
+            table_keep_resident: r.read("table kept resident")?,
         })
     }
 }
@@ -404,6 +431,7 @@ mod tests {
         assert_round_trips::<InstancePolicy>(2_000);
         assert_round_trips::<TaskSettings>(2_000);
         assert_round_trips::<RuntimeConfig>(2_000);
+        assert_round_trips::<PoolingConfig>(2_000);
         assert_round_trips::<TaskError>(2_000);
         assert_round_trips::<HostStream>(200);
         assert_round_trips::<TaskRun>(2_000);
@@ -422,5 +450,15 @@ mod tests {
         assert!(super::super::from_bytes::<OutputMode>(&[4]).is_err());
         assert!(super::super::from_bytes::<InstancePolicy>(&[2]).is_err());
         assert!(super::super::from_bytes::<HostStream>(&[0]).is_err());
+    }
+
+    #[test]
+    fn an_instance_count_beyond_u32_is_malformed() {
+        let f = super::super::from_bytes::<PoolingConfig>;
+        // 2^32 - 1 instances, then 2^32: uleb 0xff.. 0x0f, then 0x80.. 0x10.
+        let max = f(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]).expect("u32::MAX decodes");
+        assert_eq!(max.instances, u32::MAX);
+        let over = f(&[0x80, 0x80, 0x80, 0x80, 0x10, 0, 0]);
+        assert!(matches!(over, Err(ProtocolError::Malformed(_))), "{over:?}");
     }
 }
