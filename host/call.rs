@@ -143,35 +143,37 @@ impl TaskComponent {
             });
         };
         let name = text[..open].trim();
+        // `f` stands for the name: positions in `source` past it are `open - 1` bytes early.
         let source = format!("f{}", &text[open..]);
-        let parsed = UntypedFuncCall::parse(&source).map_err(|e| CallError::Wave {
-            function: name.to_string(),
-            message: e.to_string(),
-        })?;
-        self.typed_call(name, &parsed)
+        let parsed = UntypedFuncCall::parse(&source)
+            .map_err(|e| CallError::wave(name, &e, text, 1, open))?;
+        self.typed_call(name, &parsed, (text, 1, open))
     }
 
     /// A call of `name` whose arguments are WAVE text, exactly what would stand between
     /// the parentheses: `30`, or `"ann", 3`.
     pub fn call_wave_args(&self, name: &str, args: &str) -> Result<Call, CallError> {
-        let text = format!("f({args})");
-        let parsed = UntypedFuncCall::parse(&text).map_err(|e| CallError::Wave {
-            function: name.to_string(),
-            message: e.to_string(),
-        })?;
-        self.typed_call(name, &parsed)
+        // `f(` comes before the arguments: positions in `source` are 2 bytes late.
+        let source = format!("f({args})");
+        let parsed =
+            UntypedFuncCall::parse(&source).map_err(|e| CallError::wave(name, &e, args, 2, 0))?;
+        self.typed_call(name, &parsed, (args, 2, 0))
     }
 
-    fn typed_call(&self, name: &str, parsed: &UntypedFuncCall<'_>) -> Result<Call, CallError> {
+    /// The call of `name` with the `parsed` arguments; `(text, prefix, start)` places the
+    /// parser's positions in the caller's text (see [`CallError::wave`]).
+    fn typed_call(
+        &self,
+        name: &str,
+        parsed: &UntypedFuncCall<'_>,
+        (text, prefix, start): (&str, usize, usize),
+    ) -> Result<Call, CallError> {
         let function = self.lookup(name)?;
         let f = self.function_at(function);
         let types: Vec<Type> = f.params().map(|(_, t)| t).collect();
         let args = parsed
             .to_wasm_params::<Val>(types.iter())
-            .map_err(|e| CallError::Wave {
-                function: f.name().to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| CallError::wave(f.name(), &e, text, prefix, start))?;
         Ok(Call::new(self, function, args))
     }
 }

@@ -10,6 +10,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wasmtime::component::wasm_wave::parser::ParserError;
+
 /// What kind of failure a [`TaskError`] is; stable names for machine-readable output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -348,6 +350,17 @@ pub enum LoadError {
         /// The file (or `"<bytes>"`).
         origin: String,
     },
+    /// The bytes are already compiled: a `.cwasm` (wasmtime's `serialize` output, such as
+    /// [`TaskComponent::precompiled`](crate::TaskComponent::precompiled) writes), to be
+    /// loaded with [`Runtime::load_precompiled`](crate::Runtime::load_precompiled).
+    #[error(
+        "{origin} is already precompiled (a .cwasm, not a .wasm); load it as precompiled \
+         (`wasmpool run --allow-precompiled`), or give the .wasm it was compiled from"
+    )]
+    Precompiled {
+        /// The file (or `"<bytes>"`).
+        origin: String,
+    },
     /// The bytes are a core wasm module; a component is needed.
     #[error(
         "{origin} is a core WebAssembly module, not a component; wrap it with `wasm-tools component new` or build for wasm32-wasip2"
@@ -425,6 +438,32 @@ pub enum CallError {
         /// What the parser said.
         message: String,
     },
+}
+
+impl CallError {
+    /// The [`CallError::Wave`] of `function` for a parser `error` in a source that is
+    /// `prefix` bytes standing for `text[..start]`, then `text[start..]`, then anything the
+    /// caller appended: its position is told in `text`'s bytes.
+    pub(crate) fn wave(
+        function: &str,
+        error: &ParserError,
+        text: &str,
+        prefix: usize,
+        start: usize,
+    ) -> CallError {
+        let at = |p: usize| if p < prefix { 0 } else { p - prefix + start };
+        let span = error.span();
+        let (from, to) = (at(span.start).min(text.len()), at(span.end).min(text.len()));
+        let what = match (std::error::Error::source(error), error.detail()) {
+            (Some(source), _) => format!("{}: {source}", error.kind()),
+            (None, Some(detail)) => format!("{}: {detail}", error.kind()),
+            (None, None) => error.kind().to_string(),
+        };
+        CallError::Wave {
+            function: function.to_string(),
+            message: format!("{what} at {from}..{to}"),
+        }
+    }
 }
 
 /// `submit` could not accept the task.

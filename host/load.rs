@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::component::{TaskComponent, exported_functions};
@@ -180,13 +181,16 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
 }
 
 /// Checks the 8-byte preamble: magic, then version 13 layer 1 (component) or version 1
-/// layer 0 (core module).
+/// layer 0 (core module). Without the magic, wasmtime's own compiled form is told apart.
 fn classify_header(bytes: &[u8], origin: &str) -> Result<(), LoadError> {
     const MAGIC: &[u8] = b"\0asm";
     const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
     const CORE: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
     let origin = origin.to_string();
     if bytes.len() < 4 || &bytes[..4] != MAGIC {
+        if Engine::detect_precompiled(bytes).is_some() {
+            return Err(LoadError::Precompiled { origin });
+        }
         return Err(LoadError::NotWasm { origin });
     }
     match bytes.get(4..8) {

@@ -4,6 +4,12 @@
 //! and forwards each whole line in one write, under the host stream's lock, with a prefix
 //! naming the worker. Tasks running at the same time therefore never interleave mid-line.
 //! Stderr also keeps a bounded tail, so a guest panic message can go into the task error.
+//!
+//! A captured stream that outgrows its limit is cut at a line boundary: the kept text ends
+//! with a newline, then the line [`cut_marker`] says where it was cut, and nothing after it
+//! is kept. So captured text printed one task after another never joins two tasks' lines,
+//! and [`was_cut`] tells from the text alone (it crosses the process boundary as text) that
+//! it was cut.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -28,8 +34,11 @@ pub enum OutputMode {
     Plain,
     /// Drop the output.
     Discard,
-    /// Keep each task's stdout and stderr, up to `limit` bytes each (the rest is dropped),
-    /// and return them in its [`TaskReport`](crate::TaskReport).
+    /// Keep each task's stdout and stderr, up to `limit` bytes each, and return them in its
+    /// [`TaskReport`](crate::TaskReport). A stream that writes more is cut after its last
+    /// whole line within the limit (a single longer line: within the line, ended with a
+    /// newline), the line `[wasmpool: output cut at LIMIT]` follows, and the rest is dropped
+    /// ([`TaskReport::stdout_truncated`](crate::TaskReport::stdout_truncated) tells).
     Capture {
         /// Bytes kept per stream.
         limit: usize,
@@ -89,7 +98,68 @@ struct SinkState {
     /// When `Some`, the last `STDERR_TAIL` bytes written.
     tail: Option<Vec<u8>>,
     /// When capturing: what was kept, and how much may be kept.
-    capture: Option<(Vec<u8>, usize)>,
+    capture: Option<Capture>,
+}
+
+/// The kept bytes of a captured stream.
+struct Capture {
+    kept: Vec<u8>,
+    limit: usize,
+    /// Set once the stream outgrew `limit`: `kept` ends with the cut marker, and grows no more.
+    cut: bool,
+}
+
+/// The text of the line that ends a captured stream cut at `limit` bytes, newline included.
+pub(crate) fn cut_marker(limit: usize) -> String {
+    const KIB: usize = 1 << 10;
+    const MIB: usize = 1 << 20;
+    let size = match limit {
+        0 => "0 bytes".to_string(),
+        n if n % MIB == 0 => format!("{} MiB", n / MIB),
+        n if n % KIB == 0 => format!("{} KiB", n / KIB),
+        n => format!("{n} bytes"),
+    };
+    format!("{CUT_MARKER_START}{size}]\n")
+}
+
+/// How every [`cut_marker`] starts.
+const CUT_MARKER_START: &str = "[wasmpool: output cut at ";
+
+/// Whether captured `text` was cut at its limit: it ends with a [`cut_marker`] line. (A guest
+/// that prints such a line last itself is taken at its word.)
+pub(crate) fn was_cut(text: &str) -> bool {
+    let Some(body) = text.strip_suffix("]\n") else {
+        return false;
+    };
+    let last_line = body
+        .rfind('\n')
+        .map_or(body, |newline| &body[newline + 1..]);
+    last_line.starts_with(CUT_MARKER_START)
+}
+
+impl Capture {
+    /// Keeps `bytes` while they fit; the first byte that does not cuts the stream.
+    fn push(&mut self, bytes: &[u8]) {
+        if self.cut {
+            return;
+        }
+        let room = self.limit.saturating_sub(self.kept.len());
+        if bytes.len() <= room {
+            self.kept.extend_from_slice(bytes);
+            return;
+        }
+        self.kept.extend_from_slice(&bytes[..room]);
+        // Back to the end of the last whole line; a first line longer than the limit is cut
+        // within itself and ended here.
+        match self.kept.iter().rposition(|&b| b == b'\n') {
+            Some(newline) => self.kept.truncate(newline + 1),
+            None if self.kept.is_empty() => {}
+            None => self.kept.push(b'\n'),
+        }
+        self.kept
+            .extend_from_slice(cut_marker(self.limit).as_bytes());
+        self.cut = true;
+    }
 }
 
 impl LineSink {
@@ -106,7 +176,11 @@ impl LineSink {
             OutputMode::Discard | OutputMode::Capture { .. } => None,
         };
         let capture = match mode {
-            OutputMode::Capture { limit } => Some((Vec::new(), limit)),
+            OutputMode::Capture { limit } => Some(Capture {
+                kept: Vec::new(),
+                limit,
+                cut: false,
+            }),
             _ => None,
         };
         let tail = (host == HostStream::Stderr).then(Vec::new);
@@ -140,8 +214,9 @@ impl LineSink {
     /// `Capture`); the buffer starts empty again for the next task.
     pub(crate) fn take_captured(&self) -> Option<String> {
         let mut state = lock(&self.state);
-        let (bytes, _) = state.capture.as_mut()?;
-        Some(String::from_utf8_lossy(&std::mem::take(bytes)).into_owned())
+        let capture = state.capture.as_mut()?;
+        capture.cut = false;
+        Some(String::from_utf8_lossy(&std::mem::take(&mut capture.kept)).into_owned())
     }
 
     /// The last few KiB the guest wrote to this stream (stderr only), as text.
@@ -159,9 +234,8 @@ impl SinkState {
                 tail.drain(..tail.len() - STDERR_TAIL);
             }
         }
-        if let Some((kept, limit)) = &mut self.capture {
-            let room = limit.saturating_sub(kept.len());
-            kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(capture) = &mut self.capture {
+            capture.push(bytes);
         }
         if self.prefix.is_none() {
             return;
@@ -253,5 +327,61 @@ impl tokio::io::AsyncWrite for LineSink {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured(limit: usize, writes: &[&[u8]]) -> String {
+        let sink = LineSink::new(
+            OutputMode::Capture { limit },
+            &Arc::from("w"),
+            HostStream::Stdout,
+            &Destination::Host,
+        );
+        for bytes in writes {
+            sink.push(bytes);
+        }
+        sink.finish();
+        sink.take_captured().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_capture_is_cut_after_its_last_whole_line_and_marked() {
+        let text = captured(10, &[b"abc\nde", b"f\nghij\n"]);
+        assert_eq!(text, "abc\ndef\n[wasmpool: output cut at 10 bytes]\n");
+        assert!(was_cut(&text));
+        // One line longer than the limit: cut within it, and ended.
+        let text = captured(2048, &[&[b'y'; 3000]]);
+        assert_eq!(
+            text,
+            format!("{}\n[wasmpool: output cut at 2 KiB]\n", "y".repeat(2048))
+        );
+        assert!(was_cut(&text));
+        assert_eq!(captured(0, &[b"x"]), "[wasmpool: output cut at 0 bytes]\n");
+        // Up to the limit: kept whole, not cut.
+        let text = captured(8, &[b"abc\n", b"def\n"]);
+        assert_eq!(text, "abc\ndef\n");
+        assert!(!was_cut(&text));
+        assert_eq!(cut_marker(1 << 20), "[wasmpool: output cut at 1 MiB]\n");
+    }
+
+    #[test]
+    fn the_next_task_of_a_sink_starts_uncut() {
+        let sink = LineSink::new(
+            OutputMode::Capture { limit: 4 },
+            &Arc::from("w"),
+            HostStream::Stdout,
+            &Destination::Host,
+        );
+        sink.push(b"abc\ndef\n");
+        assert_eq!(
+            sink.take_captured().as_deref(),
+            Some("abc\n[wasmpool: output cut at 4 bytes]\n")
+        );
+        sink.push(b"gh\n");
+        assert_eq!(sink.take_captured().as_deref(), Some("gh\n"));
     }
 }

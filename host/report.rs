@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::output::was_cut;
+
 /// How one task ran: where, how long, and what it used. Available from
 /// [`TaskFuture::report`](crate::TaskFuture::report) once the task has finished (with a
 /// value or an error); a task cancelled before it started has none.
@@ -22,8 +24,24 @@ pub struct TaskReport {
     pub fuel_consumed: Option<u64>,
     /// The largest linear memory the instance reached, in bytes.
     pub peak_memory: u64,
-    /// The task's stdout, when the executor captures output.
+    /// The task's stdout, when the executor captures output. Past the capture limit it ends
+    /// with the line `[wasmpool: output cut at LIMIT]` (see [`TaskReport::stdout_truncated`]).
     pub stdout: Option<String>,
-    /// The task's stderr, when the executor captures output.
+    /// The task's stderr, when the executor captures output; cut as `stdout` is.
     pub stderr: Option<String>,
+}
+
+impl TaskReport {
+    /// Whether the captured [`stdout`](TaskReport::stdout) was cut at the capture limit
+    /// ([`OutputMode::Capture`](crate::OutputMode::Capture)): the task wrote more than was
+    /// kept. The text then ends with a whole line and the `[wasmpool: output cut at LIMIT]`
+    /// line.
+    pub fn stdout_truncated(&self) -> bool {
+        self.stdout.as_deref().is_some_and(was_cut)
+    }
+
+    /// Whether the captured [`stderr`](TaskReport::stderr) was cut at the capture limit.
+    pub fn stderr_truncated(&self) -> bool {
+        self.stderr.as_deref().is_some_and(was_cut)
+    }
 }

@@ -303,9 +303,16 @@ pub struct EnvSpec {
     pub value: Option<String>,
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `1m`, `1h`, `1m30s`, `100us`, `10ns`.
+/// The longest duration a flag takes: 100 years, beyond any task, and short enough that a
+/// deadline (now + it) is always a valid `Instant`.
+pub const MAX_DURATION: Duration = Duration::from_secs(876_000 * 3600);
+
+/// Parses `250ms`, `2s`, `1.5s`, `1m`, `1h`, `1m30s`, `100us`, `10ns`, up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let usage = || format!("`{text}` is not a duration; write e.g. 250ms, 2s, 1m, 1m30s");
+    let too_large =
+        || format!("`{text}` is too large: the longest duration is 876000h (100 years)");
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(usage());
@@ -330,7 +337,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             _ => return Err(usage()),
         };
-        total += Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| usage())?;
+        let seconds = value * seconds_per_unit;
+        // Also true for an infinite `value` (too many digits for an `f64`); it is never NaN.
+        if seconds > MAX_DURATION.as_secs_f64() {
+            return Err(too_large());
+        }
+        let part = Duration::try_from_secs_f64(seconds).map_err(|_| usage())?;
+        total = total
+            .checked_add(part)
+            .filter(|total| *total <= MAX_DURATION)
+            .ok_or_else(too_large)?;
         rest = after.trim_start();
     }
     Ok(total)
@@ -425,6 +441,16 @@ mod tests {
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("2 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("876000h"), Ok(MAX_DURATION));
+        for large in [
+            "876000h1ns",
+            "99999999999999999999999s",
+            "5000000000000000h",
+            "600000h600000h",
+        ] {
+            let err = parse_duration(large).expect_err(large);
+            assert!(err.contains("too large"), "{large}: {err}");
+        }
     }
 
     #[test]

@@ -48,8 +48,12 @@ pub fn load(
             // SAFETY: the user vouched for this file with --allow-precompiled: that it is
             // the unaltered output of `wasmpool compile` (wasmtime's `serialize`). wasmtime
             // itself checks its header, version and engine settings before using it.
-            return unsafe { runtime.load_precompiled(&bytes, &origin) }
-                .map_err(|e| anyhow::anyhow!("{e} (note: {})", fuel_hint(&runtime)));
+            return unsafe { runtime.load_precompiled(&bytes, &origin) }.map_err(
+                |e| match fuel_hint(&runtime, &e) {
+                    Some(hint) => anyhow::anyhow!("{e} (note: {hint})"),
+                    None => e.into(),
+                },
+            );
         }
         Some(Precompiled::Component) => bail!(
             "{origin} is a precompiled component (.cwasm); pass --allow-precompiled to run \
@@ -140,13 +144,19 @@ pub fn load_cached(
     Ok(component)
 }
 
-/// A hint for a precompiled component rejected by a runtime whose fuel setting differs.
-fn fuel_hint(runtime: &Runtime) -> &'static str {
-    if runtime.config().fuel {
+/// A hint for a precompiled component that `runtime` refused because its fuel setting
+/// differs; `None` when it was refused for another reason.
+fn fuel_hint(runtime: &Runtime, error: &wasmpool::LoadError) -> Option<&'static str> {
+    // wasmtime 48 names the setting so ("Module was compiled with[out] fuel support but it
+    // is[ not] enabled for the host"); the tests pin it.
+    if !error.to_string().contains("fuel support") {
+        return None;
+    }
+    Some(if runtime.config().fuel {
         "--fuel needs a component compiled with `wasmpool compile --fuel-metering`"
     } else {
         "without --fuel, a component compiled without --fuel-metering is needed"
-    }
+    })
 }
 
 /// The cache directory: `--cache-dir`, `$XDG_CACHE_HOME/wasmpool`, `~/.cache/wasmpool`;

@@ -11,7 +11,7 @@
 //! that reports itself broken (a worker process died) is replaced by a new one, so one crash
 //! fails only the tasks it took with it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use super::args::{MapArgs, OutputFormat};
 use super::cache;
 use super::input::{self, Input};
 use super::interrupt::{self, INTERRUPTED};
-use super::joblog::{JobLog, Resume};
+use super::joblog::{JobLog, Logged, Resume};
 use super::pool_settings::{ClusterTarget, Pool, PoolSettings};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
@@ -75,18 +75,18 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         (false, true) => Resume::Succeeded,
         (false, false) => Resume::No,
     };
-    let (joblog, skip) = match &args.joblog {
+    let (joblog, logged) = match &args.joblog {
         Some(path) => {
-            let (log, skip) = JobLog::open(path, &args.function, &args.load.component, resume)?;
-            (Some(log), skip)
+            let (log, logged) = JobLog::open(path, &args.function, &args.load.component, resume)?;
+            (Some(log), logged)
         }
-        None => (None, HashSet::new()),
+        None => (None, Logged::default()),
     };
-    let skip = Arc::new(skip);
+    let logged = Arc::new(logged);
 
     let progress = Progress::new(!args.no_progress);
     if let Some(path) = input_file.filter(|_| progress.is_shown()) {
-        count_in_background(path.clone(), skip.clone(), progress.total_setter());
+        count_in_background(path.clone(), logged.clone(), progress.total_setter());
     }
 
     let interrupts = interrupt::install()?;
@@ -95,7 +95,7 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         workers,
     } = settings.build()?;
     let window = workers.saturating_mul(WINDOW_PER_WORKER).max(1);
-    let inputs = input::spawn(source, component, args.function.clone(), skip, window)
+    let inputs = input::spawn(source, component, args.function.clone(), logged, window)
         .context("cannot start the input reader")?;
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let driver = Driver {
@@ -123,14 +123,14 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
 /// Counts the tasks of the input file on a thread, for the progress bar's total.
 fn count_in_background(
     path: PathBuf,
-    skip: Arc<HashSet<u64>>,
+    logged: Arc<Logged>,
     set_total: impl Fn(u64) + Send + 'static,
 ) {
     let spawned = std::thread::Builder::new()
         .name("count".into())
         .spawn(move || {
-            let counted =
-                File::open(&path).and_then(|file| input::count_tasks(BufReader::new(file), &skip));
+            let counted = File::open(&path)
+                .and_then(|file| input::count_tasks(BufReader::new(file), &logged));
             if let Ok(total) = counted {
                 set_total(total);
             }
@@ -231,7 +231,7 @@ impl Driver<'_> {
         }
         self.progress.finish();
         if let Some(e) = input_error {
-            return Err(anyhow!(e).context("error reading the input"));
+            return Err(e);
         }
         Ok(if self.any_failed {
             ExitCode::FAILURE

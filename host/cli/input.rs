@@ -6,39 +6,48 @@
 //! text is parsed here as the WAVE arguments of the function: a line that does not parse is
 //! an input of its own, that fails alone as `invalid-input`.
 
-use std::collections::HashSet;
 use std::io::{self, BufRead};
 use std::sync::Arc;
 use std::thread;
 
+use anyhow::anyhow;
 use crossbeam_channel::Receiver;
 use wasmpool::{Call, TaskComponent};
 
+use super::joblog::{Logged, Verdict};
+use super::print::preview;
+
 /// The longest line read; longer ones are an `invalid-input` of their own.
 const MAX_LINE: usize = 16 << 20;
+
+/// How many bytes of a line longer than [`MAX_LINE`] its input text shows.
+const TOO_LONG_SHOWN: usize = 64;
 
 /// One input line.
 #[derive(Debug)]
 pub struct Input {
     /// Its position among the non-blank lines, from 0.
     pub index: u64,
-    /// The arguments, as written (trimmed).
+    /// The arguments, as written (trimmed); for a line that is not UTF-8, as much of it as
+    /// is, with U+FFFD for the rest; for a line that is too long, its start and `…`.
     pub text: String,
     /// The checked call, or why the line is not one.
     pub call: Result<Call, String>,
 }
 
-/// What the reader sends: an input, or the read error that ended the input.
-pub type Message = Result<Input, io::Error>;
+/// What the reader sends: an input, or the error that ended the input (a read error, or a
+/// line that is not the one a resumed joblog logged for its task).
+pub type Message = anyhow::Result<Input>;
 
 /// Starts reading `source` on a new thread. The channel holds at most `capacity` parsed
 /// lines; it is closed at the end of the input (after an error, if one happened). Lines
-/// whose index is in `skip` are counted and dropped.
+/// that `logged` skips are counted and dropped; a line that it logged with another input
+/// ends the input with an error.
 pub fn spawn(
     source: Box<dyn BufRead + Send>,
     component: TaskComponent,
     function: String,
-    skip: Arc<HashSet<u64>>,
+    logged: Arc<Logged>,
     capacity: usize,
 ) -> io::Result<Receiver<Message>> {
     let (sender, receiver) = crossbeam_channel::bounded(capacity);
@@ -50,34 +59,35 @@ pub fn spawn(
                 Ok(Some(line)) => line,
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = sender.send(Err(e));
+                    let _ = sender.send(Err(anyhow!(e).context("error reading the input")));
                     return;
                 }
             };
             let text = match &line {
                 Ok(text) => text.trim(),
-                Err(_) => "",
+                Err(bad) => bad.text.as_str(),
             };
             if line.is_ok() && text.is_empty() {
                 continue;
             }
             let this = index;
             index += 1;
-            if skip.contains(&this) {
-                continue;
+            match logged.verdict(this, text) {
+                Verdict::Run => {}
+                Verdict::Skip => continue,
+                Verdict::Changed { logged: was } => {
+                    let _ = sender.send(Err(changed(&logged, this, text, was.as_deref())));
+                    return;
+                }
             }
-            let input = match &line {
-                Ok(_) => Input {
-                    index: this,
-                    text: text.to_string(),
-                    call: component
+            let input = Input {
+                index: this,
+                text: text.to_string(),
+                call: match &line {
+                    Ok(_) => component
                         .call_wave_args(&function, text)
                         .map_err(|e| e.to_string()),
-                },
-                Err(why) => Input {
-                    index: this,
-                    text: String::new(),
-                    call: Err(why.clone()),
+                    Err(bad) => Err(bad.why.clone()),
                 },
             };
             // The receiver is gone when the map stopped early: stop reading.
@@ -89,16 +99,32 @@ pub fn spawn(
     Ok(receiver)
 }
 
-/// Counts the non-blank lines of a file that are not in `skip` (for the progress bar's
+/// The error of a resumed map whose input line for task `index` reads `text`, though the
+/// joblog logged `was` for it.
+fn changed(logged: &Logged, index: u64, text: &str, was: Option<&str>) -> anyhow::Error {
+    let was = was.map_or_else(
+        || "another input".to_string(),
+        |w| format!("`{}`", preview(w)),
+    );
+    anyhow!(
+        "cannot resume: task {index} reads `{}`, but joblog {} logged {was} for it; this \
+         input is not the one the joblog was written for (run without --resume to start \
+         afresh, or name another --joblog)",
+        preview(text),
+        logged.path().display()
+    )
+}
+
+/// Counts the non-blank lines of a file that `logged` does not skip (for the progress bar's
 /// total), reading it once more in constant memory.
-pub fn count_tasks(source: impl BufRead, skip: &HashSet<u64>) -> io::Result<u64> {
+pub fn count_tasks(source: impl BufRead, logged: &Logged) -> io::Result<u64> {
     let mut lines = Lines::new(source);
     let (mut index, mut count) = (0u64, 0u64);
     while let Some(line) = lines.next_line()? {
         if matches!(&line, Ok(text) if text.trim().is_empty()) {
             continue;
         }
-        if !skip.contains(&index) {
+        if !logged.skips(index) {
             count += 1;
         }
         index += 1;
@@ -112,8 +138,17 @@ struct Lines<R> {
     buffer: Vec<u8>,
 }
 
-/// A line: its text, or why it is unusable (not UTF-8, too long).
-type Line = Result<String, String>;
+/// A line: its text, or why it is unusable.
+type Line = Result<String, BadLine>;
+
+/// A line that is not UTF-8 or is too long.
+#[derive(Debug, PartialEq)]
+struct BadLine {
+    /// Why it is unusable.
+    why: String,
+    /// What it shows as text.
+    text: String,
+}
 
 impl<R: BufRead> Lines<R> {
     fn new(source: R) -> Self {
@@ -136,13 +171,21 @@ impl<R: BufRead> Lines<R> {
             self.buffer.pop();
         } else if self.buffer.len() > MAX_LINE {
             self.skip_rest_of_line()?;
-            return Ok(Some(Err(format!(
-                "the line is longer than {MAX_LINE} bytes"
-            ))));
+            let start = String::from_utf8_lossy(&self.buffer[..TOO_LONG_SHOWN]);
+            return Ok(Some(Err(BadLine {
+                why: format!("the line is longer than {MAX_LINE} bytes"),
+                text: format!("{}…", start.trim_start()),
+            })));
         }
         Ok(Some(match std::str::from_utf8(&self.buffer) {
             Ok(text) => Ok(text.to_string()),
-            Err(_) => Err("the line is not valid UTF-8".to_string()),
+            Err(e) => Err(BadLine {
+                why: format!(
+                    "the line is not valid UTF-8 (at byte {}; shown with U+FFFD)",
+                    e.valid_up_to()
+                ),
+                text: String::from_utf8_lossy(&self.buffer).trim().to_string(),
+            }),
         }))
     }
 
@@ -181,8 +224,8 @@ mod tests {
     }
 
     #[test]
-    fn counting_skips_blank_and_logged_lines() {
-        let skip = HashSet::from([1]);
-        assert_eq!(count_tasks(&b"a\n\n b\nc\n  \n"[..], &skip).ok(), Some(2));
+    fn counting_skips_blank_lines() {
+        let logged = Logged::default();
+        assert_eq!(count_tasks(&b"a\n\n b\nc\n  \n"[..], &logged).ok(), Some(3));
     }
 }

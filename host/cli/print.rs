@@ -12,7 +12,9 @@
 //!   `component-unavailable`, `incompatible`, `invalid-input`;
 //! - the task's report, when it ran: `elapsed_ms`, `worker`, `pid`, `fuel` (with `--fuel`),
 //!   `peak_memory` (bytes), `attempt` (1, or more after `--retries`), and `stdout`/`stderr`
-//!   (what the task printed, when it printed anything).
+//!   (what the task printed, when it printed anything), with `stdout_truncated`/
+//!   `stderr_truncated` set to `true` when that was cut at [`CAPTURE_LIMIT`] (the text then
+//!   ends with a whole line and `[wasmpool: output cut at 1 MiB]`).
 
 use std::io::{self, Write};
 
@@ -138,9 +140,16 @@ impl TaskRecord {
                 object.insert("fuel".into(), json!(fuel));
             }
             object.insert("peak_memory".into(), json!(report.peak_memory));
-            for (name, text) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
+            let streams = [
+                ("stdout", &report.stdout, report.stdout_truncated()),
+                ("stderr", &report.stderr, report.stderr_truncated()),
+            ];
+            for (name, text, truncated) in streams {
                 if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
                     object.insert(name.into(), json!(text));
+                }
+                if truncated {
+                    object.insert(format!("{name}_truncated"), json!(true));
                 }
             }
         }
@@ -153,9 +162,10 @@ impl TaskRecord {
         writeln!(stdout, "{}", self.json())
     }
 
-    /// Writes the task for people: what it printed (when captured), then its result on
-    /// stdout, or a line naming the task and its failure on stderr. `function` names the
-    /// call in that line.
+    /// Writes the task for people: what it printed (when captured, its last line ended),
+    /// then its result on stdout, or a line naming the task and its failure on stderr.
+    /// `function` names the call in that line, with the input shortened to
+    /// [`INPUT_PREVIEW`] characters.
     pub fn write_text(
         &self,
         function: &str,
@@ -163,12 +173,8 @@ impl TaskRecord {
         stderr: &mut dyn Write,
     ) -> io::Result<()> {
         if let Some(report) = &self.report {
-            if let Some(text) = report.stdout.as_deref().filter(|t| !t.is_empty()) {
-                stdout.write_all(text.as_bytes())?;
-            }
-            if let Some(text) = report.stderr.as_deref().filter(|t| !t.is_empty()) {
-                stderr.write_all(text.as_bytes())?;
-            }
+            write_lines(stdout, report.stdout.as_deref())?;
+            write_lines(stderr, report.stderr.as_deref())?;
         }
         match &self.outcome {
             Ok(value) => {
@@ -179,7 +185,9 @@ impl TaskRecord {
             }
             Err(failure) => {
                 let call = match (&self.index, &self.input) {
-                    (Some(index), Some(input)) => format!("task {index}: {function}({input})"),
+                    (Some(index), Some(input)) => {
+                        format!("task {index}: {function}({})", preview(input))
+                    }
                     _ => function.to_string(),
                 };
                 writeln!(
@@ -196,6 +204,30 @@ impl TaskRecord {
         }
         Ok(())
     }
+}
+
+/// How many characters of an input a failure line on stderr shows.
+pub const INPUT_PREVIEW: usize = 200;
+
+/// `text`, or its first [`INPUT_PREVIEW`] characters and how long it is.
+pub fn preview(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(INPUT_PREVIEW) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()).into(),
+    }
+}
+
+/// Writes captured `text`, ending its last line if the task did not: the next task's output
+/// starts on a line of its own.
+fn write_lines(out: &mut dyn Write, text: Option<&str>) -> io::Result<()> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

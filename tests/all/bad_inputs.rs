@@ -73,11 +73,9 @@ impl Files {
         // The magic, then a version/layer pair that is neither a module nor a component.
         write("version.wasm", b"\0asm\x02\0\0\0").unwrap();
         write("imports.wasm", UNSATISFIABLE).unwrap();
-        write(
-            "fixtures.cwasm",
-            &fixtures().precompiled().expect("precompiled"),
-        )
-        .unwrap();
+        let precompiled = fixtures().precompiled().expect("precompiled");
+        write("fixtures.cwasm", &precompiled).unwrap();
+        write("altered.cwasm", &altered_engine_version(&precompiled)).unwrap();
         std::fs::create_dir(dir.path().join("a-directory.wasm")).unwrap();
         let fifo = dir.path().join("a-fifo.wasm");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
@@ -99,6 +97,29 @@ const UNSATISFIABLE: &[u8] = &[
     0x00, // import "frobnicate" (func (type 0))
 ];
 
+/// `cwasm` with the wasmtime version in its `.wasmtime.engine` section changed from `48` to
+/// `47`: wasmtime refuses it as compiled by another version.
+fn altered_engine_version(cwasm: &[u8]) -> Vec<u8> {
+    // The section (the first data after the ELF header) starts with its format's version
+    // (0), the length of the wasmtime version text, and the text: the major version.
+    let major = wasmtime_environ::VERSION
+        .split('.')
+        .next()
+        .unwrap_or_default();
+    assert_eq!(
+        major, "48",
+        "the alteration below assumes a two-digit version"
+    );
+    let needle = [&[0u8, 2][..], major.as_bytes()].concat();
+    let at = cwasm
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the engine section of a .cwasm");
+    let mut altered = cwasm.to_vec();
+    altered[at + 2..at + needle.len()].copy_from_slice(b"47");
+    altered
+}
+
 fn load_kind(e: &LoadError) -> &'static str {
     match e {
         LoadError::Io { .. } => "LoadError::Io",
@@ -110,6 +131,7 @@ fn load_kind(e: &LoadError) -> &'static str {
         LoadError::Engine(_) => "LoadError::Engine",
         LoadError::NotAFile { .. } => "LoadError::NotAFile",
         LoadError::TooLarge { .. } => "LoadError::TooLarge",
+        LoadError::Precompiled { .. } => "LoadError::Precompiled",
         _ => "LoadError::(new variant)",
     }
 }
@@ -198,10 +220,15 @@ fn metered() -> &'static TaskComponent {
 
 /// `wasmpool ARGS` with empty stdin and a cache of its own: `exit N` and stderr.
 fn cli(files: &Files, args: &[&str]) -> Outcome {
+    cli_stdin(files, args, b"")
+}
+
+/// `wasmpool ARGS` with `stdin` and a cache of its own: `exit N` and stderr.
+fn cli_stdin(files: &Files, args: &[&str], stdin: &[u8]) -> Outcome {
     let output = assert_cmd::Command::new(BIN)
         .env("XDG_CACHE_HOME", files.path("cache"))
         .args(args)
-        .write_stdin("")
+        .write_stdin(stdin)
         .timeout(Duration::from_secs(120))
         .output()
         .map_err(|e| e.to_string())?;
@@ -311,8 +338,8 @@ fn catalogue() -> Vec<Row> {
         ),
         row(
             "a .cwasm where a .wasm is expected",
-            "LoadError::NotWasm",
-            &["fixtures.cwasm", "not a WebAssembly file"],
+            "LoadError::Precompiled",
+            &["fixtures.cwasm", "already precompiled"],
             |f| load(&f.path("fixtures.cwasm")),
         ),
         row(
@@ -430,6 +457,21 @@ fn catalogue() -> Vec<Row> {
             "CallError::Wave",
             &["echo-char"],
             |_| wave("types.echo-char('ab')"),
+        ),
+        row(
+            "a WAVE error: its position is in the call's text",
+            "CallError::Wave",
+            &["`add`", "invalid value type at 4..5"],
+            |_| wave("add(x, 1)"),
+        ),
+        row(
+            "a WAVE error in the arguments: its position is in the arguments' text",
+            "CallError::Wave",
+            &["`add`", "invalid value type at 0..1"],
+            |_| match fixtures().call_wave_args("add", "x, 1") {
+                Ok(c) => Err(format!("accepted: {c:?}")),
+                Err(e) => Ok((call_kind(&e).into(), e.to_string())),
+            },
         ),
         row(
             "trailing garbage after the call",
@@ -645,6 +687,34 @@ fn catalogue() -> Vec<Row> {
             |f| cli(f, &["run", FIXTURES, "fib(1)", "--timeout", "5"]),
         ),
         row(
+            "CLI: an oversized --timeout",
+            "exit 2",
+            &["--timeout", "too large", "876000h"],
+            |f| {
+                cli(
+                    f,
+                    &[
+                        "run",
+                        FIXTURES,
+                        "fib(1)",
+                        "--timeout",
+                        "99999999999999999999999s",
+                    ],
+                )
+            },
+        ),
+        row(
+            "CLI: a --timeout that fits a Duration but not a deadline",
+            "exit 2",
+            &["--timeout", "too large"],
+            |f| {
+                cli(
+                    f,
+                    &["run", FIXTURES, "fib(1)", "--timeout", "5000000000000000h"],
+                )
+            },
+        ),
+        row(
             "CLI: --timeout 0s",
             "exit 2",
             &["--timeout must be longer than 0"],
@@ -695,6 +765,71 @@ fn catalogue() -> Vec<Row> {
         row("CLI: an unknown flag", "exit 2", &["'--turbo'"], |f| {
             cli(f, &["run", FIXTURES, "fib(1)", "--turbo"])
         }),
+        row(
+            "CLI: compile of a .cwasm",
+            "exit 2",
+            &["fixtures.cwasm", "already precompiled"],
+            |f| cli_files(f, &["compile", "{fixtures.cwasm}", "-o", "{again.cwasm}"]),
+        ),
+        row(
+            "CLI: a .cwasm whose engine version was altered: no note about fuel",
+            "exit 2",
+            &["altered.cwasm", "incompatible version '47'"],
+            |f| {
+                let run = cli_files(
+                    f,
+                    &["run", "{altered.cwasm}", "noop", "--allow-precompiled"],
+                );
+                run.and_then(|(kind, message)| match message.contains("fuel") {
+                    true => Err(format!("a note about fuel: {message}")),
+                    false => Ok((kind, message)),
+                })
+            },
+        ),
+        row(
+            "CLI: a map line `x, 1`: the WAVE position is in the line",
+            "exit 1",
+            &["task 0: add(x, 1) failed", "invalid value type at 0..1"],
+            |f| cli_stdin(f, &["map", FIXTURES, "add"], b"x, 1\n"),
+        ),
+        row(
+            "CLI: a map line that is not UTF-8: shown as it is, with U+FFFD",
+            "exit 1",
+            &["task 0: greet(\"a\u{fffd}\")", "not valid UTF-8"],
+            |f| cli_stdin(f, &["map", FIXTURES, "greet"], b"\"a\xff\"\n"),
+        ),
+        row(
+            "CLI: a 2 MB map line that fails: its echo is cut short",
+            "exit 1",
+            &[
+                "task 0: fib(xxxx",
+                "… (2000000 bytes in all)",
+                "invalid WAVE",
+            ],
+            |f| {
+                let mut line = vec![b'x'; 2_000_000];
+                line.push(b'\n');
+                let run = cli_stdin(f, &["map", FIXTURES, "fib"], &line);
+                run.and_then(|(kind, message)| match message.len() {
+                    0..1000 => Ok((kind, message)),
+                    n => Err(format!("{n} bytes on stderr")),
+                })
+            },
+        ),
+        row(
+            "CLI: --resume with a file that is not a joblog",
+            "exit 2",
+            &["text.wasm", "not a wasmpool joblog"],
+            |f| {
+                let joblog = ["--joblog", "{text.wasm}", "--resume"];
+                let run = cli_files(f, &[&["map", FIXTURES, "fib"][..], &joblog].concat());
+                let text = std::fs::read(f.path("text.wasm")).map_err(|e| e.to_string())?;
+                match text == b"hello, I am text" {
+                    true => run,
+                    false => Err(format!("the file was changed: {text:?}")),
+                }
+            },
+        ),
         row(
             "CLI: a missing INPUTS file for map",
             "exit 2",

@@ -564,6 +564,37 @@ fn map_json_has_one_object_per_task() {
     assert!(object["fuel"].as_u64().is_some());
 }
 
+/// Output past the 1 MiB capture limit is cut after a whole line and marked; the next
+/// task's output starts on a line of its own; JSON says `stdout_truncated`. On both pools:
+/// process-pool workers send the captured text across.
+#[test]
+fn output_past_the_capture_limit_is_cut_at_a_line_and_marked() {
+    const MARKER: &str = "[wasmpool: output cut at 1 MiB]";
+    let many_lines = format!("20000, \"{}\"\n", "y".repeat(99));
+    let one_long_line = format!("1, \"{}\"\n", "y".repeat(1_500_000));
+    for pool in ["thread", "process"] {
+        for (input, last_kept) in [(&many_lines, 99), (&one_long_line, 1 << 20)] {
+            let input = format!("{input}1, \"zz\"\n");
+            let args = ["-j", "1", "--pool", pool];
+            let text = stdout_of(&map("print-lines", &input, &args).success());
+            let lines: Vec<&str> = text.lines().collect();
+            let n = lines.len();
+            assert!(n >= 3, "{pool}: {n} lines");
+            assert_eq!(lines[n - 2..], [MARKER, "zz"], "{pool}");
+            assert_eq!(lines[n - 3], "y".repeat(last_kept), "{pool}");
+            assert!(text.len() <= (1 << 20) + 40, "{pool}: {} bytes", text.len());
+
+            let args = ["-j", "1", "--pool", pool, "--output", "json"];
+            let objects = json_lines(&stdout_of(&map("print-lines", &input, &args).success()));
+            let stdout = objects[0]["stdout"].as_str().expect("stdout");
+            assert!(stdout.ends_with(&format!("y\n{MARKER}\n")), "{pool}");
+            assert_eq!(objects[0]["stdout_truncated"], true, "{pool}");
+            assert_eq!(objects[1]["stdout"], "zz\n");
+            assert!(objects[1].get("stdout_truncated").is_none(), "{pool}");
+        }
+    }
+}
+
 #[test]
 fn as_completed_prints_in_completion_order() {
     let assert = map(
@@ -735,6 +766,57 @@ fn joblog_and_resume_skip_what_finished() {
     assert_eq!(objects[0]["index"], 1);
     // A log of another function is refused.
     map("fib", "1\n", &["--joblog", &log_arg, "--resume"]).code(2);
+}
+
+/// `--resume` checks each logged task's input: over another input it refuses (exit 2,
+/// naming the task and both inputs), runs nothing and logs nothing.
+#[test]
+fn resume_over_another_input_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("jobs.log");
+    let log_arg = log.display().to_string();
+    map("fib", "1\n2\n3\n", &["--joblog", &log_arg])
+        .success()
+        .stdout("1\n1\n2\n");
+    let logged = std::fs::read_to_string(&log).expect("the joblog");
+    for resume in ["--resume", "--resume-failed"] {
+        let assert = map("fib", "7\n8\n9\n10\n", &["--joblog", &log_arg, resume]).code(2);
+        assert_eq!(stdout_of(&assert), "", "{resume}");
+        let err = stderr_of(&assert);
+        assert!(
+            err.contains("cannot resume: task 0 reads `7`") && err.contains("logged `1`"),
+            "{resume}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&log).ok(), Some(logged.clone()));
+    }
+    // The same input, with one more line: only that one runs.
+    map("fib", "1\n2\n3\n10\n", &["--joblog", &log_arg, "--resume"])
+        .success()
+        .stdout("55\n");
+    // A line that is not UTF-8 is logged as shown, and resumed as such.
+    let bad = "\"a\u{fffd}\"";
+    let input = b"\"a\xff\"\n".to_vec();
+    let args = [
+        "map", FIXTURES, "greet", "--output", "json", "--joblog", &log_arg,
+    ];
+    let assert = wasmpool(args).write_stdin(input.clone()).assert().code(1);
+    let objects = json_lines(&stdout_of(&assert));
+    assert_eq!(objects[0]["input"], bad);
+    let resumed = [&args[..], &["--resume"]].concat();
+    wasmpool(resumed)
+        .write_stdin(input)
+        .assert()
+        .success()
+        .stdout("");
+    // Without --resume, a file that is not a joblog is not overwritten either.
+    let inputs = dir.path().join("inputs.txt");
+    std::fs::write(&inputs, "1\n2\n").expect("write");
+    let assert = map("fib", "1\n", &["--joblog", &inputs.display().to_string()]).code(2);
+    assert!(stderr_of(&assert).contains("not a wasmpool joblog"));
+    assert_eq!(
+        std::fs::read_to_string(&inputs).ok().as_deref(),
+        Some("1\n2\n")
+    );
 }
 
 /// What a child writes to a pipe, read on a thread of its own as it comes, so that a test

@@ -366,15 +366,20 @@ fn a_stdout_flood_is_bounded_when_captured_and_finishes_when_discarded() {
         .unwrap();
     let f = captured.submit(call(fixtures(), &flood)).unwrap();
     outcome(&f).expect("the flood finishes");
-    let stdout = f.report().expect("report").stdout.expect("captured");
-    assert_eq!(stdout.len(), LIMIT);
-    assert!(stdout.starts_with(&format!("{line}\n{line}\n")), "{stdout}");
+    let report = f.report().expect("report");
+    assert!(report.stdout_truncated());
+    let stdout = report.stdout.expect("captured");
+    // The whole lines that fit, then the mark of the cut.
+    let kept = format!("{line}\n").repeat(LIMIT / (line.len() + 1));
+    assert_eq!(stdout, format!("{kept}[wasmpool: output cut at 4 KiB]\n"));
     // The next task's capture starts empty.
     let f = captured
         .submit(call(fixtures(), r#"print-lines(1, "next")"#))
         .unwrap();
     outcome(&f).unwrap();
-    assert_eq!(f.report().unwrap().stdout.as_deref(), Some("next\n"));
+    let report = f.report().unwrap();
+    assert_eq!(report.stdout.as_deref(), Some("next\n"));
+    assert!(!report.stdout_truncated());
 
     let discarded = thread_pool(Capabilities::default());
     let f = discarded.submit(call(fixtures(), &flood)).unwrap();

@@ -310,6 +310,18 @@ fn captured_output_comes_back_in_the_report() {
         .unwrap();
     outcome(&f).unwrap();
     assert_eq!(f.report().unwrap().stderr.as_deref(), Some("oops\n"));
+    // Past the limit: cut after the last whole line, marked, and so reported.
+    let f = pool
+        .submit(call(fixtures(), "print-lines(400, \"hi\")"))
+        .unwrap();
+    outcome(&f).unwrap();
+    let report = f.report().unwrap();
+    assert!(report.stdout_truncated() && !report.stderr_truncated());
+    let kept = "hi\n".repeat(1024 / 3);
+    assert_eq!(
+        report.stdout,
+        Some(format!("{kept}[wasmpool: output cut at 1 KiB]\n"))
+    );
 }
 
 #[test]
