@@ -163,7 +163,8 @@ pub struct MapArgs {
     /// Which pool runs the tasks: threads of this process, or worker processes.
     #[arg(long, value_enum, default_value_t = PoolKind::Thread)]
     pub pool: PoolKind,
-    /// How many tasks run at once [default: the number of CPUs].
+    /// How many tasks run at once [default: the number of CPUs]. With `--pool process`,
+    /// worker processes start as the tasks need them, up to N.
     #[arg(long, short = 'j', value_name = "N", value_parser = parse_workers)]
     pub workers: Option<usize>,
     /// Print each result as soon as its task finishes, instead of in input order.

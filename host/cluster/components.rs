@@ -50,6 +50,9 @@ impl Components {
     ) -> Result<TaskComponent, String> {
         let mut config = task.config.clone();
         config.fuel |= self.force_fuel;
+        // The instance pool reserves this machine's memory: the worker's decision (its
+        // default pool), never a submitter's.
+        config.pooling = None;
         let key = (task.component.clone(), config.fuel);
         if let Some(c) = self.loaded.get(&key) {
             return Ok(c.clone());

@@ -1003,8 +1003,7 @@ fn ctrl_c_on_the_process_pool_does_not_report_the_workers_it_killed() {
         .expect("kill");
     assert!(killed.success());
     let status = child.wait().expect("wait");
-    // The report of the interruption is the map's last word. Not to the end of stderr: the
-    // worker still sleeping in task 2 shares it, and may live on until its sleep ends.
+    // The report of the interruption is the map's last word.
     stderr.wait_for("report of the interruption", |t| {
         t.contains("unfinished task(s) aborted")
     });
