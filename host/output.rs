@@ -7,9 +7,9 @@
 //!
 //! A captured stream that outgrows its limit is cut at a line boundary: the kept text ends
 //! with a newline, then the line [`cut_marker`] says where it was cut, and nothing after it
-//! is kept. So captured text printed one task after another never joins two tasks' lines,
-//! and [`was_cut`] tells from the text alone (it crosses the process boundary as text) that
-//! it was cut.
+//! is kept. So captured text printed one task after another never joins two tasks' lines;
+//! the report's `stdout_truncated`/`stderr_truncated` say it was cut (a flag, not the text:
+//! a guest can print the marker line itself).
 
 use std::io::Write;
 use std::pin::Pin;
@@ -125,18 +125,6 @@ pub(crate) fn cut_marker(limit: usize) -> String {
 /// How every [`cut_marker`] starts.
 const CUT_MARKER_START: &str = "[wasmpool: output cut at ";
 
-/// Whether captured `text` was cut at its limit: it ends with a [`cut_marker`] line. (A guest
-/// that prints such a line last itself is taken at its word.)
-pub(crate) fn was_cut(text: &str) -> bool {
-    let Some(body) = text.strip_suffix("]\n") else {
-        return false;
-    };
-    let last_line = body
-        .rfind('\n')
-        .map_or(body, |newline| &body[newline + 1..]);
-    last_line.starts_with(CUT_MARKER_START)
-}
-
 impl Capture {
     /// Keeps `bytes` while they fit; the first byte that does not cuts the stream.
     fn push(&mut self, bytes: &[u8]) {
@@ -210,13 +198,15 @@ impl LineSink {
         }
     }
 
-    /// What was captured since the last call, as text (`None` unless the mode is
-    /// `Capture`); the buffer starts empty again for the next task.
-    pub(crate) fn take_captured(&self) -> Option<String> {
+    /// What was captured since the last call, as text, and whether it was cut at the
+    /// limit (`None` unless the mode is `Capture`); the buffer starts empty again for the
+    /// next task.
+    pub(crate) fn take_captured(&self) -> Option<(String, bool)> {
         let mut state = lock(&self.state);
         let capture = state.capture.as_mut()?;
-        capture.cut = false;
-        Some(String::from_utf8_lossy(&std::mem::take(&mut capture.kept)).into_owned())
+        let cut = std::mem::take(&mut capture.cut);
+        let text = String::from_utf8_lossy(&std::mem::take(&mut capture.kept)).into_owned();
+        Some((text, cut))
     }
 
     /// The last few KiB the guest wrote to this stream (stderr only), as text.
@@ -334,7 +324,8 @@ impl tokio::io::AsyncWrite for LineSink {
 mod tests {
     use super::*;
 
-    fn captured(limit: usize, writes: &[&[u8]]) -> String {
+    /// What a sink capturing at `limit` keeps of `writes`, and whether it was cut.
+    fn captured(limit: usize, writes: &[&[u8]]) -> (String, bool) {
         let sink = LineSink::new(
             OutputMode::Capture { limit },
             &Arc::from("w"),
@@ -345,26 +336,33 @@ mod tests {
             sink.push(bytes);
         }
         sink.finish();
-        sink.take_captured().unwrap_or_default()
+        sink.take_captured().expect("a capturing sink")
     }
 
     #[test]
     fn a_capture_is_cut_after_its_last_whole_line_and_marked() {
-        let text = captured(10, &[b"abc\nde", b"f\nghij\n"]);
+        let (text, cut) = captured(10, &[b"abc\nde", b"f\nghij\n"]);
         assert_eq!(text, "abc\ndef\n[wasmpool: output cut at 10 bytes]\n");
-        assert!(was_cut(&text));
+        assert!(cut);
         // One line longer than the limit: cut within it, and ended.
-        let text = captured(2048, &[&[b'y'; 3000]]);
+        let (text, cut) = captured(2048, &[&[b'y'; 3000]]);
         assert_eq!(
             text,
             format!("{}\n[wasmpool: output cut at 2 KiB]\n", "y".repeat(2048))
         );
-        assert!(was_cut(&text));
-        assert_eq!(captured(0, &[b"x"]), "[wasmpool: output cut at 0 bytes]\n");
+        assert!(cut);
+        assert_eq!(
+            captured(0, &[b"x"]),
+            ("[wasmpool: output cut at 0 bytes]\n".to_string(), true)
+        );
         // Up to the limit: kept whole, not cut.
-        let text = captured(8, &[b"abc\n", b"def\n"]);
-        assert_eq!(text, "abc\ndef\n");
-        assert!(!was_cut(&text));
+        assert_eq!(
+            captured(8, &[b"abc\n", b"def\n"]),
+            ("abc\ndef\n".to_string(), false)
+        );
+        // A guest printing the marker itself is not a cut.
+        let (_, cut) = captured(100, &[b"[wasmpool: output cut at 1 MiB]\n"]);
+        assert!(!cut);
         assert_eq!(cut_marker(1 << 20), "[wasmpool: output cut at 1 MiB]\n");
     }
 
@@ -378,10 +376,10 @@ mod tests {
         );
         sink.push(b"abc\ndef\n");
         assert_eq!(
-            sink.take_captured().as_deref(),
-            Some("abc\n[wasmpool: output cut at 4 bytes]\n")
+            sink.take_captured(),
+            Some(("abc\n[wasmpool: output cut at 4 bytes]\n".to_string(), true))
         );
         sink.push(b"gh\n");
-        assert_eq!(sink.take_captured().as_deref(), Some("gh\n"));
+        assert_eq!(sink.take_captured(), Some(("gh\n".to_string(), false)));
     }
 }

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::output::was_cut;
-
 /// How one task ran: where, how long, and what it used. Available from
 /// [`TaskFuture::report`](crate::TaskFuture::report) once the task has finished (with a
 /// value or an error); a task cancelled before it started has none.
@@ -25,23 +23,15 @@ pub struct TaskReport {
     /// The largest linear memory the instance reached, in bytes.
     pub peak_memory: u64,
     /// The task's stdout, when the executor captures output. Past the capture limit it ends
-    /// with the line `[wasmpool: output cut at LIMIT]` (see [`TaskReport::stdout_truncated`]).
+    /// with the line `[wasmpool: output cut at LIMIT]` (and
+    /// [`stdout_truncated`](TaskReport::stdout_truncated) is set).
     pub stdout: Option<String>,
     /// The task's stderr, when the executor captures output; cut as `stdout` is.
     pub stderr: Option<String>,
-}
-
-impl TaskReport {
-    /// Whether the captured [`stdout`](TaskReport::stdout) was cut at the capture limit
+    /// Whether the captured stdout was cut at the capture limit
     /// ([`OutputMode::Capture`](crate::OutputMode::Capture)): the task wrote more than was
-    /// kept. The text then ends with a whole line and the `[wasmpool: output cut at LIMIT]`
-    /// line.
-    pub fn stdout_truncated(&self) -> bool {
-        self.stdout.as_deref().is_some_and(was_cut)
-    }
-
-    /// Whether the captured [`stderr`](TaskReport::stderr) was cut at the capture limit.
-    pub fn stderr_truncated(&self) -> bool {
-        self.stderr.as_deref().is_some_and(was_cut)
-    }
+    /// kept. Set by the pool, never by what the guest prints.
+    pub stdout_truncated: bool,
+    /// Whether the captured stderr was cut at the capture limit.
+    pub stderr_truncated: bool,
 }

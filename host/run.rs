@@ -27,6 +27,10 @@ pub(crate) struct TaskRun {
     pub(crate) peak_memory: u64,
     pub(crate) stdout: Option<String>,
     pub(crate) stderr: Option<String>,
+    /// The captured stdout was cut at the capture limit.
+    pub(crate) stdout_truncated: bool,
+    /// The captured stderr was cut at the capture limit.
+    pub(crate) stderr_truncated: bool,
 }
 
 impl TaskRun {
@@ -40,6 +44,8 @@ impl TaskRun {
             peak_memory: 0,
             stdout: None,
             stderr: None,
+            stdout_truncated: false,
+            stderr_truncated: false,
         }
     }
 
@@ -64,6 +70,8 @@ impl TaskRun {
             peak_memory: self.peak_memory,
             stdout: self.stdout.clone(),
             stderr: self.stderr.clone(),
+            stdout_truncated: self.stdout_truncated,
+            stderr_truncated: self.stderr_truncated,
         }
     }
 }
@@ -119,7 +127,8 @@ fn run_task(
     if budget.fuel.is_some() && !runtime.config.fuel {
         return TaskRun::failed(TaskError::FuelNotEnabled, started.elapsed());
     }
-    let deadline = budget.timeout.map(|t| started + t);
+    // A timeout past what an `Instant` can hold (centuries) is no deadline at all.
+    let deadline = budget.timeout.and_then(|t| started.checked_add(t));
     let _ticking = runtime.ticker.as_ref().map(|t| t.running());
     let max_tasks = reuse_limit(env.settings.policy, deadline, call);
 
@@ -165,13 +174,17 @@ fn run_task(
         Err(Failure::Start(message)) => Err(TaskError::Start { message }),
         Err(Failure::Call(err)) => classify(&err, &budget, limiter, &live.stderr.tail()),
     };
+    let (stdout, stdout_truncated) = live.stdout.take_captured().unzip();
+    let (stderr, stderr_truncated) = live.stderr.take_captured().unzip();
     let run = TaskRun {
         outcome: outcome.and_then(unwrap_result),
         elapsed: started.elapsed(),
         fuel_consumed,
         peak_memory,
-        stdout: live.stdout.take_captured(),
-        stderr: live.stderr.take_captured(),
+        stdout,
+        stderr,
+        stdout_truncated: stdout_truncated.unwrap_or(false),
+        stderr_truncated: stderr_truncated.unwrap_or(false),
     };
     // A trap, an interrupt or a limit leaves the store unusable: only a clean finish keeps it.
     let clean = matches!(&run.outcome, Ok(_) | Err(TaskError::Failed { .. }));

@@ -141,8 +141,8 @@ impl TaskRecord {
             }
             object.insert("peak_memory".into(), json!(report.peak_memory));
             let streams = [
-                ("stdout", &report.stdout, report.stdout_truncated()),
-                ("stderr", &report.stderr, report.stderr_truncated()),
+                ("stdout", &report.stdout, report.stdout_truncated),
+                ("stderr", &report.stderr, report.stderr_truncated),
             ];
             for (name, text, truncated) in streams {
                 if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {

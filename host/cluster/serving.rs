@@ -552,6 +552,8 @@ fn settle(
             peak_memory: r.peak_memory,
             stdout: r.stdout,
             stderr: r.stderr,
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
         },
         None => TaskRun::failed(
             outcome.err().unwrap_or(TaskError::Cancelled),

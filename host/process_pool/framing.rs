@@ -366,6 +366,8 @@ mod tests {
                 peak_memory: 65536,
                 stdout: Some("out\n".into()),
                 stderr: None,
+                stdout_truncated: false,
+                stderr_truncated: false,
             },
         });
         let frame = frame(&result).unwrap().into_bytes();

@@ -555,16 +555,19 @@ mod tests {
                 peak_memory: 0,
                 stdout: None,
                 stderr: Some("e".into()),
+                stdout_truncated: false,
+                stderr_truncated: true,
             },
         });
         #[rustfmt::skip]
         assert_eq!(bytes(&result), [
-            14, 0, 0, 0, RESULT,
+            16, 0, 0, 0, RESULT,
             7,                // id
             1, 3, 10,         // error: out of fuel, limit 10
             0xe8, 0x07,       // elapsed 1000 ns
             1, 77, 0,         // fuel, peak memory
             0, 1, 1, b'e',    // stdout, stderr
+            0, 1,             // stdout, stderr truncated
         ]);
         let ok = FromWorker::Result(TaskResult {
             id: 1,
@@ -575,8 +578,10 @@ mod tests {
                 peak_memory: 0,
                 stdout: None,
                 stderr: None,
+                stdout_truncated: false,
+                stderr_truncated: false,
             },
         });
-        assert_eq!(bytes(&ok), [9, 0, 0, 0, RESULT, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(&ok), [11, 0, 0, 0, RESULT, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

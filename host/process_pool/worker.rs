@@ -357,6 +357,8 @@ mod tests {
             peak_memory: 1,
             stdout: Some("o".into()),
             stderr: None,
+            stdout_truncated: false,
+            stderr_truncated: false,
         };
         let sent = decoded(result_frame(4, run).unwrap());
         assert_eq!(sent.id, 4);

@@ -381,3 +381,26 @@ fn an_exhausted_instance_pool_is_no_instance_slot_on_the_async_path() {
     // The spinners are aborted as they drop, before the pool (dropped last) waits for them.
     let (_pool, _component, _spinners) = one_slot_two_spinners(deadline);
 }
+
+/// A timeout too long for the clock (`Duration::MAX`) is no deadline, not a host panic;
+/// the same on the process pool, whose watchdog computes its own deadline from it.
+#[test]
+fn a_timeout_beyond_the_clock_is_no_deadline() {
+    let budget = wasmpool::Budget::default().timeout(std::time::Duration::MAX);
+    let thread = wasmpool::ThreadPoolExecutor::builder()
+        .workers(1)
+        .budget(budget.clone())
+        .build()
+        .expect("the pool starts");
+    let process = wasmpool::ProcessPoolExecutor::builder()
+        .workers(1)
+        .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
+        .budget(budget)
+        .build()
+        .expect("the pool starts");
+    for pool in [&thread as &dyn wasmpool::Executor, &process] {
+        let f = pool.submit(call(fixtures(), "add(2, 3)")).expect("submit");
+        let value = f.result_timeout(SOON).expect("resolves").expect("runs");
+        assert_eq!(value.to_string(), "5");
+    }
+}

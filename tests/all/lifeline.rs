@@ -122,6 +122,7 @@ fn a_stopped_worker_cannot_hold_a_task_past_its_deadline() {
     let behind = pool.submit(call(fixtures(), "add(2, 3)")).expect("submit");
     until_started(&behind); // handed to the worker, behind `held`
     signal(frozen[0], Signal::STOP);
+    let stopped = Instant::now();
     let outcome = |f: &TaskFuture| {
         f.result_timeout(SOON)
             .unwrap_or_else(|_| panic!("{f:?} did not resolve within {SOON:?}"))
@@ -142,6 +143,10 @@ fn a_stopped_worker_cannot_hold_a_task_past_its_deadline() {
         &frozen,
         |pid| !alive(pid),
         "the stopped worker, killed and reaped",
+    );
+    eprintln!(
+        "the stopped worker's task failed and the worker was gone {:?} after the stop",
+        stopped.elapsed()
     );
     assert!(pool.broken_reason().is_none());
     let next = pool
@@ -165,8 +170,13 @@ fn map_timeout_holds_with_a_stopped_worker() {
     );
     let worker = first_worker(&mut stdout);
     signal(worker, Signal::STOP);
+    let stopped = Instant::now();
     let stderr = Incoming::new(map.stderr.take().expect("stderr"));
     let status = exit_of(&mut map);
+    eprintln!(
+        "the map ended {:?} after its worker was stopped",
+        stopped.elapsed()
+    );
     let stdout = stdout.until_end();
     let stderr = stderr.until_end();
     let lines: Vec<Value> = stdout

@@ -316,7 +316,7 @@ fn captured_output_comes_back_in_the_report() {
         .unwrap();
     outcome(&f).unwrap();
     let report = f.report().unwrap();
-    assert!(report.stdout_truncated() && !report.stderr_truncated());
+    assert!(report.stdout_truncated && !report.stderr_truncated);
     let kept = "hi\n".repeat(1024 / 3);
     assert_eq!(
         report.stdout,

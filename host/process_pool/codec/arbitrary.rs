@@ -409,6 +409,8 @@ impl Arbitrary for TaskRun {
             peak_memory: Arbitrary::arbitrary(g),
             stdout: Arbitrary::arbitrary(g),
             stderr: Arbitrary::arbitrary(g),
+            stdout_truncated: Arbitrary::arbitrary(g),
+            stderr_truncated: Arbitrary::arbitrary(g),
         }
     }
 }

@@ -17,7 +17,7 @@
 //! | `PoolingConfig` | `u32` instances, `usize` memory kept resident, `usize` table kept resident |
 //! | `TaskError` | a kind byte 0–8, then the variant's fields in order |
 //! | `HostStream` | 1 stdout, 2 stderr |
-//! | `TaskRun` | `Result<TaskValue, TaskError>`, `Duration` elapsed, `Option<u64>` fuel, `u64` peak memory, `Option<String>` stdout, `Option<String>` stderr, `bool` breaks the pool |
+//! | `TaskRun` | `Result<TaskValue, TaskError>`, `Duration` elapsed, `Option<u64>` fuel, `u64` peak memory, `Option<String>` stdout, `Option<String>` stderr, `bool` stdout truncated, `bool` stderr truncated |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -386,7 +386,7 @@ impl Codec for HostStream {
 }
 
 impl Codec for TaskRun {
-    const MIN_SIZE: usize = 7;
+    const MIN_SIZE: usize = 9;
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         let TaskRun {
@@ -396,13 +396,17 @@ impl Codec for TaskRun {
             peak_memory,
             stdout,
             stderr,
+            stdout_truncated,
+            stderr_truncated,
         } = self;
         outcome.encode(out)?;
         elapsed.encode(out)?;
         fuel_consumed.encode(out)?;
         peak_memory.encode(out)?;
         stdout.encode(out)?;
-        stderr.encode(out)
+        stderr.encode(out)?;
+        stdout_truncated.encode(out)?;
+        stderr_truncated.encode(out)
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
@@ -413,6 +417,8 @@ impl Codec for TaskRun {
             peak_memory: r.read("peak memory")?,
             stdout: r.read("stdout")?,
             stderr: r.read("stderr")?,
+            stdout_truncated: r.read("stdout truncated")?,
+            stderr_truncated: r.read("stderr truncated")?,
         })
     }
 }
