@@ -116,7 +116,7 @@ struct ComponentInner {
     origin: String,
     runtime: Runtime,
     pre: InstancePre<TaskState>,
-    /// Linked against the async WASI host functions; made on the first task with a deadline.
+    /// Linked against the async WASI host functions; made on the first task.
     pre_async: OnceLock<Result<InstancePre<TaskState>, String>>,
     functions: Vec<ExportedFunction>,
     /// The compiled code in wasmtime's serialized form, made on first use (for worker
@@ -234,11 +234,8 @@ impl TaskComponent {
         &self.inner.functions[index]
     }
 
-    pub(crate) fn instance_pre(&self) -> &InstancePre<TaskState> {
-        &self.inner.pre
-    }
-
-    /// The pre-instantiated component for the async path (tasks with a deadline).
+    /// The pre-instantiated component every task's instance is made from (the async path,
+    /// see `invoke.rs`).
     pub(crate) fn instance_pre_async(&self) -> Result<&InstancePre<TaskState>, String> {
         self.inner
             .pre_async

@@ -11,7 +11,7 @@ use wasmtime::component::Instance;
 use crate::call::Call;
 use crate::component::TaskComponent;
 use crate::error::TaskError;
-use crate::invoke::{self, Failure, instantiate_async};
+use crate::invoke::{self, Failure};
 use crate::outcome::{classify, classify_start, unwrap_result};
 use crate::output::{HostStream, LineSink};
 use crate::sandbox::Budget;
@@ -105,13 +105,8 @@ pub(crate) fn new_instance(
         runtime.config.interruptible,
     )
     .map_err(start_error)?;
-    let instance = if deadline.is_some() {
-        let pre = component.instance_pre_async().map_err(start_error)?;
-        instantiate_async(&mut store, pre, control, deadline)
-    } else {
-        component.instance_pre().instantiate(&mut store)
-    };
-    let instance = instance.map_err(|error| {
+    let pre = component.instance_pre_async().map_err(start_error)?;
+    let instance = invoke::instantiate(&mut store, pre, deadline, control).map_err(|error| {
         let limiter = store.data().limiter();
         classify_start(&error, budget, deadline, control, limiter)
     })?;

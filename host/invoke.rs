@@ -1,11 +1,15 @@
-//! Calling into an instance. Two paths, one mechanism for stopping a guest:
-//! - every store checks, at each epoch tick, its task's deadline and abort flag (so a
-//!   spinning guest stops within a tick or two; see `store.rs`);
-//! - a task with a deadline runs on the async path, where WASI calls are futures: a timer
-//!   and the abort signal cut short a guest blocked in `sleep` or `poll`, which the
-//!   synchronous path cannot do. Tasks without a deadline take the cheaper sync path.
+//! Calling into an instance, always on the async path, so that a task can be stopped
+//! wherever it is:
+//! - a spinning guest: every store checks its task's deadline and abort flag at each epoch
+//!   tick, and traps within a tick or two (see `store.rs`);
+//! - a guest blocked in WASI (`sleep`, `poll`, a blocking read): WASI calls are futures
+//!   here, and the deadline's timer or the abort signal drops the call mid-wait.
+//!
+//! Every store, kept or not, is instantiated and called here: a store instantiated with the
+//! async linker accepts only async calls. What this costs per task: `benches/budgets.rs`,
+//! group `trivial-task`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre, Val};
@@ -19,8 +23,7 @@ pub(crate) enum Failure {
     Call(wasmtime::Error),
 }
 
-/// Calls `function` with `args`: on the sync path without a deadline, on the async path,
-/// cut short by the deadline or an abort, with one.
+/// Calls `function` with `args`, cut short by the deadline (if any) or an abort.
 pub(crate) fn call(
     store: &mut Store<TaskState>,
     instance: &Instance,
@@ -29,77 +32,30 @@ pub(crate) fn call(
     deadline: Option<Instant>,
     control: &TaskControl,
 ) -> Result<Option<Val>, Failure> {
-    match deadline {
-        None => call_sync(store, instance, function, args),
-        Some(deadline) => call_async(store, instance, function, args, deadline, control),
-    }
+    let work = async {
+        let func = instance
+            .get_func(&mut *store, function.index)
+            .ok_or_else(|| {
+                Failure::Start(format!("the instance has no export `{}`", function.name()))
+            })?;
+        // A component function has at most one result: no allocation for it.
+        let returns = function.ty.results().len() > 0;
+        let mut result = [Val::Bool(false)];
+        func.call_async(&mut *store, args, &mut result[..usize::from(returns)])
+            .await
+            .map_err(Failure::Call)?;
+        let [value] = result;
+        Ok(returns.then_some(value))
+    };
+    until_stopped(deadline, control, work)
 }
 
-fn call_sync(
-    store: &mut Store<TaskState>,
-    instance: &Instance,
-    function: &ExportedFunction,
-    args: &[Val],
-) -> Result<Option<Val>, Failure> {
-    let func = export(&mut *store, instance, function)?;
-    // A component function has at most one result: no allocation for it.
-    let returns = function.ty.results().len() > 0;
-    let mut result = [Val::Bool(false)];
-    func.call(&mut *store, args, &mut result[..usize::from(returns)])
-        .map_err(Failure::Call)?;
-    let [value] = result;
-    Ok(returns.then_some(value))
-}
-
-fn export(
-    store: &mut Store<TaskState>,
-    instance: &Instance,
-    function: &ExportedFunction,
-) -> Result<wasmtime::component::Func, Failure> {
-    instance
-        .get_func(store, function.index)
-        .ok_or_else(|| Failure::Start(format!("the instance has no export `{}`", function.name())))
-}
-
-thread_local! {
-    /// Each worker thread's executor for the async path, made on first use.
-    static ASYNC_RUNTIME: Result<tokio::runtime::Runtime, String> =
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"));
-}
-
-/// Runs `work` on this thread's async executor until it finishes, the deadline passes,
-/// or the task is aborted, whichever comes first.
-fn until_deadline<T>(
-    deadline: Instant,
-    control: &TaskControl,
-    work: impl std::future::Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    ASYNC_RUNTIME.with(|rt| {
-        let rt = rt.as_ref().map_err(|e| Failure::Start(e.clone()))?;
-        rt.block_on(async {
-            // Biased: a deadline already passed, or an abort, wins over work that would
-            // finish in the same poll, so the outcome never depends on chance.
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    Err(Failure::Call(Interrupted::Deadline.into()))
-                }
-                () = control.aborted() => Err(Failure::Call(Interrupted::Aborted.into())),
-                outcome = work => outcome,
-            }
-        })
-    })
-}
-
-/// Instantiates `pre` on the async path (the instance of a task with a deadline).
-pub(crate) fn instantiate_async(
+/// Instantiates `pre`, cut short by the deadline (if any) or an abort.
+pub(crate) fn instantiate(
     store: &mut Store<TaskState>,
     pre: &InstancePre<TaskState>,
-    control: &TaskControl,
     deadline: Option<Instant>,
+    control: &TaskControl,
 ) -> Result<Instance, wasmtime::Error> {
     // wasmtime's error is kept whole: `classify_start` looks for the pooling limit in it.
     let work = async {
@@ -107,28 +63,45 @@ pub(crate) fn instantiate_async(
             .await
             .map_err(Failure::Call)
     };
-    let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-    until_deadline(deadline, control, work).map_err(|f| match f {
+    until_stopped(deadline, control, work).map_err(|f| match f {
         Failure::Start(m) => wasmtime::Error::msg(m),
         Failure::Call(e) => e,
     })
 }
 
-fn call_async(
-    store: &mut Store<TaskState>,
-    instance: &Instance,
-    function: &ExportedFunction,
-    args: &[Val],
-    deadline: Instant,
+thread_local! {
+    /// Each worker thread's executor, made on first use.
+    static ASYNC_RUNTIME: Result<tokio::runtime::Runtime, String> =
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"));
+}
+
+/// Runs `work` on this thread's executor until it finishes, the deadline (if any) passes,
+/// or the task is aborted, whichever comes first.
+fn until_stopped<T>(
+    deadline: Option<Instant>,
     control: &TaskControl,
-) -> Result<Option<Val>, Failure> {
-    let work = async {
-        let func = export(&mut *store, instance, function)?;
-        let mut results = vec![Val::Bool(false); function.ty.results().len()];
-        func.call_async(&mut *store, args, &mut results)
-            .await
-            .map_err(Failure::Call)?;
-        Ok(results.pop())
-    };
-    until_deadline(deadline, control, work)
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    ASYNC_RUNTIME.with(|rt| {
+        let rt = rt.as_ref().map_err(|e| Failure::Start(e.clone()))?;
+        rt.block_on(async {
+            let expired = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Biased: a deadline already passed, or an abort, wins over work that would
+            // finish in the same poll, so the outcome never depends on chance.
+            tokio::select! {
+                biased;
+                () = expired => Err(Failure::Call(Interrupted::Deadline.into())),
+                () = control.aborted() => Err(Failure::Call(Interrupted::Aborted.into())),
+                outcome = work => outcome,
+            }
+        })
+    })
 }

@@ -132,7 +132,7 @@ impl PoolingConfig {
             .total_core_instances(self.instances.saturating_mul(CORE_PER_COMPONENT))
             .total_memories(self.instances.saturating_mul(2))
             .total_tables(self.instances.saturating_mul(2))
-            // One async stack per instance for the async path (tasks with a deadline).
+            // One async stack per instance: every task runs on the async path.
             .total_stacks(self.instances)
             .max_memory_size(MAX_MEMORY_SIZE)
             // As many elements as the store's table limit allows.
@@ -168,8 +168,11 @@ pub struct Runtime {
 pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) config: RuntimeConfig,
+    /// The sync WASI host functions: a component's imports are checked against them when it
+    /// loads (tasks run with `linker_async`).
     pub(crate) linker: Linker<TaskState>,
-    /// For tasks with a deadline: WASI's async host functions, which a timer can cut short.
+    /// What every task links against: WASI's async host functions, which a deadline or an
+    /// abort can cut short mid-wait (`invoke.rs`).
     pub(crate) linker_async: Linker<TaskState>,
     /// Present when `config.interruptible`.
     pub(crate) ticker: Option<Ticker>,

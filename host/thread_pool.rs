@@ -196,14 +196,17 @@ fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlo
         task.promise.set_error(TaskError::BrokenPool { reason });
         return;
     }
+    // In the slot before `cancelling` is read: `shutdown_now` sets `cancelling` before it
+    // reads the slots, so it either finds this task and aborts it, or this worker sees
+    // `cancelling` and cancels the task.
+    lock(&watch.running)[watch.slot] = Some(task.promise.future());
     if watch.cancelling.load(Ordering::SeqCst) {
         task.promise.future().cancel();
-        return;
     }
     if !task.promise.set_running_or_notify_cancel() {
+        lock(&watch.running)[watch.slot] = None;
         return;
     }
-    lock(&watch.running)[watch.slot] = Some(task.promise.future());
     let run = run_guarded(&task.call, env, &task.control, instances);
     lock(&watch.running)[watch.slot] = None;
     if let Some(reason) = run.breaks_pool() {

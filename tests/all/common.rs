@@ -33,3 +33,23 @@ pub fn until_started(future: &TaskFuture) {
         .wait_started(SOON)
         .unwrap_or_else(|_| panic!("task never started: {future:?}"));
 }
+
+/// A pool that is dropped only if the test passed. Were an abort to leave a guest asleep,
+/// dropping the pool would wait out the sleep and turn the failure into a ten-minute hang;
+/// a failing test leaks the pool instead.
+pub struct DropUnlessFailed<P>(pub Option<P>);
+
+impl<P> std::ops::Deref for DropUnlessFailed<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        self.0.as_ref().expect("the pool is there until dropped")
+    }
+}
+
+impl<P> Drop for DropUnlessFailed<P> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::mem::forget(self.0.take());
+        }
+    }
+}

@@ -19,7 +19,7 @@ use wasmpool::{
     ThreadPoolExecutor,
 };
 
-use crate::common::{SOON, call, fixtures, seed, until_started};
+use crate::common::{DropUnlessFailed, SOON, call, fixtures, seed, until_started};
 use crate::procfs::{children_of, started_at};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_wasmpool");
@@ -103,6 +103,11 @@ fn script(name: &str) -> PathBuf {
             // after that.
             ("starts-fail-twice", counted_starts(2)),
             ("starts-fail-always", counted_starts(1000)),
+            // The real worker, its channel to the pool copied to a file beside the script.
+            (
+                "tees-its-channel",
+                format!("'{WORKER}' \"$@\" | tee \"$0.channel\""),
+            ),
         ];
         for (name, body) in scripts {
             let path = dir.path().join(name);
@@ -387,6 +392,34 @@ fn abort_stops_running_and_handed_tasks_and_the_worker_lives_on() {
     assert_eq!(next.report().unwrap().pid, pid, "the same worker process");
 }
 
+/// A guest asleep in WASI with no deadline: the abort stops it, and the same worker runs
+/// the next task long before the ten-minute sleep would end. The worker's channel is copied
+/// to a file, so the test sees the guest's last line before its sleep (`sleeping 6000`)
+/// reach the pool: the task has started, not merely been handed to the worker.
+#[test]
+fn abort_stops_a_task_sleeping_in_wasi_and_the_worker_runs_the_next() {
+    let program = script("tees-its-channel");
+    let channel = program.with_extension("channel");
+    let pool = DropUnlessFailed(Some(build(
+        builder(1)
+            .worker_program(&program)
+            .output(OutputMode::Plain),
+    )));
+    let pid = pool.worker_pids()[0];
+    let sleeper = pool.submit(call(seed(), "sleep-task(6000)")).unwrap();
+    let deadline = Instant::now() + SOON;
+    while !std::fs::read(&channel).is_ok_and(|c| c.windows(13).any(|w| w == b"sleeping 6000")) {
+        assert!(Instant::now() < deadline, "the guest never said it sleeps");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(sleeper.abort());
+    assert_eq!(outcome(&sleeper), Err(TaskError::Cancelled));
+    let next = pool.submit(call(seed(), "quick-task(5)")).unwrap();
+    let value = next.result_timeout(SOON).expect("the worker is free again");
+    assert_eq!(value.unwrap().as_i64(), Some(5));
+    assert_eq!(next.report().unwrap().pid, pid, "the same worker process");
+}
+
 #[test]
 fn shutdown_now_aborts_running_tasks() {
     let pool = pool(2);
@@ -580,8 +613,7 @@ mod crash_matrix {
     /// Long enough that only a broken pool (or an abort) can resolve it within the bound.
     const FOREVER: &str = "sleep-ms(600000)";
 
-    /// A task sleeping in WASI; its deadline puts it on the path where an abort stops a
-    /// sleep (without one, an abort waits for the sleep to end).
+    /// A task sleeping in WASI, with a deadline far beyond the tests' bounds.
     fn forever() -> wasmpool::Call {
         call(fixtures(), FOREVER)
             .with_budget(wasmpool::Budget::default().timeout(Duration::from_secs(600)))

@@ -1,7 +1,7 @@
 //! Budgets and aborts, written once and run against every pool: each limit gives its own
 //! error kind, the pool serves the next task, and healthy tasks beside a hog are unharmed.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use wasmpool::{
@@ -9,7 +9,7 @@ use wasmpool::{
     TaskFuture,
 };
 
-use crate::common::{SOON, call, fixtures, until_started};
+use crate::common::{DropUnlessFailed, SOON, call, fixtures, until_started};
 
 /// How late a deadline or an abort may resolve its future on this loaded 2-core machine
 /// (the design target is a few milliseconds; benches measure that).
@@ -89,6 +89,54 @@ sandbox_suite!(process_pool, |n| wasmpool::ProcessPoolExecutor::builder()
     .build()
     .expect("process pool"));
 
+// A guest asleep in WASI, with no deadline: the thread pool here; the process pool's worker
+// in process_pool.rs, which can tell when its guest is asleep (a handed task may not have
+// started yet). Its `shutdown_now` kills the workers, so it never waited for a sleeper.
+
+#[test]
+fn thread_pool_abort_stops_a_task_sleeping_in_wasi() {
+    let pool = wasmpool::ThreadPoolExecutor::builder()
+        .workers(1)
+        .output(wasmpool::OutputMode::Discard)
+        .build()
+        .expect("thread pool");
+    let pool = DropUnlessFailed(Some(pool));
+    let f = pool
+        .submit(call(fixtures(), SLEEP_WITHOUT_DEADLINE))
+        .unwrap();
+    until_started(&f);
+    assert!(f.abort());
+    assert_eq!(f.result().unwrap_err(), TaskError::Cancelled);
+    // The worker thread itself was freed: with one worker, the next task runs within
+    // `SOON`, long before the sleep would have ended.
+    still_serves(&*pool);
+}
+
+#[test]
+fn thread_pool_shutdown_now_stops_a_task_sleeping_in_wasi() {
+    let pool = wasmpool::ThreadPoolExecutor::builder()
+        .workers(1)
+        .output(wasmpool::OutputMode::Discard)
+        .build()
+        .expect("thread pool");
+    let pool = Arc::new(pool);
+    let f = pool
+        .submit(call(fixtures(), SLEEP_WITHOUT_DEADLINE))
+        .unwrap();
+    until_started(&f);
+    let (returned, has_returned) = mpsc::channel();
+    let stopping = pool.clone();
+    // On a thread of its own: if it hangs, the test fails instead of hanging with it.
+    std::thread::spawn(move || {
+        stopping.shutdown_now();
+        let _ = returned.send(());
+    });
+    has_returned
+        .recv_timeout(SOON)
+        .expect("shutdown_now returns while the guest would still sleep");
+    assert_eq!(f.result().unwrap_err(), TaskError::Cancelled);
+}
+
 fn timeout(ms: u64) -> Budget {
     Budget::default().timeout(Duration::from_millis(ms))
 }
@@ -102,6 +150,10 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// A ten-minute sleep in WASI with no deadline: within the tests' bounds, only an abort
+/// (or `shutdown_now`) can end it.
+const SLEEP_WITHOUT_DEADLINE: &str = "sleep-ms(600000)";
 
 /// The pool still runs a task normally.
 fn still_serves(pool: &impl Executor) {
