@@ -582,6 +582,9 @@ mod tests {
                 stderr_truncated: false,
             },
         });
-        assert_eq!(bytes(&ok), [11, 0, 0, 0, RESULT, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            bytes(&ok),
+            [11, 0, 0, 0, RESULT, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 }
