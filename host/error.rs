@@ -438,6 +438,14 @@ pub enum CallError {
         /// What the parser said.
         message: String,
     },
+    /// JSON arguments that do not fit the parameter types ([`crate::TaskComponent::call_json`]).
+    #[error("invalid JSON arguments for `{function}`: {error}")]
+    Json {
+        /// The function.
+        function: String,
+        /// Where and why: its path starts at the parameter (`.ps[2].x`).
+        error: crate::json::JsonError,
+    },
 }
 
 impl CallError {

@@ -22,7 +22,7 @@
 //! 2. `load.rs`: a `.wasm` becomes a [`TaskComponent`] (`component.rs`: its exports, finding
 //!    one by name).
 //! 3. `call.rs`: a [`Call`], checked against the WIT types (`types.rs`); values are
-//!    [`TaskValue`] (`value.rs`).
+//!    [`TaskValue`] (`value.rs`); `json.rs` converts both to and from JSON.
 //! 4. `settings.rs`, `sandbox.rs`: what every task gets (budget, capabilities, instance
 //!    policy, output).
 //! 5. `executor.rs`: [`Executor`] (`submit`, `map`); `thread_pool.rs` and `process_pool/`
@@ -52,6 +52,7 @@ mod future_loom;
 pub mod fuzzing;
 mod instance;
 mod invoke;
+pub mod json;
 mod load;
 mod outcome;
 mod output;

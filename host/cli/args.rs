@@ -33,12 +33,14 @@ pub enum Command {
     ///
     /// CALL is a WAVE function call, as `wasmtime run --invoke` takes it:
     /// 'fib(30)', 'greet("ann")', 'math.add(1, 2)'. A function without parameters may be
-    /// named alone ('noop').
+    /// named alone ('noop'). With --input json, CALL is the function's name and ARGS its
+    /// arguments in JSON: `run C.wasm math.add '[1, 2]' --input json`.
     Run(RunArgs),
     /// Call one function once per input line, in parallel on a pool of workers.
     ///
     /// Each non-blank line of INPUTS holds the call's arguments in WAVE, exactly what would
-    /// stand between the parentheses: `30`, or `"ann", 3`. Input is streamed: at most a few
+    /// stand between the parentheses: `30`, or `"ann", 3` (with --input json: a JSON array
+    /// of them, `["ann", 3]`, or an object of named parameters). Input is streamed: at most a few
     /// tasks per worker are read ahead. Results are printed as WAVE, one line per task, in
     /// input order (or completion order with --as-completed).
     Map(MapArgs),
@@ -135,12 +137,21 @@ pub struct NatsArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub load: LoadArgs,
-    /// The call, in WAVE: 'fib(30)', 'greet("ann")', 'math.add(1, 2)'.
+    /// The call, in WAVE: 'fib(30)', 'greet("ann")', 'math.add(1, 2)'. With --input json:
+    /// the function's name alone.
     #[arg(value_name = "CALL")]
     pub call: String,
+    /// With --input json: the arguments, a JSON array ('[1, 2]') or an object of named
+    /// parameters ('{"a": 1, "b": 2}') [default: []].
+    #[arg(value_name = "ARGS")]
+    pub args: Option<String>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
-    /// How to print the result: the WAVE text, or one JSON object with the report.
+    /// How the arguments are written: `wave` in CALL, or `json` in ARGS.
+    #[arg(long, value_enum, default_value_t = InputFormat::Wave)]
+    pub input: InputFormat,
+    /// How to print the result: the WAVE text, or one JSON object with the report (the
+    /// result as WAVE text in "ok" and as JSON in "value").
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -170,8 +181,14 @@ pub struct MapArgs {
     /// Print each result as soon as its task finishes, instead of in input order.
     #[arg(long)]
     pub as_completed: bool,
+    /// How each input line is written: `wave`, what would stand between the parentheses
+    /// (`"ann", 3`); `json`, a JSON array of the arguments (`["ann", 3]`) or an object of
+    /// named parameters (`{"name": "ann", "n": 3}`).
+    #[arg(long, value_enum, default_value_t = InputFormat::Wave)]
+    pub input: InputFormat,
     /// `text`: one WAVE result a line (failures on stderr); `json`: one object per task
-    /// and line, with "index", "ok" or "error" {"kind", "message"}, and the task's report.
+    /// and line, with "index", "ok" (WAVE text) and "value" (JSON) or "error" {"kind",
+    /// "message"}, and the task's report.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// No progress bar (it is shown only when stderr is a terminal anyway).
@@ -274,6 +291,15 @@ pub enum OutputFormat {
     /// For people.
     Text,
     /// One JSON object per line.
+    Json,
+}
+
+/// How arguments are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// WAVE, as `wasmtime run --invoke` takes it.
+    Wave,
+    /// JSON, converted by the parameters' WIT types (see the README's command-line section).
     Json,
 }
 

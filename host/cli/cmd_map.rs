@@ -95,8 +95,15 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         workers,
     } = settings.build()?;
     let window = workers.saturating_mul(WINDOW_PER_WORKER).max(1);
-    let inputs = input::spawn(source, component, args.function.clone(), logged, window)
-        .context("cannot start the input reader")?;
+    let inputs = input::spawn(
+        source,
+        component,
+        args.function.clone(),
+        args.input,
+        logged,
+        window,
+    )
+    .context("cannot start the input reader")?;
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let driver = Driver {
         settings: &settings,

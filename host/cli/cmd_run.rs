@@ -1,12 +1,13 @@
-//! `wasmpool run`: one call, its result printed as WAVE (or as one JSON object).
+//! `wasmpool run`: one call, written in WAVE (or its arguments in JSON), its result printed
+//! as WAVE (or as one JSON object).
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use anyhow::anyhow;
-use wasmpool::OutputMode;
+use anyhow::{anyhow, bail};
+use wasmpool::{Call, OutputMode, TaskComponent};
 
-use super::args::{OutputFormat, PoolKind, RunArgs};
+use super::args::{InputFormat, OutputFormat, PoolKind, RunArgs};
 use super::cache;
 use super::pool_settings::{ClusterTarget, PoolSettings};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
@@ -15,22 +16,19 @@ use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let sandbox = args.sandbox.resolve()?;
     let component = cache::load(&args.load, sandbox.runtime, verbose)?;
-    let text = args.call.trim();
-    // `noop` alone is `noop()`.
-    let text = if text.contains('(') {
-        text.to_string()
-    } else {
-        format!("{text}()")
+    let (call, function) = match args.input {
+        InputFormat::Wave => wave_call(&component, args)?,
+        InputFormat::Json => {
+            let function = args.call.trim();
+            let text = args.args.as_deref().unwrap_or("[]");
+            let json: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| anyhow!("ARGS is not JSON ({e}): {text}"))?;
+            let call = component
+                .call_json(function, &json)
+                .map_err(|e| anyhow!("{}: {e}", component.origin()))?;
+            (call, function.to_string())
+        }
     };
-    let call = component
-        .call_wave(&text)
-        .map_err(|e| anyhow!("{}: {e}", component.origin()))?;
-    let function = text
-        .split('(')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
 
     let settings = PoolSettings {
         kind: PoolKind::Thread,
@@ -67,4 +65,26 @@ pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The call CALL writes in WAVE, and the function's name as written.
+fn wave_call(component: &TaskComponent, args: &RunArgs) -> anyhow::Result<(Call, String)> {
+    if let Some(extra) = &args.args {
+        bail!(
+            "unexpected argument `{extra}`: with WAVE, the arguments are part of CALL \
+             ('add(1, 2)'); ARGS is for --input json"
+        );
+    }
+    let text = args.call.trim();
+    // `noop` alone is `noop()`.
+    let text = if text.contains('(') {
+        text.to_string()
+    } else {
+        format!("{text}()")
+    };
+    let call = component
+        .call_wave(&text)
+        .map_err(|e| anyhow!("{}: {e}", component.origin()))?;
+    let function = text.split('(').next().unwrap_or_default().trim();
+    Ok((call, function.to_string()))
 }

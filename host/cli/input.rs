@@ -3,8 +3,8 @@
 //! (a million-line input is never in memory) and the main loop never blocks on a read.
 //!
 //! Each non-blank line is one task; its index counts the non-blank lines from 0. The line's
-//! text is parsed here as the WAVE arguments of the function: a line that does not parse is
-//! an input of its own, that fails alone as `invalid-input`.
+//! text is parsed here as the arguments of the function, in WAVE or in JSON (`--input`): a
+//! line that does not parse is an input of its own, that fails alone as `invalid-input`.
 
 use std::io::{self, BufRead};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use anyhow::anyhow;
 use crossbeam_channel::Receiver;
 use wasmpool::{Call, TaskComponent};
 
+use super::args::InputFormat;
 use super::joblog::{Logged, Verdict};
 use super::print::preview;
 
@@ -42,11 +43,12 @@ pub type Message = anyhow::Result<Input>;
 /// Starts reading `source` on a new thread. The channel holds at most `capacity` parsed
 /// lines; it is closed at the end of the input (after an error, if one happened). Lines
 /// that `logged` skips are counted and dropped; a line that it logged with another input
-/// ends the input with an error.
+/// ends the input with an error. Lines are calls of `function` written in `format`.
 pub fn spawn(
     source: Box<dyn BufRead + Send>,
     component: TaskComponent,
     function: String,
+    format: InputFormat,
     logged: Arc<Logged>,
     capacity: usize,
 ) -> io::Result<Receiver<Message>> {
@@ -84,9 +86,7 @@ pub fn spawn(
                 index: this,
                 text: text.to_string(),
                 call: match &line {
-                    Ok(_) => component
-                        .call_wave_args(&function, text)
-                        .map_err(|e| e.to_string()),
+                    Ok(_) => parse_call(&component, &function, format, text),
                     Err(bad) => Err(bad.why.clone()),
                 },
             };
@@ -97,6 +97,25 @@ pub fn spawn(
         }
     })?;
     Ok(receiver)
+}
+
+/// The call of `function` whose arguments are `text`, a line written in `format`; the
+/// error is the `invalid-input` message.
+pub fn parse_call(
+    component: &TaskComponent,
+    function: &str,
+    format: InputFormat,
+    text: &str,
+) -> Result<Call, String> {
+    match format {
+        InputFormat::Wave => component.call_wave_args(function, text),
+        InputFormat::Json => {
+            let args: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| format!("the line is not JSON: {e}"))?;
+            component.call_json(function, &args)
+        }
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// The error of a resumed map whose input line for task `index` reads `text`, though the

@@ -4,7 +4,9 @@
 //! JSON fields (one object per task and line):
 //! - `index`: the task's position among the non-blank input lines, from 0 (`map` only);
 //! - `input`: the line's arguments, as given (`map` only);
-//! - `ok`: the result as WAVE text (`""` for a function without a result), or
+//! - `ok`: the result as WAVE text (`""` for a function without a result), and `value`: the
+//!   same result as typed JSON (`null` for a function without a result; the mapping is
+//!   `wasmpool::json`'s: records are objects, `u64` beyond 2^53 a decimal string, ...), or
 //! - `error`: `{"kind": K, "message": M}` (and `"backtrace"` for a trap or a stack overflow,
 //!   when wasmtime captured one), K one of `failed`, `trap`, `timeout`,
 //!   `out-of-fuel`, `memory-limit`, `stack-overflow`, `cancelled`, `broken-pool`, `start`,
@@ -120,7 +122,10 @@ impl TaskRecord {
             object.insert("input".into(), json!(input));
         }
         match &self.outcome {
-            Ok(value) => object.insert("ok".into(), json!(value.to_wave())),
+            Ok(value) => {
+                object.insert("ok".into(), json!(value.to_wave()));
+                object.insert("value".into(), value.to_json())
+            }
             Err(failure) => {
                 let mut error = json!({"kind": failure.kind(), "message": failure.message()});
                 if let Some(backtrace) = failure.backtrace() {
@@ -275,6 +280,7 @@ mod tests {
             attempt: 1,
         };
         assert_eq!(ok.json()["ok"], "7");
+        assert_eq!(ok.json()["value"], 7);
         assert_eq!(ok.status(), "ok");
     }
 }

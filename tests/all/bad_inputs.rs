@@ -142,6 +142,7 @@ fn call_kind(e: &CallError) -> &'static str {
         CallError::Arity { .. } => "CallError::Arity",
         CallError::Type { .. } => "CallError::Type",
         CallError::Wave { .. } => "CallError::Wave",
+        CallError::Json { .. } => "CallError::Json",
         _ => "CallError::(new variant)",
     }
 }
@@ -164,6 +165,14 @@ fn load(path: &Path) -> Outcome {
 
 fn wave(text: &str) -> Outcome {
     match fixtures().call_wave(text) {
+        Ok(c) => Err(format!("accepted: {c:?}")),
+        Err(e) => Ok((call_kind(&e).into(), e.to_string())),
+    }
+}
+
+fn json_call(name: &str, args: &str) -> Outcome {
+    let args: serde_json::Value = serde_json::from_str(args).map_err(|e| e.to_string())?;
+    match fixtures().call_json(name, &args) {
         Ok(c) => Err(format!("accepted: {c:?}")),
         Err(e) => Ok((call_kind(&e).into(), e.to_string())),
     }
@@ -447,6 +456,35 @@ fn catalogue() -> Vec<Row> {
         // Not in the table: a record with an extra field (`{x: 1, y: 2, z: 3}` for a
         // `point`) is accepted and the extra field silently dropped (reported in issue 7).
         row(
+            "JSON: a field of the wrong type deep inside an argument",
+            "CallError::Json",
+            &["sum-points", ".ps[1].x: expected s32, got \"a\""],
+            |_| {
+                json_call(
+                    "types.sum-points",
+                    r#"[[{"x": 1, "y": 2}, {"x": "a", "y": 2}]]"#,
+                )
+            },
+        ),
+        row(
+            "JSON: a record with an unknown field (which WAVE drops)",
+            "CallError::Json",
+            &[".p: no field `z`; expected: x, y"],
+            |_| json_call("types.echo-point", r#"[{"x": 1, "y": 2, "z": 3}]"#),
+        ),
+        row(
+            "JSON: a u64 past 2^53 as an inexact number",
+            "CallError::Json",
+            &[".ms: expected u64", "not exact", "as a string"],
+            |_| json_call("sleep-ms", "[1e19]"),
+        ),
+        row(
+            "JSON: a variant as a bare case that needs a payload",
+            "CallError::Json",
+            &[".s: case `circle` needs a f64 payload"],
+            |_| json_call("types.echo-shape", r#"["circle"]"#),
+        ),
+        row(
             "a variant case without its payload",
             "CallError::Wave",
             &["echo-shape"],
@@ -644,6 +682,24 @@ fn catalogue() -> Vec<Row> {
             "exit 2",
             &["invalid WAVE", "`fib`"],
             |f| cli(f, &["run", FIXTURES, "fib(1"]),
+        ),
+        row(
+            "CLI: run --input json with ARGS that are not JSON",
+            "exit 2",
+            &["ARGS is not JSON", "[1, 2"],
+            |f| cli(f, &["run", FIXTURES, "add", "[1, 2", "--input", "json"]),
+        ),
+        row(
+            "CLI: map --input json, a line that does not fit (the others run)",
+            "exit 1",
+            &["task 1:", "[invalid-input]", ".b: expected s32, got true"],
+            |f| {
+                cli_stdin(
+                    f,
+                    &["map", FIXTURES, "add", "--input", "json"],
+                    b"[1, 2]\n[1, true]\n",
+                )
+            },
         ),
         row(
             "CLI: --workers 0",

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::common::SOON;
@@ -259,6 +259,7 @@ fn run_json_has_the_value_and_the_report() {
     assert_eq!(objects.len(), 1);
     let object = &objects[0];
     assert_eq!(object["ok"], "");
+    assert_eq!(object["value"], Value::Null);
     assert_eq!(object["stdout"], "x\n");
     assert_eq!(object["worker"], "worker-1");
     assert!(object["elapsed_ms"].as_f64().is_some());
@@ -543,6 +544,7 @@ fn map_json_has_one_object_per_task() {
             "index",
             "input",
             "ok",
+            "value",
             "elapsed_ms",
             "worker",
             "pid",
@@ -562,6 +564,120 @@ fn map_json_has_one_object_per_task() {
     let assert = map("fib", "5\n", &["--output", "json", "--fuel", "100000"]).success();
     let object = &json_lines(&stdout_of(&assert))[0];
     assert!(object["fuel"].as_u64().is_some());
+}
+
+/// `--input json`: each line an array of the arguments or an object of named parameters;
+/// a line that is not JSON, or does not fit, fails alone as `invalid-input` naming the path
+/// of the bad part. `--output json` has the result typed in "value" (`jq '.value.x'`).
+#[test]
+fn map_takes_json_lines_and_gives_typed_values() {
+    let input = concat!(
+        "[[{\"x\": 1, \"y\": 2}, {\"x\": 10, \"y\": 20}]]\n",
+        "{\"ps\": []}\n",
+        "[[{\"x\": 1, \"y\": 2}, {\"x\": \"a\", \"y\": 2}]]\n",
+        "not json\n",
+        "\n",
+        "[[{\"x\": -1, \"y\": 1}]]\n",
+    );
+    let assert = map(
+        "types.sum-points",
+        input,
+        &["--input", "json", "--output", "json"],
+    )
+    .code(1);
+    let objects = json_lines(&stdout_of(&assert));
+    let xs: Vec<&Value> = objects.iter().map(|o| &o["value"]["x"]).collect();
+    assert_eq!(
+        xs,
+        [
+            &json!(11),
+            &json!(0),
+            &Value::Null,
+            &Value::Null,
+            &json!(-1)
+        ]
+    );
+    assert_eq!(objects[0]["ok"], "{x: 11, y: 22}");
+    assert_eq!(objects[0]["value"], json!({"x": 11, "y": 22}));
+    assert_eq!(kind(&objects[2]), "invalid-input");
+    let message = objects[2]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(".ps[1].x: expected s32, got \"a\""),
+        "{message}"
+    );
+    assert_eq!(kind(&objects[3]), "invalid-input");
+    let message = objects[3]["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not JSON"), "{message}");
+
+    // Text output: WAVE results, the bad line on stderr.
+    let assert = map(
+        "add",
+        "[1, 2]\n{\"b\": 3, \"a\": 4}\n[1]\n",
+        &["--input", "json"],
+    )
+    .code(1);
+    assert_eq!(stdout_of(&assert), "3\n7\n");
+    let err = stderr_of(&assert);
+    assert!(
+        err.contains("task 2: add([1]) failed [invalid-input]"),
+        "{err}"
+    );
+    // WAVE stays the default: a JSON array is not WAVE arguments of `add`.
+    map("add", "[1, 2]\n", &[]).code(1);
+}
+
+#[test]
+fn run_takes_json_arguments() {
+    let assert = wasmpool([
+        "run",
+        FIXTURES,
+        "types.everything",
+        r#"[{"x": 1, "y": 2}, {"circle": 0.5}, "red", ["read", "exec"], null, [1, "☃", "-9007199254740993"]]"#,
+        "--input",
+        "json",
+        "--output",
+        "json",
+    ])
+    .assert()
+    .success();
+    let object = &json_lines(&stdout_of(&assert))[0];
+    assert_eq!(
+        object["value"],
+        json!([{"x": 1, "y": 2}, {"circle": 0.5}, "red", ["read", "exec"], null, [1, "☃", "-9007199254740993"]])
+    );
+    assert_eq!(object["value"][0]["x"], 1);
+    // Named parameters; text output is WAVE; no ARGS is no arguments.
+    wasmpool([
+        "run",
+        FIXTURES,
+        "math.add",
+        r#"{"a": 2, "b": 3}"#,
+        "--input",
+        "json",
+    ])
+    .assert()
+    .success()
+    .stdout("5\n");
+    wasmpool(["run", FIXTURES, "noop", "--input", "json"])
+        .assert()
+        .success()
+        .stdout("");
+    // Arguments that do not fit are a usage error naming the path.
+    wasmpool([
+        "run",
+        FIXTURES,
+        "types.echo-point",
+        r#"[{"x": 1}]"#,
+        "--input",
+        "json",
+    ])
+    .assert()
+    .code(2)
+    .stderr(predicates::str::contains(".p: missing field `y`"));
+    wasmpool(["run", FIXTURES, "add", "[1, 2"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("ARGS is for --input json"));
 }
 
 /// Output past the 1 MiB capture limit is cut after a whole line and marked; the next

@@ -12,6 +12,7 @@ mod executor_suite;
 mod futures;
 mod fuzz_seeds;
 mod instances;
+mod json_values;
 mod lifeline;
 #[path = "../support/nats.rs"]
 mod nats;
