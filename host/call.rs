@@ -8,6 +8,7 @@ use crate::component::{ExportedFunction, TaskComponent};
 use crate::error::CallError;
 use crate::sandbox::Budget;
 use crate::types::check_val;
+use crate::wave_fields::stray_field;
 
 /// One checked call of an exported function: what a task runs.
 ///
@@ -174,6 +175,18 @@ impl TaskComponent {
         let args = parsed
             .to_wasm_params::<Val>(types.iter())
             .map_err(|e| CallError::wave(f.name(), &e, text, prefix, start))?;
+        if let Some(params) = parsed.params_node()
+            && let Some((span, what)) = stray_field(params, &types, parsed.source())
+        {
+            return Err(CallError::wave_at(
+                f.name(),
+                &what,
+                span,
+                text,
+                prefix,
+                start,
+            ));
+        }
         Ok(Call::new(self, function, args))
     }
 }
