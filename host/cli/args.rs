@@ -33,13 +33,15 @@ pub enum Command {
     /// Call one exported function and print its result as WAVE.
     ///
     /// CALL is a WAVE function call, as `wasmtime run --invoke` takes it:
-    /// 'fib(30)', 'greet("ann")', 'math.add(1, 2)'. A function without parameters may be
-    /// named alone ('noop').
+    /// 'fib(30)', 'greet("ann")', 'math.add(1, 2)', or 'mul(2, 3)' when one exported
+    /// interface alone has a `mul`. A function without parameters may be named alone
+    /// ('noop').
     Run(RunArgs),
     /// Call one function once per input line, in parallel on a pool of workers.
     ///
     /// Each non-blank line of INPUTS holds the call's arguments in WAVE, exactly what would
-    /// stand between the parentheses: `30`, or `"ann", 3`. Input is streamed: at most a few
+    /// stand between the parentheses: `30`, or `"ann", 3`. A function without parameters is
+    /// called once per non-blank line, whatever the line holds. Input is streamed: at most a few
     /// tasks per worker are read ahead. Results are printed as WAVE, one line per task, in
     /// input order (or completion order with --as-completed).
     Map(MapArgs),
@@ -164,7 +166,8 @@ pub struct RunArgs {
 pub struct MapArgs {
     #[command(flatten)]
     pub load: LoadArgs,
-    /// The function to call: `fib`, or `math.add` inside an exported interface.
+    /// The function to call: `fib`, or `math.add` inside an exported interface (`mul` alone
+    /// when one interface alone has it).
     #[arg(value_name = "FUNC")]
     pub function: String,
     /// The arguments, one call per line ('-' or absent: stdin).
