@@ -8,6 +8,7 @@ use crate::component::{ExportedFunction, TaskComponent};
 use crate::error::CallError;
 use crate::sandbox::Budget;
 use crate::types::check_val;
+use crate::wave_fields::stray_field;
 
 /// One checked call of an exported function: what a task runs.
 ///
@@ -92,7 +93,9 @@ impl TaskComponent {
     ///
     /// `name` is a top-level export (`fib`) or a function of an exported interface, by its
     /// full name (`wasmpool:tasks/math@0.1.0#add`), without the version, by the
-    /// interface's short name (`math#add`), or in WAVE's form (`math.add`).
+    /// interface's short name (`math#add`), in WAVE's form (`math.add`), or alone (`mul`)
+    /// when exactly one exported interface has a function of that name and no top-level
+    /// function does ([`CallError::AmbiguousFunction`] when more than one has it).
     pub fn call(&self, name: &str, args: impl Into<Vec<Val>>) -> Result<Call, CallError> {
         self.call_at(self.lookup(name)?, args)
     }
@@ -174,6 +177,18 @@ impl TaskComponent {
         let args = parsed
             .to_wasm_params::<Val>(types.iter())
             .map_err(|e| CallError::wave(f.name(), &e, text, prefix, start))?;
+        if let Some(params) = parsed.params_node()
+            && let Some((span, what)) = stray_field(params, &types, parsed.source())
+        {
+            return Err(CallError::wave_at(
+                f.name(),
+                &what,
+                span,
+                text,
+                prefix,
+                start,
+            ));
+        }
         Ok(Call::new(self, function, args))
     }
 }

@@ -268,28 +268,54 @@ impl TaskComponent {
     /// [`TaskComponent::call`] accepts.
     pub(crate) fn lookup(&self, name: &str) -> Result<usize, CallError> {
         let functions = self.functions();
-        if let Some(i) = functions.iter().position(|f| f.name() == name) {
-            return Ok(i);
+        let named = functions.iter().map(|f| (f.name(), f.interface()));
+        match find(named, name) {
+            Ok(i) => Ok(i),
+            Err(candidates) if candidates.is_empty() => Err(CallError::UnknownFunction {
+                name: name.to_string(),
+                available: self.function_names(),
+            }),
+            Err(candidates) => Err(CallError::AmbiguousFunction {
+                name: name.to_string(),
+                candidates: candidates
+                    .iter()
+                    .map(|&i| functions[i].name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
         }
-        if let Some((interface, func)) = split_qualified(name) {
-            let matches: Vec<usize> = functions
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| {
-                    f.func_name() == func
-                        && f.interface()
-                            .is_some_and(|i| interface_matches(i, &interface))
-                })
-                .map(|(i, _)| i)
-                .collect();
-            if let [only] = matches[..] {
-                return Ok(only);
-            }
-        }
-        Err(CallError::UnknownFunction {
-            name: name.to_string(),
-            available: self.function_names(),
+    }
+}
+
+/// Finds `wanted` among `functions` (each its full name and its interface, if any): by its
+/// full name; by a qualified name (see [`split_qualified`]); or, for a bare name that no
+/// top-level function has, the function of that name in an exported interface, as
+/// `wasmtime run --invoke` finds it. `Err` holds the candidates: none, or more than one.
+fn find<'a>(
+    functions: impl Iterator<Item = (&'a str, Option<&'a str>)> + Clone,
+    wanted: &str,
+) -> Result<usize, Vec<usize>> {
+    if let Some(i) = functions.clone().position(|(name, _)| name == wanted) {
+        return Ok(i);
+    }
+    let qualified = split_qualified(wanted);
+    let matches: Vec<usize> = functions
+        .enumerate()
+        .filter_map(|(i, (name, interface))| {
+            let interface = interface?;
+            let func = name.get(interface.len() + 1..)?;
+            let fits = match &qualified {
+                Some((want_interface, want_func)) => {
+                    func == want_func && interface_matches(interface, want_interface)
+                }
+                None => func == wanted,
+            };
+            fits.then_some(i)
         })
+        .collect();
+    match matches[..] {
+        [only] => Ok(only),
+        _ => Err(matches),
     }
 }
 
@@ -337,6 +363,25 @@ mod tests {
             Some(("math".into(), "add".into()))
         );
         assert_eq!(split_qualified("fib"), None);
+    }
+
+    #[test]
+    fn bare_names_find_one_interface_function() {
+        let functions = [
+            ("add", None),
+            ("a:b/math@0.1.0#add", Some("a:b/math@0.1.0")),
+            ("a:b/math@0.1.0#mul", Some("a:b/math@0.1.0")),
+            ("a:b/math@0.1.0#neg", Some("a:b/math@0.1.0")),
+            ("a:b/ints@0.1.0#neg", Some("a:b/ints@0.1.0")),
+        ];
+        let find = |wanted| find(functions.iter().copied(), wanted);
+        assert_eq!(find("add"), Ok(0), "a top-level function comes first");
+        assert_eq!(find("mul"), Ok(2));
+        assert_eq!(find("math.add"), Ok(1));
+        assert_eq!(find("neg"), Err(vec![3, 4]));
+        assert_eq!(find("ints.neg"), Ok(4));
+        assert_eq!(find("div"), Err(vec![]));
+        assert_eq!(find(""), Err(vec![]));
     }
 
     #[test]

@@ -410,6 +410,15 @@ pub enum CallError {
         /// The exported functions, comma-separated.
         available: String,
     },
+    /// A bare function name that more than one exported interface has, and no top-level
+    /// function.
+    #[error("`{name}` is ambiguous: it may be any of {candidates}; name one of them")]
+    AmbiguousFunction {
+        /// The name asked for.
+        name: String,
+        /// The functions it may be, by their full names, comma-separated.
+        candidates: String,
+    },
     /// Wrong number of arguments.
     #[error("`{function}` takes {expected} argument(s), {given} given")]
     Arity {
@@ -459,14 +468,26 @@ impl CallError {
         prefix: usize,
         start: usize,
     ) -> CallError {
-        let at = |p: usize| if p < prefix { 0 } else { p - prefix + start };
-        let span = error.span();
-        let (from, to) = (at(span.start).min(text.len()), at(span.end).min(text.len()));
         let what = match (std::error::Error::source(error), error.detail()) {
             (Some(source), _) => format!("{}: {source}", error.kind()),
             (None, Some(detail)) => format!("{}: {detail}", error.kind()),
             (None, None) => error.kind().to_string(),
         };
+        CallError::wave_at(function, &what, error.span(), text, prefix, start)
+    }
+
+    /// The [`CallError::Wave`] of `function` saying `what` about the bytes `span` of a
+    /// source placed as [`CallError::wave`] says.
+    pub(crate) fn wave_at(
+        function: &str,
+        what: &str,
+        span: std::ops::Range<usize>,
+        text: &str,
+        prefix: usize,
+        start: usize,
+    ) -> CallError {
+        let at = |p: usize| if p < prefix { 0 } else { p - prefix + start };
+        let (from, to) = (at(span.start).min(text.len()), at(span.end).min(text.len()));
         CallError::Wave {
             function: function.to_string(),
             message: format!("{what} at {from}..{to}"),

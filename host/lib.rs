@@ -75,6 +75,7 @@ mod ticker;
 pub mod types;
 mod value;
 mod wait;
+mod wave_fields;
 
 pub use call::Call;
 pub use component::{ExportedFunction, TaskComponent};

@@ -6,13 +6,16 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 fn main() -> ExitCode {
     // Keep this the first statement: a process pool started this binary as its worker
     // when WASMPOOL_WORKER is set; then this serves tasks and exits (see host/process_pool/).
     wasmpool::serve_worker_if_requested();
-    let cli = cli::args::Cli::parse();
+    let cli = match cli::args::Cli::from_arg_matches(&cli::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli::dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {

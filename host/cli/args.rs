@@ -5,6 +5,7 @@
 //! `Budget`, `Capabilities` and `RuntimeConfig`.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -32,15 +33,18 @@ pub enum Command {
     /// Call one exported function and print its result as WAVE.
     ///
     /// CALL is a WAVE function call, as `wasmtime run --invoke` takes it:
-    /// 'fib(30)', 'greet("ann")', 'math.add(1, 2)'. A function without parameters may be
-    /// named alone ('noop'). With --input json, CALL is the function's name and ARGS its
-    /// arguments in JSON: `run C.wasm math.add '[1, 2]' --input json`.
+    /// 'fib(30)', 'greet("ann")', 'math.add(1, 2)', or 'mul(2, 3)' when one exported
+    /// interface alone has a `mul`. A function without parameters may be named alone
+    /// ('noop'). With --input json, CALL is the function's name and ARGS its arguments in
+    /// JSON: `run C.wasm math.add '[1, 2]' --input json`.
     Run(RunArgs),
     /// Call one function once per input line, in parallel on a pool of workers.
     ///
     /// Each non-blank line of INPUTS holds the call's arguments in WAVE, exactly what would
     /// stand between the parentheses: `30`, or `"ann", 3` (with --input json: a JSON array
-    /// of them, `["ann", 3]`, or an object of named parameters). Input is streamed: at most a few
+    /// of them, `["ann", 3]`, or an object of named parameters). A function without
+    /// parameters is called once per non-blank line, whatever the line holds. Input is
+    /// streamed: at most a few
     /// tasks per worker are read ahead. Results are printed as WAVE, one line per task, in
     /// input order (or completion order with --as-completed).
     Map(MapArgs),
@@ -52,8 +56,16 @@ pub enum Command {
     /// tasks, hands the queued ones back to the queue, and exits.
     ///
     /// Tasks get only what this worker allows (--allow-*, --max-*): a task that asks for
-    /// more fails with the error kind `refused`.
+    /// more fails with the error kind `refused`. Instance reuse and the initializer are
+    /// the submitter's choice (`map --reuse`, `--init`).
     Worker(WorkerArgs),
+    /// Print a shell completion script: `source <(wasmpool completions bash)`; for zsh,
+    /// write it as `_wasmpool` into a directory of $fpath; for fish, into
+    /// ~/.config/fish/completions/wasmpool.fish.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout: `wasmpool man | man -l -`; or, with --dir,
+    /// write one page per subcommand there (`wasmpool.1`, `wasmpool-map.1`, ...).
+    Man(ManArgs),
     /// Precompile a component to a `.cwasm` file (wasmtime's native-code format).
     ///
     /// `run` and `map` take it with --allow-precompiled. They also keep their own cache of
@@ -150,6 +162,9 @@ pub struct RunArgs {
     /// How the arguments are written: `wave` in CALL, or `json` in ARGS.
     #[arg(long, value_enum, default_value_t = InputFormat::Wave)]
     pub input: InputFormat,
+    /// Call the export FUNC (no parameters) on the new instance before CALL.
+    #[arg(long, value_name = "FUNC")]
+    pub init: Option<String>,
     /// How to print the result: the WAVE text, or one JSON object with the report (the
     /// result as WAVE text in "ok" and as JSON in "value").
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -163,7 +178,8 @@ pub struct RunArgs {
 pub struct MapArgs {
     #[command(flatten)]
     pub load: LoadArgs,
-    /// The function to call: `fib`, or `math.add` inside an exported interface.
+    /// The function to call: `fib`, or `math.add` inside an exported interface (`mul` alone
+    /// when one interface alone has it).
     #[arg(value_name = "FUNC")]
     pub function: String,
     /// The arguments, one call per line ('-' or absent: stdin).
@@ -171,6 +187,27 @@ pub struct MapArgs {
     pub inputs: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// Keep each worker's instance for up to N tasks (no limit when N is not given) instead
+    /// of a fresh instance per task: much faster for guests with a heavy start (Python,
+    /// JavaScript). The trade-off: tasks on one worker are no longer isolated from each
+    /// other; a task sees whatever earlier tasks left in the instance's memory and
+    /// globals. An instance that trapped or hit a limit is never kept. Not with --timeout
+    /// (a task with a deadline always gets a fresh instance).
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "unlimited",
+        value_parser = parse_reuse,
+        conflicts_with = "timeout"
+    )]
+    pub reuse: Option<usize>,
+    /// Call the export FUNC (no parameters) once on every new instance before its first
+    /// task, e.g. to load what --reuse then keeps. If it fails, the tasks fail with
+    /// `broken-pool`.
+    #[arg(long, value_name = "FUNC")]
+    pub init: Option<String>,
     /// Which pool runs the tasks: threads of this process, or worker processes.
     #[arg(long, value_enum, default_value_t = PoolKind::Thread)]
     pub pool: PoolKind,
@@ -270,6 +307,22 @@ pub struct InspectArgs {
     pub output: OutputFormat,
 }
 
+/// `wasmpool completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `wasmpool man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write the pages into DIR instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 /// `wasmpool compile`.
 #[derive(Debug, Args)]
 pub struct CompileArgs {
@@ -328,6 +381,29 @@ pub struct EnvSpec {
     pub key: String,
     /// Its value; `None` passes on the host's.
     pub value: Option<String>,
+}
+
+/// What `--version` says: this version, the wasmtime release inside, and what this build
+/// can do (the wasmtime features that matter to a user, and the pools).
+pub fn long_version() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        // The wasmtime features Cargo.toml enables that change what a user can do.
+        let wasmtime_features = "cranelift, component-model, wasi-p2, pooling-allocator, \
+                                 parallel-compilation, async, wave, cache";
+        let pools = if cfg!(unix) {
+            "thread, process, cluster (NATS JetStream)"
+        } else {
+            "thread, cluster (NATS JetStream)"
+        };
+        format!(
+            "{}\nwasmtime {} ({wasmtime_features})\npools: {pools}\ntarget: {}-{}",
+            env!("CARGO_PKG_VERSION"),
+            wasmtime_environ::VERSION,
+            std::env::consts::ARCH,
+            std::env::consts::OS,
+        )
+    })
 }
 
 /// The longest duration a flag takes: 100 years, beyond any task, and short enough that a
@@ -435,6 +511,16 @@ pub fn parse_env(text: &str) -> Result<EnvSpec, String> {
     })
 }
 
+/// Parses `--reuse`'s N: at least 1, or `unlimited` (what `--reuse` alone means).
+pub fn parse_reuse(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        _ if text == "unlimited" => Ok(usize::MAX),
+        Ok(0) => Err("an instance serves at least 1 task".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("`{text}`: {e}")),
+    }
+}
+
 /// Parses a worker count: at least 1.
 pub fn parse_workers(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -515,8 +601,17 @@ mod tests {
     }
 
     #[test]
+    fn reuse_counts() {
+        assert_eq!(parse_reuse("8"), Ok(8));
+        assert_eq!(parse_reuse("unlimited"), Ok(usize::MAX));
+        assert!(parse_reuse("0").is_err());
+        assert!(parse_reuse("many").is_err());
+    }
+
+    #[test]
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        Cli::command().long_version(long_version()).debug_assert();
     }
 }

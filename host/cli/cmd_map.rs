@@ -28,7 +28,7 @@ use super::cache;
 use super::input::{self, Input};
 use super::interrupt::{self, INTERRUPTED};
 use super::joblog::{JobLog, Logged, Resume};
-use super::pool_settings::{ClusterTarget, Pool, PoolSettings};
+use super::pool_settings::{ClusterTarget, Pool, PoolSettings, instance_policy};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
 
@@ -54,6 +54,8 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         output: OutputMode::Capture {
             limit: CAPTURE_LIMIT,
         },
+        policy: instance_policy(args.reuse),
+        initializer: args.init.clone(),
         cluster: ClusterTarget::from_args(&args.cluster, args.queue_timeout),
     };
     settings.check_available()?;
@@ -61,6 +63,7 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     component
         .function(&args.function)
         .map_err(|e| anyhow!("{}: {e}", component.origin()))?;
+    settings.check_initializer(&component)?;
 
     let input_file = args.inputs.as_ref().filter(|p| p.as_os_str() != "-");
     let source: Box<dyn BufRead + Send> = match input_file {

@@ -43,8 +43,11 @@ pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
                 limit: CAPTURE_LIMIT,
             },
         },
+        policy: wasmpool::InstancePolicy::Fresh,
+        initializer: args.init.clone(),
         cluster: ClusterTarget::from_args(&args.cluster, None),
     };
+    settings.check_initializer(&component)?;
     let pool = settings.build()?.executor;
     let future = pool.submit(call)?;
     let record = TaskRecord {

@@ -4,7 +4,9 @@
 //!
 //! Each non-blank line is one task; its index counts the non-blank lines from 0. The line's
 //! text is parsed here as the arguments of the function, in WAVE or in JSON (`--input`): a
-//! line that does not parse is an input of its own, that fails alone as `invalid-input`.
+//! line that does not parse is an input of its own, that fails alone as `invalid-input`. A
+//! function without parameters is called once per non-blank line, whatever the line holds
+//! (`seq 100 | wasmpool map c.wasm noop` calls `noop` 100 times, like GNU parallel's `-N0`).
 
 use std::io::{self, BufRead};
 use std::sync::Arc;
@@ -53,6 +55,9 @@ pub fn spawn(
     capacity: usize,
 ) -> io::Result<Receiver<Message>> {
     let (sender, receiver) = crossbeam_channel::bounded(capacity);
+    let takes_no_args = component
+        .function(&function)
+        .is_ok_and(|f| f.params().len() == 0);
     thread::Builder::new().name("input".into()).spawn(move || {
         let mut lines = Lines::new(source);
         let mut index = 0;
@@ -86,6 +91,9 @@ pub fn spawn(
                 index: this,
                 text: text.to_string(),
                 call: match &line {
+                    Ok(_) if takes_no_args => component
+                        .call(&function, Vec::new())
+                        .map_err(|e| e.to_string()),
                     Ok(_) => parse_call(&component, &function, format, text),
                     Err(bad) => Err(bad.why.clone()),
                 },

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wasmpool::cluster::{ClusterExecutor, NatsOptions};
-use wasmpool::{Budget, Capabilities, Executor, OutputMode, ThreadPoolExecutor};
+use wasmpool::{
+    Budget, Capabilities, Executor, InstancePolicy, OutputMode, TaskComponent, ThreadPoolExecutor,
+};
 
 use super::args::{NatsArgs, PoolKind};
 
@@ -27,6 +29,10 @@ pub struct PoolSettings {
     pub capabilities: Capabilities,
     /// Where the tasks' stdout and stderr go.
     pub output: OutputMode,
+    /// Fresh instances, or `--reuse`.
+    pub policy: InstancePolicy,
+    /// `--init`: the export called on every new instance.
+    pub initializer: Option<String>,
     /// `--nats`: run on a cluster instead (`kind` is then ignored).
     pub cluster: Option<ClusterTarget>,
 }
@@ -70,7 +76,33 @@ pub struct Pool {
     pub workers: usize,
 }
 
+/// The instance policy `--reuse[=N]` asks for (`None`: not given, a fresh instance per task).
+pub fn instance_policy(reuse: Option<usize>) -> InstancePolicy {
+    match reuse {
+        Some(max_tasks) => InstancePolicy::Reuse { max_tasks },
+        None => InstancePolicy::Fresh,
+    }
+}
+
 impl PoolSettings {
+    /// Fails (a usage error) when `--init` names no export of `component`, or one that
+    /// takes parameters: checked before any task, so that the pool never breaks on it.
+    pub fn check_initializer(&self, component: &TaskComponent) -> anyhow::Result<()> {
+        let Some(name) = &self.initializer else {
+            return Ok(());
+        };
+        let function = component
+            .function(name)
+            .with_context(|| format!("--init {name}: {}", component.origin()))?;
+        if function.params().len() != 0 {
+            anyhow::bail!(
+                "--init {name}: the initializer must take no parameters; it is {}",
+                function.signature()
+            );
+        }
+        Ok(())
+    }
+
     /// Fails (a usage error) when this build cannot make the pool asked for; checked before
     /// anything is loaded.
     pub fn check_available(&self) -> anyhow::Result<()> {
@@ -100,7 +132,11 @@ impl PoolSettings {
                 let mut builder = ThreadPoolExecutor::builder()
                     .budget(self.budget.clone())
                     .capabilities(self.capabilities.clone())
-                    .output(self.output);
+                    .output(self.output)
+                    .instance_policy(self.policy);
+                if let Some(init) = &self.initializer {
+                    builder = builder.initializer(init);
+                }
                 if let Some(n) = self.workers {
                     builder = builder.workers(n);
                 }
@@ -117,8 +153,12 @@ impl PoolSettings {
                     .budget(self.budget.clone())
                     .capabilities(self.capabilities.clone())
                     .output(self.output)
+                    .instance_policy(self.policy)
                     .respawn(true)
                     .on_demand(true);
+                if let Some(init) = &self.initializer {
+                    builder = builder.initializer(init);
+                }
                 if let Some(n) = self.workers {
                     builder = builder.workers(n);
                 }
@@ -142,7 +182,11 @@ impl PoolSettings {
             .nats_options(nats_options(&target.nats))
             .budget(self.budget.clone())
             .capabilities(self.capabilities.clone())
-            .output(self.output);
+            .output(self.output)
+            .instance_policy(self.policy);
+        if let Some(init) = &self.initializer {
+            builder = builder.initializer(init);
+        }
         if let Some(limit) = target.queue_timeout {
             builder = builder.queue_timeout(limit);
         }

@@ -139,6 +139,7 @@ fn load_kind(e: &LoadError) -> &'static str {
 fn call_kind(e: &CallError) -> &'static str {
     match e {
         CallError::UnknownFunction { .. } => "CallError::UnknownFunction",
+        CallError::AmbiguousFunction { .. } => "CallError::AmbiguousFunction",
         CallError::Arity { .. } => "CallError::Arity",
         CallError::Type { .. } => "CallError::Type",
         CallError::Wave { .. } => "CallError::Wave",
@@ -371,6 +372,12 @@ fn catalogue() -> Vec<Row> {
             |_| wave("nosuch.add(1, 2)"),
         ),
         row(
+            "a bare interface function name, with too few arguments",
+            "CallError::Arity",
+            &["`wasmpool:tasks/math@0.1.0#mul` takes 2 argument(s), 1 given"],
+            |_| call("mul", vec![Val::S32(2)]),
+        ),
+        row(
             "an empty function name",
             "CallError::UnknownFunction",
             &["no function ``"],
@@ -453,8 +460,39 @@ fn catalogue() -> Vec<Row> {
             &["echo-point"],
             |_| wave("types.echo-point({x: 1})"),
         ),
-        // Not in the table: a record with an extra field (`{x: 1, y: 2, z: 3}` for a
-        // `point`) is accepted and the extra field silently dropped (reported in issue 7).
+        row(
+            "a record with a field its type lacks: its value's position",
+            "CallError::Wave",
+            &[
+                "echo-point",
+                "unknown field `z` (the record has: x, y) at 33..34",
+            ],
+            |_| wave("types.echo-point({x: 1, y: 2, z: 3})"),
+        ),
+        row(
+            "a stray field in a record inside a list",
+            "CallError::Wave",
+            &["sum-points", "unknown field `w`"],
+            |_| wave("types.sum-points([{x: 1, y: 2}, {x: 1, y: 2, w: 0}])"),
+        ),
+        row(
+            "a stray field in a record that is a variant's payload",
+            "CallError::Wave",
+            &["echo-shape", "unknown field `q`"],
+            |_| wave("types.echo-shape(rect({x: 1, y: 2, q: 1}))"),
+        ),
+        row(
+            "CLI: a map line with a stray record field",
+            "exit 1",
+            &["task 0:", "unknown field `zz`", "at 17..18"],
+            |f| {
+                cli_stdin(
+                    f,
+                    &["map", FIXTURES, "echo-point"],
+                    b"{x: 1, y: 2, zz: 3}\n",
+                )
+            },
+        ),
         row(
             "JSON: a field of the wrong type deep inside an argument",
             "CallError::Json",

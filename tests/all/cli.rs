@@ -1327,3 +1327,196 @@ fn compile_writes_a_precompiled_component_that_run_accepts_when_allowed() {
         .code(2);
     assert!(!dir.path().join("junk.cwasm").exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// instance reuse, initializers, bare names, functions without parameters, documents about
+// the command line itself, and the progress bar in a terminal (issue 15)
+
+/// `--reuse[=N]` keeps a worker's instance for up to N tasks, `--init` runs on every new
+/// instance, and a fresh instance per task stays the default. The fixture's `count` returns
+/// how many calls its instance has had; `init` starts that count at 100.
+#[test]
+fn reuse_keeps_an_instance_for_n_tasks_and_init_runs_on_each_new_one() {
+    let lines = "a\nb\nc\nd\n";
+    let cases: [(&[&str], &str); 6] = [
+        (&[], "1\n1\n1\n1\n"),
+        (&["--reuse=2"], "1\n2\n1\n2\n"),
+        (&["--reuse"], "1\n2\n3\n4\n"),
+        (&["--init", "init"], "101\n101\n101\n101\n"),
+        (&["--reuse=3", "--init", "init"], "101\n102\n103\n101\n"),
+        (&["--reuse=2", "--pool", "process"], "1\n2\n1\n2\n"),
+    ];
+    for (flags, expected) in cases {
+        let mut extra = vec!["-j", "1"];
+        extra.extend_from_slice(flags);
+        let assert = map("count", lines, &extra).success();
+        assert_eq!(stdout_of(&assert), expected, "{flags:?}");
+    }
+    wasmpool(["run", FIXTURES, "count", "--init", "init"])
+        .assert()
+        .success()
+        .stdout("101\n");
+}
+
+/// An initializer that is not there or takes parameters is a usage error before any task;
+/// one that fails fails the tasks (`broken-pool`); `--reuse` refuses what it cannot honour.
+#[test]
+fn reuse_and_init_refuse_what_cannot_work() {
+    use predicates::prelude::PredicateBooleanExt;
+    use predicates::str::contains;
+    map("count", "a\n", &["--init", "fib"])
+        .code(2)
+        .stderr(contains("--init fib").and(contains("must take no parameters")));
+    map("count", "a\n", &["--init", "nope"])
+        .code(2)
+        .stderr(contains("--init nope").and(contains("no function `nope`")));
+    map("count", "a\n", &["--init", "init-fails"])
+        .code(1)
+        .stderr(contains("[broken-pool]").and(contains("no database here")));
+    map("count", "a\n", &["--reuse", "--timeout", "1s"])
+        .code(2)
+        .stderr(contains("cannot be used with"));
+    map("count", "a\n", &["--reuse=0"])
+        .code(2)
+        .stderr(contains("at least 1 task"));
+    let help = wasmpool(["map", "--help"]).assert().success();
+    let help = stdout_of(&help);
+    assert!(help.contains("no longer isolated"), "{help}");
+}
+
+/// A bare name finds the function of that name in the one exported interface that has it,
+/// in `run` and `map` alike (`mul` is only in `wasmpool:tasks/math`).
+#[test]
+fn a_bare_name_finds_the_one_interface_function_of_that_name() {
+    wasmpool(["run", FIXTURES, "mul(2, 3)"])
+        .assert()
+        .success()
+        .stdout("6\n");
+    map("mul", "2, 3\n4, 5\n", &[]).success().stdout("6\n20\n");
+    wasmpool(["run", FIXTURES, "div(2, 3)"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no function `div`"));
+}
+
+/// A function without parameters is called once per non-blank line, whatever the line
+/// holds; blank lines are skipped as for any function.
+#[test]
+fn map_calls_a_function_without_parameters_once_per_non_blank_line() {
+    let assert = map(
+        "count",
+        "x\n\n()\n   \n7\n",
+        &["-j", "1", "--reuse", "--output", "json"],
+    )
+    .success();
+    let objects = json_lines(&stdout_of(&assert));
+    let seen: Vec<(&str, &str)> = objects
+        .iter()
+        .map(|o| {
+            (
+                o["input"].as_str().unwrap_or_default(),
+                o["ok"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("x", "1"), ("()", "2"), ("7", "3")]);
+}
+
+/// Completion scripts and manual pages come from the parser's own definition, and
+/// `--version` names the wasmtime release and what the build can do.
+#[test]
+fn completions_man_pages_and_version_describe_the_command_line() {
+    for (shell, marker) in [
+        ("bash", "_wasmpool()"),
+        ("zsh", "#compdef wasmpool"),
+        ("fish", "complete -c wasmpool"),
+    ] {
+        let assert = wasmpool(["completions", shell]).assert().success();
+        let script = stdout_of(&assert);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("reuse"), "{shell}: no --reuse");
+    }
+    wasmpool(["completions", "tcsh"]).assert().code(2);
+
+    let assert = wasmpool(["man"]).assert().success();
+    let page = stdout_of(&assert);
+    assert!(page.contains(".TH wasmpool 1"), "{page}");
+    assert!(page.contains("completions"), "{page}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    wasmpool(["man", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let map_page = std::fs::read_to_string(dir.path().join("wasmpool-map.1")).expect("map page");
+    assert!(map_page.contains(r"\-\-reuse"), "{map_page}");
+
+    let assert = wasmpool(["--version"]).assert().success();
+    let version = stdout_of(&assert);
+    assert!(
+        version.starts_with(concat!("wasmpool ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(version.contains("wasmtime 48."), "{version}");
+    assert!(version.contains("component-model"), "{version}");
+}
+
+/// The progress bar in a real terminal (a pseudo-terminal from util-linux's `script`,
+/// stdout and stderr both on it): it counts up as tasks finish, results are printed on
+/// lines of their own between redraws of the bar (each drawing starts by erasing its line),
+/// and the bar is erased when the map is done.
+#[test]
+fn the_progress_bar_updates_stays_off_the_results_and_is_erased_at_the_end() {
+    const ERASE: &str = "\r\x1b[2K";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inputs = dir.path().join("inputs.txt");
+    // One worker, tasks long enough for the bar to be drawn at every count.
+    std::fs::write(&inputs, "401\n402\n403\n404\n").expect("write");
+    let command = format!(
+        "exec {} map {} sleep-ms -j 1 {}",
+        sh_word(BIN),
+        sh_word(FIXTURES),
+        sh_word(&inputs),
+    );
+    let mut script = StdCommand::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("XDG_CACHE_HOME", shared_cache())
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script (util-linux), for a terminal");
+    let terminal = Incoming::new(script.stdout.take().expect("stdout"));
+    let screen = terminal.until_end();
+    let status = script.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+
+    for done in 1..=3 {
+        let counted = format!(" {done}/4 done,");
+        let uncounted = format!(" {done} done,");
+        assert!(
+            screen.contains(&counted) || screen.contains(&uncounted),
+            "no bar at {done} done: {screen:?}"
+        );
+    }
+    let mut results = Vec::new();
+    for frame in screen.split(ERASE) {
+        let mut lines: Vec<&str> = frame.split("\r\n").collect();
+        let bar = lines.pop().unwrap_or_default();
+        assert!(
+            bar.is_empty() || bar.contains(" done,"),
+            "printed over the bar, or a bar in a line of output: {frame:?}"
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains(" done,")),
+            "a bar left on a line of its own: {frame:?}"
+        );
+        results.extend(lines);
+    }
+    assert_eq!(results, ["401", "402", "403", "404"], "{screen:?}");
+    assert!(
+        screen.ends_with(ERASE),
+        "the bar is still shown: {screen:?}"
+    );
+}
