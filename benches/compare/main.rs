@@ -23,6 +23,7 @@
 //! the best of three after a warm-up, latencies the median, times the least of three),
 //! which is enough for ratios measured side by side in one run.
 
+mod cli;
 mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
@@ -54,6 +55,8 @@ enum Unit {
     Micros,
     /// Seconds: less is better.
     Seconds,
+    /// Mebibytes: less is better.
+    MiB,
 }
 
 impl Unit {
@@ -64,6 +67,7 @@ impl Unit {
             Unit::Rate => format!("{:.1} k tasks/s", v / 1e3),
             Unit::Micros => format!("{v:.1} µs"),
             Unit::Seconds => format!("{v:.3} s"),
+            Unit::MiB => format!("{v:.1} MiB"),
         }
     }
 }
@@ -83,6 +87,9 @@ struct Plan {
     rates: Rates,
     round_trip: RoundTrips,
     fib: Fib,
+    /// Lines of `wasmpool map` timed against the library, and of its long memory run.
+    cli_lines: usize,
+    cli_long: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -145,6 +152,8 @@ impl Plan {
                 gap_ms: 1.0,
             },
             fib: Fib { count: 64, n: 25 },
+            cli_lines: 200_000 / scale,
+            cli_long: 1_000_000 / scale,
         }
     }
 
@@ -352,6 +361,10 @@ fn main() {
     rows.extend(python_rate_rows(w, "reused", &py));
     rows.extend(distributed_rate_rows(w, "reused", &py, &measured));
 
+    // --- The command line against the library ---
+    eprintln!("wasmpool map against the library ...");
+    rows.extend(cli::rows(plan.cli_lines, plan.cli_long, plan.repeat));
+
     // --- Round trips: on an idle pool (every thread parked), and back to back ---
     let idle = "submit→result round trip, idle pool of 2: 1 ms pause before each (median)";
     let busy = "submit→result round trip, back to back on a pool of 2 (median)";
@@ -513,7 +526,7 @@ fn main() {
 
     let table = render(&rows);
     println!("{table}");
-    let goals = goals(&rows, idle);
+    let goals = goals(&rows, idle) + &cli_goals(&rows);
     println!("{goals}");
     if args.write {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
@@ -834,6 +847,53 @@ fn goals(rows: &[Row], idle: &str) -> String {
     out
 }
 
+/// The issue's goals for `wasmpool map` (issue 15), judged on this run: at least 80% of the
+/// library's tasks/s on each pool, and a peak RSS that does not grow with the input.
+fn cli_goals(rows: &[Row]) -> String {
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut out = String::from(
+        "\n## `wasmpool map`'s goals (issue 15), judged on this run\n\n\
+         - at least 80% of the library's tasks/s on each pool; peak RSS flat (within 20%)\n  \
+         from the short input to the long one.\n",
+    );
+    for r in rows.iter().filter(|r| r.workload == cli::WORKLOAD) {
+        let (Some(mine), Some(versus)) = (r.value, r.versus.first()) else {
+            continue;
+        };
+        let theirs = rows
+            .iter()
+            .find(|o| o.workload == r.workload && o.runner == *versus)
+            .and_then(|o| o.value);
+        if let Some(theirs) = theirs {
+            let ratio = mine / theirs;
+            let _ = writeln!(
+                out,
+                "- {}: {} = {:.0}% of the library's {}: {}",
+                r.runner,
+                Unit::Rate.show(mine),
+                ratio * 100.0,
+                Unit::Rate.show(theirs),
+                met(ratio >= 0.8)
+            );
+        }
+    }
+    let rss: Vec<(&str, f64)> = rows
+        .iter()
+        .filter(|r| r.workload == cli::MEMORY)
+        .filter_map(|r| Some((r.runner.as_str(), r.value?)))
+        .collect();
+    if let [(short, a), (long, b)] = rss[..] {
+        let _ = writeln!(
+            out,
+            "- peak RSS {} ({short}) → {} ({long}): {}",
+            Unit::MiB.show(a),
+            Unit::MiB.show(b),
+            met(b <= a * 1.2)
+        );
+    }
+    out
+}
+
 /// What ran, for RESULTS.md's header.
 struct Setup {
     /// Python's version and interpreter, if `compare.py` ran.
@@ -889,6 +949,13 @@ fn results_md(table: &str, goals: &str, args: &Args, setup: &Setup) -> String {
            best of 3 runs after a warm-up, round trips the median, times the least of 3.\n\
            The idle round trips pause 1 ms before each trip, so every thread of both pools\n\
            has parked; the back-to-back ones do not (wasmpool's threads are still spinning).\n\
+         - `wasmpool map` rows (issue 15): N lines `i, 1` of `math.add` in a file,\n\
+           `wasmpool map FIXTURES math.add -j 2 --pool P --output json FILE` timed whole\n\
+           (process start, component from the cache, parsing, printing into a pipe the\n\
+           bench drains), best of 3 after a warm-up; beside the library's rate for the\n\
+           same calls built beforehand, submitted all then awaited, on a pool like the\n\
+           command line's (2 workers, fresh instances, output captured). Peak RSS is the\n\
+           map's `VmHWM` (thread pool; the process pool's workers are not counted).\n\
          - the CPU-bound rows compare compiled wasm with the CPython interpreter: a language\n\
            comparison, not a pool comparison.\n\
          - wasmpool cluster: {cluster}\n\

@@ -1,11 +1,19 @@
 //! `wasmpool map`: one function over many input lines, on a pool, streamed.
 //!
-//! One loop on the main thread waits on three channels at once: parsed input lines (from
-//! `input.rs`, only while there is room in the window), finished tasks (each future's done
-//! callback sends its index), and Ctrl-C. The window bounds the work in memory: at most
-//! `4 × workers` tasks are submitted and not yet printed (in input order, finished tasks
-//! wait for their predecessors inside the window; with `--as-completed` only the running
-//! ones count).
+//! One loop on the main thread takes, each turn, everything that is ready without waiting:
+//! every finished task (each future's done callback sends its index on one channel), then
+//! as many parsed input lines (from `input.rs`) as there is room for in the window, which
+//! are submitted together. Only when nothing is ready does it flush what it printed (stdout
+//! first, then the joblog lines of those results) and block on the three channels (input,
+//! finished tasks, Ctrl-C). Output is also flushed whenever its buffer fills.
+//!
+//! The window bounds the work in memory: at most [`WINDOW_PER_WORKER`] `× workers` tasks
+//! are submitted and not yet printed (in input order, finished tasks wait for their
+//! predecessors inside the window; with `--as-completed` only the running ones count).
+//! Lines that are ready together go to the pool in batches (`submit_batch`: one queue
+//! operation, one message to a worker process) once the tasks are known to be short: a
+//! batch runs on one worker, so its size is what the worker runs in about a millisecond
+//! at the tasks' mean time, spread over the workers (`batch.rs`).
 //!
 //! A task that timed out or whose worker died runs again, up to `--retries` times. A pool
 //! that reports itself broken (a worker process died) is replaced by a new one, so one crash
@@ -13,17 +21,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, select};
 use wasmpool::{Call, Executor, OutputMode, SubmitError, TaskError, TaskFuture};
 
-use super::args::{MapArgs, OutputFormat};
+use super::args::MapArgs;
 use super::cache;
 use super::input::{self, Input};
 use super::interrupt::{self, INTERRUPTED};
@@ -31,6 +39,11 @@ use super::joblog::{JobLog, Logged, Resume};
 use super::pool_settings::{ClusterTarget, Pool, PoolSettings, instance_policy};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
+use batch::batch_size;
+use output::Output;
+
+mod batch;
+mod output;
 
 /// The exit status when stdout was closed under us (128 + SIGPIPE, as a shell reports it).
 const BROKEN_PIPE: u8 = 141;
@@ -39,7 +52,10 @@ const BROKEN_PIPE: u8 = 141;
 const SIGNAL_GRACE: Duration = Duration::from_millis(200);
 
 /// Tasks in the window per worker.
-const WINDOW_PER_WORKER: usize = 4;
+pub const WINDOW_PER_WORKER: usize = 64;
+
+/// How much one finished task moves the mean task time (an exponential moving average).
+const MEAN_WEIGHT: f64 = 1.0 / 16.0;
 
 /// Runs `wasmpool map`.
 pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
@@ -113,8 +129,6 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         interrupts,
         pool,
         retired: Vec::new(),
-        function: &args.function,
-        format: args.output,
         as_completed: args.as_completed,
         retries: args.retries,
         window,
@@ -122,10 +136,11 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         order: VecDeque::new(),
         ready: HashMap::new(),
         done_tx,
-        joblog,
-        progress,
         any_failed: false,
-        printed: 0,
+        workers: workers.max(1),
+        mean_task: None,
+        output: Output::new(args.output, &args.function, joblog, progress.clone()),
+        progress,
     };
     driver.run(&inputs, &done_rx)
 }
@@ -165,8 +180,6 @@ struct Driver<'a> {
     pool: Box<dyn Executor>,
     /// Pools replaced after they broke; dropped (joined) at the end.
     retired: Vec<Box<dyn Executor>>,
-    function: &'a str,
-    format: OutputFormat,
     as_completed: bool,
     retries: u32,
     window: usize,
@@ -177,10 +190,26 @@ struct Driver<'a> {
     ready: HashMap<u64, TaskRecord>,
     /// Done callbacks send `(index, attempt)` here.
     done_tx: Sender<(u64, u32)>,
-    joblog: Option<JobLog>,
     progress: Progress,
     any_failed: bool,
-    printed: u64,
+    workers: usize,
+    /// The mean time of the tasks that ran, in seconds; `None` before the first one.
+    mean_task: Option<f64>,
+    output: Output<'a>,
+}
+
+/// What one turn of the main loop came to.
+enum Turn {
+    Go,
+    End,
+    Interrupted,
+}
+
+/// The state of the input as the main loop sees it.
+struct InputState {
+    open: bool,
+    /// The error that ended the input, reported at the end.
+    error: Option<anyhow::Error>,
 }
 
 impl Driver<'_> {
@@ -189,58 +218,27 @@ impl Driver<'_> {
         inputs: &Receiver<input::Message>,
         done: &Receiver<(u64, u32)>,
     ) -> anyhow::Result<ExitCode> {
-        let interrupts = self.interrupts.clone();
-        let never = crossbeam_channel::never();
-        let mut input_open = true;
-        let mut input_error = None;
-        loop {
-            let outstanding = if self.as_completed {
-                self.running.len()
-            } else {
-                self.order.len()
-            };
-            if !input_open && outstanding == 0 {
-                break;
+        let mut input = InputState {
+            open: true,
+            error: None,
+        };
+        let ended = loop {
+            match self.turn(inputs, done, &mut input) {
+                Ok(Turn::Go) => {}
+                Ok(Turn::End) => break self.output.flush(),
+                Ok(Turn::Interrupted) => return Ok(self.stop(StopReason::Interrupted)),
+                Err(e) => break Err(e),
             }
-            let source = if input_open && outstanding < self.window {
-                inputs
-            } else {
-                &never
-            };
-            let step = select! {
-                recv(source) -> message => match message {
-                    Ok(Ok(input)) => self.start(input).map(|()| Interrupted::No),
-                    Ok(Err(e)) => {
-                        input_error = Some(e);
-                        input_open = false;
-                        Ok(Interrupted::No)
-                    }
-                    Err(_) => {
-                        input_open = false;
-                        Ok(Interrupted::No)
-                    }
-                },
-                recv(done) -> event => match event {
-                    Ok((index, attempt)) => self.task_done(index, attempt),
-                    Err(_) => Ok(Interrupted::No),
-                },
-                recv(interrupts) -> _ => return Ok(self.stop(StopReason::Interrupted)),
-            };
-            let step = match step {
-                Ok(Interrupted::Yes) => return Ok(self.stop(StopReason::Interrupted)),
-                Ok(Interrupted::No) => Ok(()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = step {
-                if is_broken_pipe(&e) {
-                    return Ok(self.stop(StopReason::StdoutClosed));
-                }
-                self.stop(StopReason::Error);
-                return Err(e);
+        };
+        if let Err(e) = ended {
+            if is_broken_pipe(&e) {
+                return Ok(self.stop(StopReason::StdoutClosed));
             }
+            self.stop(StopReason::Error);
+            return Err(e);
         }
         self.progress.finish();
-        if let Some(e) = input_error {
+        if let Some(e) = input.error {
             return Err(e);
         }
         Ok(if self.any_failed {
@@ -250,34 +248,119 @@ impl Driver<'_> {
         })
     }
 
-    /// Submits the task of one input line (or records a line that is not a valid call).
-    fn start(&mut self, input: Input) -> anyhow::Result<()> {
-        if !self.as_completed {
-            self.order.push_back(input.index);
+    /// Tasks submitted and not done with: not printed, or (`--as-completed`) not finished.
+    fn outstanding(&self) -> usize {
+        if self.as_completed {
+            self.running.len()
+        } else {
+            self.order.len()
         }
-        match input.call {
-            Err(message) => self.finish(TaskRecord {
-                index: Some(input.index),
-                input: Some(input.text),
-                outcome: Err(Failure::InvalidInput(message)),
-                report: None,
-                attempt: 1,
-            }),
-            Ok(call) => {
-                let future = self.submit(&call);
-                self.watch(&future, input.index, 1);
-                self.running.insert(
-                    input.index,
-                    Running {
-                        input: input.text,
-                        call,
-                        future,
-                        attempt: 1,
-                    },
-                );
-                Ok(())
+    }
+
+    /// One turn: takes what is ready; when nothing is, flushes the output and waits.
+    fn turn(
+        &mut self,
+        inputs: &Receiver<input::Message>,
+        done: &Receiver<(u64, u32)>,
+        input: &mut InputState,
+    ) -> anyhow::Result<Turn> {
+        if self.interrupts.try_recv().is_ok() {
+            return Ok(Turn::Interrupted);
+        }
+        let mut busy = false;
+        while let Ok((index, attempt)) = done.try_recv() {
+            busy = true;
+            if self.task_done(index, attempt)? == Interrupted::Yes {
+                return Ok(Turn::Interrupted);
             }
         }
+        let room = self.window.saturating_sub(self.outstanding());
+        let mut lines = Vec::new();
+        while input.open && lines.len() < room {
+            match inputs.try_recv() {
+                Ok(message) => take_message(message, &mut lines, input),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => input.open = false,
+            }
+        }
+        if !lines.is_empty() {
+            self.start(lines)?;
+            return Ok(Turn::Go);
+        }
+        if busy {
+            return Ok(Turn::Go);
+        }
+        if !input.open && self.outstanding() == 0 {
+            return Ok(Turn::End);
+        }
+        // Nothing is ready: what was printed goes out before the loop waits.
+        self.output.flush()?;
+        let never = crossbeam_channel::never();
+        let source = if input.open && self.outstanding() < self.window {
+            inputs
+        } else {
+            &never
+        };
+        let interrupts = self.interrupts.clone();
+        select! {
+            recv(source) -> message => {
+                let mut lines = Vec::new();
+                match message {
+                    Ok(message) => take_message(message, &mut lines, input),
+                    Err(_) => input.open = false,
+                }
+                if !lines.is_empty() {
+                    self.start(lines)?;
+                }
+            },
+            recv(done) -> event => {
+                if let Ok((index, attempt)) = event
+                    && self.task_done(index, attempt)? == Interrupted::Yes
+                {
+                    return Ok(Turn::Interrupted);
+                }
+            },
+            recv(interrupts) -> _ => return Ok(Turn::Interrupted),
+        }
+        Ok(Turn::Go)
+    }
+
+    /// Submits the tasks of input lines read together (and records the lines that are not
+    /// valid calls), in batches of [`batch_size`].
+    fn start(&mut self, lines: Vec<Input>) -> anyhow::Result<()> {
+        let mut calls = Vec::with_capacity(lines.len());
+        for input in lines {
+            if !self.as_completed {
+                self.order.push_back(input.index);
+            }
+            match input.call {
+                Err(message) => self.finish(TaskRecord {
+                    index: Some(input.index),
+                    input: Some(input.text),
+                    outcome: Err(Failure::InvalidInput(message)),
+                    report: None,
+                    attempt: 1,
+                })?,
+                Ok(call) => calls.push((input.index, input.text, call)),
+            }
+        }
+        let size = batch_size(self.mean_task, calls.len(), self.workers);
+        let mut calls = calls.into_iter().peekable();
+        while calls.peek().is_some() {
+            let batch: Vec<_> = calls.by_ref().take(size).collect();
+            let futures = self.submit(batch.iter().map(|(_, _, call)| call.clone()).collect());
+            for ((index, input, call), future) in batch.into_iter().zip(futures) {
+                self.watch(&future, index, 1);
+                let running = Running {
+                    input,
+                    call,
+                    future,
+                    attempt: 1,
+                };
+                self.running.insert(index, running);
+            }
+        }
+        Ok(())
     }
 
     /// A done callback fired: retry the task, or record it as finished.
@@ -308,7 +391,7 @@ impl Driver<'_> {
             && running.attempt <= self.retries
         {
             running.attempt += 1;
-            running.future = self.submit(&running.call);
+            running.future = self.submit_one(&running.call);
             self.watch(&running.future, index, running.attempt);
             self.running.insert(index, running);
             return Ok(Interrupted::No);
@@ -323,11 +406,23 @@ impl Driver<'_> {
         Ok(Interrupted::No)
     }
 
-    /// Submits `call`; a pool that says it is broken is replaced by a new one first. Never
-    /// fails: a task that cannot be submitted gets a future that failed.
-    fn submit(&mut self, call: &Call) -> TaskFuture {
-        match self.pool.submit(call.clone()) {
-            Ok(future) => return future,
+    /// Submits `call` alone (see [`Driver::submit`]).
+    fn submit_one(&mut self, call: &Call) -> TaskFuture {
+        let futures = self.submit(vec![call.clone()]);
+        futures
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| TaskFuture::failed(TaskError::Cancelled))
+    }
+
+    /// Submits `calls` as one batch (one call: on its own); a pool that says it is broken
+    /// is replaced by a new one first. Never fails: a task that cannot be submitted gets a
+    /// future that failed. Returns one future per call, in order.
+    fn submit(&mut self, calls: Vec<Call>) -> Vec<TaskFuture> {
+        let failed = |e: SubmitError, n: usize| failed_all(&e.into(), n);
+        let n = calls.len();
+        match submit_to(&*self.pool, &calls) {
+            Ok(futures) => return futures,
             Err(SubmitError::BrokenPool(reason)) => {
                 self.progress.suspend(|| {
                     eprintln!("wasmpool: the pool is broken ({reason}); starting a new one");
@@ -335,20 +430,21 @@ impl Driver<'_> {
             }
             // Shutdown cannot happen (the driver submits before it shuts a pool down);
             // a call that does not fit the pool is `incompatible`, not retried.
-            Err(e) => return TaskFuture::failed(e.into()),
+            Err(e) => return failed(e, n),
         }
         match self.settings.build() {
             Ok(pool) => {
                 let old = std::mem::replace(&mut self.pool, pool.executor);
                 old.shutdown(false, true);
                 self.retired.push(old);
-                self.pool
-                    .submit(call.clone())
-                    .unwrap_or_else(|e| TaskFuture::failed(e.into()))
+                submit_to(&*self.pool, &calls).unwrap_or_else(|e| failed(e, n))
             }
-            Err(e) => TaskFuture::failed(TaskError::BrokenPool {
-                reason: format!("cannot start a new pool: {e:#}"),
-            }),
+            Err(e) => failed_all(
+                &TaskError::BrokenPool {
+                    reason: format!("cannot start a new pool: {e:#}"),
+                },
+                n,
+            ),
         }
     }
 
@@ -364,39 +460,24 @@ impl Driver<'_> {
     /// A task has its final outcome: print it now (`--as-completed`, or when it is next in
     /// input order), or keep it until its predecessors are printed.
     fn finish(&mut self, record: TaskRecord) -> anyhow::Result<()> {
+        if let Some(report) = &record.report {
+            let elapsed = report.elapsed.as_secs_f64();
+            self.mean_task = Some(match self.mean_task {
+                None => elapsed,
+                Some(mean) => mean + (elapsed - mean) * MEAN_WEIGHT,
+            });
+        }
         self.progress.task_done(record.is_ok());
         self.any_failed |= !record.is_ok();
         if self.as_completed {
-            return self.print(&record);
+            return self.output.print(&record);
         }
         if let Some(index) = record.index {
             self.ready.insert(index, record);
         }
         while let Some(record) = self.order.front().and_then(|i| self.ready.remove(i)) {
             self.order.pop_front();
-            self.print(&record)?;
-        }
-        Ok(())
-    }
-
-    /// Prints one task and logs it in the joblog (after printing: the log never lists a
-    /// result that was not shown).
-    fn print(&mut self, record: &TaskRecord) -> anyhow::Result<()> {
-        let format = self.format;
-        let function = self.function;
-        self.progress.suspend(|| -> io::Result<()> {
-            let mut stdout = io::stdout().lock();
-            match format {
-                OutputFormat::Json => record.write_json(&mut stdout)?,
-                OutputFormat::Text => {
-                    record.write_text(function, &mut stdout, &mut io::stderr().lock())?
-                }
-            }
-            stdout.flush()
-        })?;
-        self.printed += 1;
-        if let Some(log) = &mut self.joblog {
-            log.record(record)?;
+            self.output.print(&record)?;
         }
         Ok(())
     }
@@ -432,21 +513,21 @@ impl Driver<'_> {
         let mut ready: Vec<TaskRecord> = self.ready.drain().map(|(_, r)| r).collect();
         ready.sort_by_key(|r| r.index);
         if reason != StopReason::StdoutClosed {
-            for record in &ready {
-                if self.print(record).is_err() {
-                    break;
-                }
-            }
+            let printed = ready
+                .iter()
+                .try_for_each(|record| self.output.print(record));
+            // What cannot be written now is lost, and so is its joblog line.
+            let _ = printed.and_then(|()| self.output.flush());
         }
         if reason == StopReason::Interrupted {
-            let resume = if self.joblog.is_some() {
+            let resume = if self.output.has_joblog() {
                 "; run it again with --resume to go on"
             } else {
                 ""
             };
             eprintln!(
                 "wasmpool: interrupted: {} task(s) printed, {aborted} unfinished task(s) aborted{resume}",
-                self.printed
+                self.output.printed()
             );
         }
         // Every child is gone before the exit status is: the aborted tasks stop, and a
@@ -477,6 +558,30 @@ enum StopReason {
     Interrupted,
     StdoutClosed,
     Error,
+}
+
+/// Adds what the input reader sent to `lines`, or ends the input at its error.
+fn take_message(message: input::Message, lines: &mut Vec<Input>, input: &mut InputState) {
+    match message {
+        Ok(line) => lines.push(line),
+        Err(e) => {
+            input.error = Some(e);
+            input.open = false;
+        }
+    }
+}
+
+/// `n` futures that failed with `error`.
+fn failed_all(error: &TaskError, n: usize) -> Vec<TaskFuture> {
+    (0..n).map(|_| TaskFuture::failed(error.clone())).collect()
+}
+
+/// Submits `calls`: one alone, several as a batch.
+fn submit_to(pool: &dyn Executor, calls: &[Call]) -> Result<Vec<TaskFuture>, SubmitError> {
+    match calls {
+        [call] => pool.submit(call.clone()).map(|future| vec![future]),
+        _ => pool.submit_batch(calls.to_vec()),
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -1,8 +1,9 @@
 //! `--joblog FILE` and `--resume`: a record of the finished tasks, so a stopped `map`
 //! can go on where it stopped.
 //!
-//! The file is text, one line per finished task, written (and flushed) when the task's
-//! result is printed, so the log never claims a result the user has not seen:
+//! The file is text, one line per finished task. Lines are kept in memory until the results
+//! they log are on stdout ([`JobLog::record`], then [`JobLog::flush`] after stdout was
+//! flushed), so the log never claims a result the user has not seen:
 //!
 //! ```text
 //! # wasmpool joblog 1: function=fib component=fixture_tasks.wasm
@@ -22,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -52,6 +54,8 @@ pub enum Resume {
 pub struct JobLog {
     path: PathBuf,
     file: File,
+    /// Lines of tasks recorded and not written yet: their results may not be on stdout.
+    pending: String,
 }
 
 /// What a resumed log says about the tasks it lists: for each logged index, its input (as a
@@ -157,28 +161,48 @@ impl JobLog {
             JobLog {
                 path: path.to_path_buf(),
                 file,
+                pending: String::new(),
             },
             logged,
         ))
     }
 
-    /// Logs one finished task (one write, so lines of a crash are cut at most at the end).
-    pub fn record(&mut self, record: &TaskRecord) -> anyhow::Result<()> {
+    /// Logs one finished task, whose result was printed and may still be in a buffer on
+    /// its way to stdout: the line is written by the next [`JobLog::flush`].
+    pub fn record(&mut self, record: &TaskRecord) {
         let Some(index) = record.index else {
-            return Ok(());
+            return;
         };
-        let elapsed = record
-            .elapsed_ms()
-            .map_or_else(|| "-".to_string(), |ms| ms.to_string());
         let input = record.input.as_deref().unwrap_or_default();
-        let line = format!(
-            "{index}\t{}\t{}\t{elapsed}\t{input}\n",
+        let _ = write!(
+            self.pending,
+            "{index}\t{}\t{}\t",
             record.status(),
             record.attempt
         );
-        self.file
-            .write_all(line.as_bytes())
-            .with_context(|| format!("cannot write to joblog {}", self.path.display()))
+        match record.elapsed_ms() {
+            Some(ms) => {
+                let _ = write!(self.pending, "{ms}");
+            }
+            None => self.pending.push('-'),
+        }
+        let _ = writeln!(self.pending, "\t{input}");
+    }
+
+    /// Forgets the lines recorded and not written: their results did not reach stdout.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Writes the lines recorded so far, in one write (a crash cuts at most the last line).
+    /// Called only once the results they log are flushed to stdout.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(self.pending.as_bytes());
+        self.pending.clear();
+        written.with_context(|| format!("cannot write to joblog {}", self.path.display()))
     }
 }
 
@@ -342,8 +366,9 @@ mod tests {
         let component = Path::new("c.wasm");
         let (mut log, logged) = JobLog::open(&path, "f", component, Resume::No).expect("open");
         assert!(logged.tasks.is_empty());
-        log.record(&record(0, true)).expect("write");
-        log.record(&record(2, false)).expect("write");
+        log.record(&record(0, true));
+        log.record(&record(2, false));
+        log.flush().expect("write");
         drop(log);
         // A line cut short by a crash: dropped, its task runs again.
         OpenOptions::new()
@@ -372,6 +397,32 @@ mod tests {
         );
         let err = JobLog::open(&path, "g", component, Resume::All).expect_err("other function");
         assert!(err.to_string().contains("`f`, not `g`"), "{err}");
+    }
+
+    #[test]
+    fn recorded_lines_reach_the_file_at_a_flush_and_discarded_ones_never() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log");
+        let (mut log, _) = JobLog::open(&path, "f", Path::new("c"), Resume::No).expect("open");
+        let tasks = |path: &Path| -> Vec<String> {
+            let text = std::fs::read_to_string(path).expect("read");
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        log.record(&record(0, true));
+        log.record(&record(1, true));
+        // Their results may still be in stdout's buffer: not logged yet.
+        assert!(tasks(&path).is_empty());
+        log.flush().expect("write");
+        assert_eq!(tasks(&path), ["0", "1"]);
+        // Results that did not reach stdout: never logged.
+        log.record(&record(2, true));
+        log.discard();
+        log.record(&record(3, false));
+        log.flush().expect("write");
+        assert_eq!(tasks(&path), ["0", "1", "3"]);
     }
 
     #[test]

@@ -164,7 +164,8 @@ impl TaskRecord {
 
     /// Writes the task as one JSON line.
     pub fn write_json(&self, stdout: &mut dyn Write) -> io::Result<()> {
-        writeln!(stdout, "{}", self.json())
+        serde_json::to_writer(&mut *stdout, &self.json())?;
+        stdout.write_all(b"\n")
     }
 
     /// Writes the task for people: what it printed (when captured, its last line ended),
