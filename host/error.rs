@@ -453,7 +453,7 @@ pub enum CallError {
         /// The function.
         function: String,
         /// Where and why: its path starts at the parameter (`.ps[2].x`).
-        error: crate::json::JsonError,
+        error: crate::json_error::JsonError,
     },
 }
 

@@ -28,8 +28,6 @@
 //! A JSON value that does not fit is a [`JsonError`] naming the path of the bad part from
 //! the value given: `.points[2].x: expected s32, got "a"`.
 
-use std::fmt;
-
 use serde_json::{Map, Number, Value};
 use wasmtime::component::{Type, Val};
 
@@ -46,43 +44,7 @@ pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
 /// How many characters of a bad JSON value an error shows.
 const SHOWN: usize = 60;
 
-/// A JSON value that does not fit a WIT type: where, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonError {
-    /// The path of the bad part inside the value given, e.g. `.points[2].x` (empty for the
-    /// value itself): `.name` for a field, a named parameter or a variant case, `[i]` for
-    /// an item of an array, `["key"]` for an entry of a map.
-    pub path: String,
-    /// What is wrong, e.g. `expected s32, got "a"`.
-    pub message: String,
-}
-
-impl JsonError {
-    fn new(message: impl Into<String>) -> JsonError {
-        JsonError {
-            path: String::new(),
-            message: message.into(),
-        }
-    }
-
-    /// The error of a part found at `segment` inside the current value.
-    fn inside(mut self, segment: &str) -> JsonError {
-        self.path.insert_str(0, segment);
-        self
-    }
-}
-
-impl fmt::Display for JsonError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for JsonError {}
+pub use crate::json_error::JsonError;
 
 /// `json` as a value of type `ty` (see the [module docs](self) for the mapping).
 ///

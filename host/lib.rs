@@ -53,6 +53,7 @@ pub mod fuzzing;
 mod instance;
 mod invoke;
 pub mod json;
+mod json_error;
 mod load;
 mod outcome;
 mod output;
