@@ -49,6 +49,20 @@ fn until_all(pids: &[u32], gone: impl Fn(u32) -> bool, what: &str) -> Duration {
     started.elapsed()
 }
 
+/// `n` tasks that sleep in WASI for ten minutes, each running (handed to a worker).
+fn sleepers(pool: &ProcessPoolExecutor, n: usize) -> Vec<TaskFuture> {
+    let sleeping: Vec<TaskFuture> = (0..n)
+        .map(|_| {
+            pool.submit(call(fixtures(), "sleep-ms(600000)"))
+                .expect("submit")
+        })
+        .collect();
+    for future in &sleeping {
+        until_started(future);
+    }
+    sleeping
+}
+
 /// A `wasmpool map FUNCTION` on the process pool with JSON output, fed `inputs`.
 fn start_map(function: &str, inputs: &str, extra: &[&str]) -> (Child, Incoming) {
     let mut map = Command::new(BIN)
@@ -249,15 +263,7 @@ fn shutdown_now_kills_a_worker_that_does_not_stop_and_reaps_it() {
         .build()
         .expect("the pool starts");
     let workers = pool.worker_pids();
-    let sleeping: Vec<TaskFuture> = (0..2)
-        .map(|_| {
-            pool.submit(call(fixtures(), "sleep-ms(600000)"))
-                .expect("submit")
-        })
-        .collect();
-    for future in &sleeping {
-        until_started(future);
-    }
+    let sleeping = sleepers(&pool, 2);
     signal(workers[0], Signal::STOP);
     let started = Instant::now();
     pool.shutdown_now();
@@ -286,15 +292,7 @@ fn an_on_demand_pool_starts_only_the_workers_its_tasks_need() {
         .build()
         .expect("the pool starts");
     assert_eq!(pool.worker_pids().len(), 1, "one worker at the start");
-    let sleeping: Vec<TaskFuture> = (0..3)
-        .map(|_| {
-            pool.submit(call(fixtures(), "sleep-ms(600000)"))
-                .expect("submit")
-        })
-        .collect();
-    for future in &sleeping {
-        until_started(future);
-    }
+    let _running = sleepers(&pool, 3);
     let pids = pool.worker_pids();
     pool.shutdown_now();
     assert_eq!(

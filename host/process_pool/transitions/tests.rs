@@ -321,18 +321,7 @@ fn a_failed_spawn_breaks_the_pool() {
 #[test]
 fn shutdown_with_cancel_takes_the_queue_and_refuses_submits() {
     let mut st = state(false);
-    let (promise, future) = promise();
-    let batch = Batch {
-        tasks: vec![Task {
-            id: 1,
-            promise,
-            timeout: None,
-        }],
-        frames: vec![0],
-        ends: vec![1],
-        component: component(),
-        resumed: false,
-    };
+    let (batch, future) = one_task(1);
     let fx = st.on_submit(vec![batch]).map_err(|_| ()).expect("open");
     assert!(fx.failed.is_empty());
     assert_eq!(st.queue.len(), 1, "no worker yet: it waits");
