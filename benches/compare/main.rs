@@ -12,6 +12,7 @@
 //! cargo bench --profile dev --bench compare    # quick: wasmtime is optimised in dev too
 //! cargo bench --bench compare -- --quick       # fewer tasks per measurement
 //! cargo bench --bench compare -- --no-write    # print only, leave RESULTS.md alone
+//! cargo bench --bench compare -- --only cli    # only `wasmpool map` vs the library; print only
 //! WASMPOOL_BENCH_PYTHON=/path/to/venv/bin/python cargo bench --bench compare  # Dask, Ray
 //! ```
 //!
@@ -75,6 +76,8 @@ impl Unit {
 struct Args {
     quick: bool,
     write: bool,
+    /// `--only cli`: only the rows of `wasmpool map` against the library, printed.
+    only_cli: bool,
 }
 
 /// How many tasks each measurement runs, on both sides. The same plan goes to `compare.py`
@@ -178,8 +181,14 @@ fn main() {
     let args = Args {
         quick: argv.iter().any(|a| a == "--quick"),
         write: !argv.iter().any(|a| a == "--no-write"),
+        only_cli: argv.windows(2).any(|w| w[0] == "--only" && w[1] == "cli"),
     };
     let plan = Plan::new(if args.quick { 4 } else { 1 });
+    if args.only_cli {
+        let rows = cli::rows(plan.cli_lines, plan.cli_long, plan.repeat);
+        println!("{}{}", render(&rows), cli_goals(&rows));
+        return;
+    }
     let mut rows = Vec::new();
     let python = python(&plan);
     let py_value = |key: &str| {
