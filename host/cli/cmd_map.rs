@@ -1,11 +1,13 @@
 //! `wasmpool map`: one function over many input lines, on a pool, streamed.
 //!
 //! One loop on the main thread takes, each turn, everything that is ready without waiting:
-//! every finished task (each future's done callback sends its index on one channel), then
-//! as many parsed input lines (from `input.rs`) as there is room for in the window, which
-//! are submitted together. Only when nothing is ready does it flush what it printed (stdout
-//! first, then the joblog lines of those results) and block on the three channels (input,
-//! finished tasks, Ctrl-C). Output is also flushed whenever its buffer fills.
+//! every finished task (each future's done callback adds its index to a shared list,
+//! `finished.rs`), then as many parsed input lines (sent in chunks by `input.rs`) as there
+//! is room for in the window, which are submitted together. Only when nothing is ready does
+//! it flush what it printed (stdout first, then the joblog lines of those results) and wait
+//! for input, Ctrl-C, or finished tasks: once tasks are known to be short, for a quarter of
+//! those running (or [`MAX_WAIT`]), so a busy pool wakes it once per batch, not per task.
+//! Output is also flushed whenever its buffer fills.
 //!
 //! The window bounds the work in memory: at most [`WINDOW_PER_WORKER`] `× workers` tasks
 //! are submitted and not yet printed (in input order, finished tasks wait for their
@@ -21,14 +23,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use crossbeam_channel::{Receiver, Sender, TryRecvError, select};
+use crossbeam_channel::{Receiver, TryRecvError, select};
 use wasmpool::{Call, Executor, OutputMode, SubmitError, TaskError, TaskFuture};
 
 use super::args::MapArgs;
@@ -39,10 +41,12 @@ use super::joblog::{JobLog, Logged, Resume};
 use super::pool_settings::{ClusterTarget, Pool, PoolSettings, instance_policy};
 use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 use super::progress::Progress;
-use batch::batch_size;
+use batch::{BATCH_TIME, MAX_BATCH, batch_size};
+use finished::{Finished, Reporter};
 use output::Output;
 
 mod batch;
+mod finished;
 mod output;
 
 /// The exit status when stdout was closed under us (128 + SIGPIPE, as a shell reports it).
@@ -53,6 +57,9 @@ const SIGNAL_GRACE: Duration = Duration::from_millis(200);
 
 /// Tasks in the window per worker.
 pub const WINDOW_PER_WORKER: usize = 64;
+
+/// The longest the loop waits for more than one finished task.
+const MAX_WAIT: Duration = Duration::from_millis(2);
 
 /// How much one finished task moves the mean task time (an exponential moving average).
 const MEAN_WEIGHT: f64 = 1.0 / 16.0;
@@ -82,12 +89,12 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     settings.check_initializer(&component)?;
 
     let input_file = args.inputs.as_ref().filter(|p| p.as_os_str() != "-");
-    let source: Box<dyn BufRead + Send> = match input_file {
-        Some(path) => Box::new(BufReader::new(
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        )),
-        None => Box::new(BufReader::new(io::stdin())),
-    };
+    let source: input::Source = BufReader::new(match input_file {
+        Some(path) => {
+            Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+        }
+        None => Box::new(io::stdin()),
+    });
 
     let resume = match (args.resume, args.resume_failed) {
         (true, _) => Resume::All,
@@ -123,7 +130,7 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         window,
     )
     .context("cannot start the input reader")?;
-    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let finished = Finished::new();
     let driver = Driver {
         settings: &settings,
         interrupts,
@@ -135,14 +142,14 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         running: HashMap::new(),
         order: VecDeque::new(),
         ready: HashMap::new(),
-        done_tx,
+        reporter: finished.reporter(),
         any_failed: false,
         workers: workers.max(1),
         mean_task: None,
         output: Output::new(args.output, &args.function, joblog, progress.clone()),
         progress,
     };
-    driver.run(&inputs, &done_rx)
+    driver.run(&inputs, finished)
 }
 
 /// Counts the tasks of the input file on a thread, for the progress bar's total.
@@ -188,8 +195,8 @@ struct Driver<'a> {
     order: VecDeque<u64>,
     /// Finished tasks waiting for an earlier one to be printed.
     ready: HashMap<u64, TaskRecord>,
-    /// Done callbacks send `(index, attempt)` here.
-    done_tx: Sender<(u64, u32)>,
+    /// Done callbacks report `(index, attempt)` here.
+    reporter: Reporter,
     progress: Progress,
     any_failed: bool,
     workers: usize,
@@ -208,22 +215,56 @@ enum Turn {
 /// The state of the input as the main loop sees it.
 struct InputState {
     open: bool,
+    /// Inputs received and not submitted yet (the rest of a chunk the window had no room for).
+    received: VecDeque<Input>,
     /// The error that ended the input, reported at the end.
     error: Option<anyhow::Error>,
+}
+
+impl InputState {
+    /// Whether no input is left, received or to come.
+    fn is_over(&self) -> bool {
+        !self.open && self.received.is_empty()
+    }
+
+    /// Takes up to `room` inputs: those received first, then what the reader has sent.
+    fn take(&mut self, inputs: &Receiver<input::Message>, room: usize) -> Vec<Input> {
+        while self.open && self.received.len() < room {
+            match inputs.try_recv() {
+                Ok(message) => self.receive(message),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+        let n = room.min(self.received.len());
+        self.received.drain(..n).collect()
+    }
+
+    /// Keeps what the reader sent, or ends the input at its error.
+    fn receive(&mut self, message: input::Message) {
+        match message {
+            Ok(lines) => self.received.extend(lines),
+            Err(e) => {
+                self.error = Some(e);
+                self.open = false;
+            }
+        }
+    }
 }
 
 impl Driver<'_> {
     fn run(
         mut self,
         inputs: &Receiver<input::Message>,
-        done: &Receiver<(u64, u32)>,
+        mut finished: Finished,
     ) -> anyhow::Result<ExitCode> {
         let mut input = InputState {
             open: true,
+            received: VecDeque::new(),
             error: None,
         };
         let ended = loop {
-            match self.turn(inputs, done, &mut input) {
+            match self.turn(inputs, &mut finished, &mut input) {
                 Ok(Turn::Go) => {}
                 Ok(Turn::End) => break self.output.flush(),
                 Ok(Turn::Interrupted) => return Ok(self.stop(StopReason::Interrupted)),
@@ -261,28 +302,21 @@ impl Driver<'_> {
     fn turn(
         &mut self,
         inputs: &Receiver<input::Message>,
-        done: &Receiver<(u64, u32)>,
+        finished: &mut Finished,
         input: &mut InputState,
     ) -> anyhow::Result<Turn> {
         if self.interrupts.try_recv().is_ok() {
             return Ok(Turn::Interrupted);
         }
-        let mut busy = false;
-        while let Ok((index, attempt)) = done.try_recv() {
-            busy = true;
+        let done = finished.take();
+        let busy = !done.is_empty();
+        for &(index, attempt) in &done {
             if self.task_done(index, attempt)? == Interrupted::Yes {
                 return Ok(Turn::Interrupted);
             }
         }
-        let room = self.window.saturating_sub(self.outstanding());
-        let mut lines = Vec::new();
-        while input.open && lines.len() < room {
-            match inputs.try_recv() {
-                Ok(message) => take_message(message, &mut lines, input),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => input.open = false,
-            }
-        }
+        finished.recycle(done);
+        let lines = input.take(inputs, self.window.saturating_sub(self.outstanding()));
         if !lines.is_empty() {
             self.start(lines)?;
             return Ok(Turn::Go);
@@ -290,39 +324,59 @@ impl Driver<'_> {
         if busy {
             return Ok(Turn::Go);
         }
-        if !input.open && self.outstanding() == 0 {
+        if input.is_over() && self.outstanding() == 0 {
             return Ok(Turn::End);
         }
         // Nothing is ready: what was printed goes out before the loop waits.
         self.output.flush()?;
+        let threshold = self.wake_threshold();
+        if !finished.arm(threshold) {
+            finished.disarm();
+            return Ok(Turn::Go);
+        }
         let never = crossbeam_channel::never();
         let source = if input.open && self.outstanding() < self.window {
             inputs
         } else {
             &never
         };
+        // Waiting for more than one task is bounded in time: tasks can turn slow.
+        let timer = if threshold > 1 {
+            crossbeam_channel::after(MAX_WAIT)
+        } else {
+            crossbeam_channel::never()
+        };
         let interrupts = self.interrupts.clone();
-        select! {
+        let interrupted = select! {
             recv(source) -> message => {
-                let mut lines = Vec::new();
                 match message {
-                    Ok(message) => take_message(message, &mut lines, input),
+                    Ok(message) => input.receive(message),
                     Err(_) => input.open = false,
                 }
-                if !lines.is_empty() {
-                    self.start(lines)?;
-                }
+                false
             },
-            recv(done) -> event => {
-                if let Ok((index, attempt)) = event
-                    && self.task_done(index, attempt)? == Interrupted::Yes
-                {
-                    return Ok(Turn::Interrupted);
-                }
-            },
-            recv(interrupts) -> _ => return Ok(Turn::Interrupted),
+            recv(finished.wake()) -> _ => false,
+            recv(timer) -> _ => false,
+            recv(interrupts) -> _ => true,
+        };
+        finished.disarm();
+        Ok(if interrupted {
+            Turn::Interrupted
+        } else {
+            Turn::Go
+        })
+    }
+
+    /// How many finished tasks wake the waiting loop: one while tasks are not known to be
+    /// short; else a quarter of those running (at most [`MAX_BATCH`]), so that the workers
+    /// still hold three quarters of their work when the loop refills the window.
+    fn wake_threshold(&self) -> usize {
+        match self.mean_task {
+            Some(mean) if mean < BATCH_TIME.as_secs_f64() => {
+                (self.running.len() / 4).clamp(1, MAX_BATCH)
+            }
+            _ => 1,
         }
-        Ok(Turn::Go)
     }
 
     /// Submits the tasks of input lines read together (and records the lines that are not
@@ -450,11 +504,8 @@ impl Driver<'_> {
 
     /// Makes `future` report `(index, attempt)` to the main loop when it is done.
     fn watch(&self, future: &TaskFuture, index: u64, attempt: u32) {
-        let done = self.done_tx.clone();
-        future.add_done_callback(move |_| {
-            // The loop has stopped listening only when the map is over.
-            let _ = done.send((index, attempt));
-        });
+        let reporter = self.reporter.clone();
+        future.add_done_callback(move |_| reporter.report((index, attempt)));
     }
 
     /// A task has its final outcome: print it now (`--as-completed`, or when it is next in
@@ -558,17 +609,6 @@ enum StopReason {
     Interrupted,
     StdoutClosed,
     Error,
-}
-
-/// Adds what the input reader sent to `lines`, or ends the input at its error.
-fn take_message(message: input::Message, lines: &mut Vec<Input>, input: &mut InputState) {
-    match message {
-        Ok(line) => lines.push(line),
-        Err(e) => {
-            input.error = Some(e);
-            input.open = false;
-        }
-    }
 }
 
 /// `n` futures that failed with `error`.

@@ -38,35 +38,61 @@ pub struct Input {
     pub call: Result<Call, String>,
 }
 
-/// What the reader sends: an input, or the error that ended the input (a read error, or a
-/// line that is not the one a resumed joblog logged for its task).
-pub type Message = anyhow::Result<Input>;
+/// What the reader sends: inputs in the order read, or the error that ended the input (a
+/// read error, or a line that is not the one a resumed joblog logged for its task).
+pub type Message = anyhow::Result<Vec<Input>>;
 
-/// Starts reading `source` on a new thread. The channel holds at most `capacity` parsed
-/// lines; it is closed at the end of the input (after an error, if one happened). Lines
-/// that `logged` skips are counted and dropped; a line that it logged with another input
-/// ends the input with an error. Lines are calls of `function` written in `format`.
+/// The most inputs in one message. Lines are sent in chunks, so that reading ahead costs
+/// the main loop one channel operation (and at most one wake-up) per chunk, not per line.
+const CHUNK: usize = 64;
+
+/// Where `map` reads its lines: a file or stdin, with a buffer the reader can look into.
+pub type Source = io::BufReader<Box<dyn io::Read + Send>>;
+
+/// Starts reading `source` on a new thread. At most `capacity` parsed lines wait in the
+/// channel (in chunks of up to [`CHUNK`]); it is closed at the end of the input (after an
+/// error, if one happened). A chunk goes as soon as it is full, or before a read that may
+/// block, so a line typed at a terminal is not held back. Lines that `logged` skips are
+/// counted and dropped; a line that it logged with another input ends the input with an
+/// error. Lines are calls of `function` written in `format`.
 pub fn spawn(
-    source: Box<dyn BufRead + Send>,
+    source: Source,
     component: TaskComponent,
     function: String,
     format: InputFormat,
     logged: Arc<Logged>,
     capacity: usize,
 ) -> io::Result<Receiver<Message>> {
-    let (sender, receiver) = crossbeam_channel::bounded(capacity);
+    let chunk = CHUNK.min(capacity).max(1);
+    let (sender, receiver) = crossbeam_channel::bounded((capacity / chunk).max(1));
     let takes_no_args = component
         .function(&function)
         .is_ok_and(|f| f.params().len() == 0);
     thread::Builder::new().name("input".into()).spawn(move || {
         let mut lines = Lines::new(source);
         let mut index = 0;
+        let mut pending = Vec::with_capacity(chunk);
+        // Sends what is pending; false when the receiver is gone (the map stopped early).
+        let send = |pending: &mut Vec<Input>| {
+            pending.is_empty()
+                || sender
+                    .send(Ok(std::mem::replace(pending, Vec::with_capacity(chunk))))
+                    .is_ok()
+        };
         loop {
+            if lines.source.buffer().is_empty() && !send(&mut pending) {
+                return;
+            }
             let line = match lines.next_line() {
                 Ok(Some(line)) => line,
-                Ok(None) => return,
+                Ok(None) => {
+                    send(&mut pending);
+                    return;
+                }
                 Err(e) => {
-                    let _ = sender.send(Err(anyhow!(e).context("error reading the input")));
+                    if send(&mut pending) {
+                        let _ = sender.send(Err(anyhow!(e).context("error reading the input")));
+                    }
                     return;
                 }
             };
@@ -83,11 +109,13 @@ pub fn spawn(
                 Verdict::Run => {}
                 Verdict::Skip => continue,
                 Verdict::Changed { logged: was } => {
-                    let _ = sender.send(Err(changed(&logged, this, text, was.as_deref())));
+                    if send(&mut pending) {
+                        let _ = sender.send(Err(changed(&logged, this, text, was.as_deref())));
+                    }
                     return;
                 }
             }
-            let input = Input {
+            pending.push(Input {
                 index: this,
                 text: text.to_string(),
                 call: match &line {
@@ -97,9 +125,8 @@ pub fn spawn(
                     Ok(_) => parse_call(&component, &function, format, text),
                     Err(bad) => Err(bad.why.clone()),
                 },
-            };
-            // The receiver is gone when the map stopped early: stop reading.
-            if sender.send(Ok(input)).is_err() {
+            });
+            if pending.len() >= chunk && !send(&mut pending) {
                 return;
             }
         }

@@ -20,7 +20,7 @@
 
 use std::io::{self, Write};
 
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use wasmpool::{TaskError, TaskReport, TaskValue};
 
 /// How much a task may print that is kept to go with its result, per stream.
@@ -112,59 +112,9 @@ impl TaskRecord {
             .map(|r| (r.elapsed.as_secs_f64() * 1e6).round() / 1e3)
     }
 
-    /// The JSON object of this task.
-    pub fn json(&self) -> Value {
-        let mut object = Map::new();
-        if let Some(index) = self.index {
-            object.insert("index".into(), json!(index));
-        }
-        if let Some(input) = &self.input {
-            object.insert("input".into(), json!(input));
-        }
-        match &self.outcome {
-            Ok(value) => {
-                object.insert("ok".into(), json!(value.to_wave()));
-                object.insert("value".into(), value.to_json())
-            }
-            Err(failure) => {
-                let mut error = json!({"kind": failure.kind(), "message": failure.message()});
-                if let Some(backtrace) = failure.backtrace() {
-                    error["backtrace"] = json!(backtrace);
-                }
-                object.insert("error".into(), error)
-            }
-        };
-        if let Some(report) = &self.report {
-            object.insert("elapsed_ms".into(), json!(self.elapsed_ms()));
-            object.insert("worker".into(), json!(report.worker));
-            if let Some(host) = &report.host {
-                object.insert("host".into(), json!(host));
-            }
-            object.insert("pid".into(), json!(report.pid));
-            if let Some(fuel) = report.fuel_consumed {
-                object.insert("fuel".into(), json!(fuel));
-            }
-            object.insert("peak_memory".into(), json!(report.peak_memory));
-            let streams = [
-                ("stdout", &report.stdout, report.stdout_truncated),
-                ("stderr", &report.stderr, report.stderr_truncated),
-            ];
-            for (name, text, truncated) in streams {
-                if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
-                    object.insert(name.into(), json!(text));
-                }
-                if truncated {
-                    object.insert(format!("{name}_truncated"), json!(true));
-                }
-            }
-        }
-        object.insert("attempt".into(), json!(self.attempt));
-        Value::Object(object)
-    }
-
-    /// Writes the task as one JSON line.
+    /// Writes the task as one JSON line (serialized as it goes: no JSON tree is built).
     pub fn write_json(&self, stdout: &mut dyn Write) -> io::Result<()> {
-        serde_json::to_writer(&mut *stdout, &self.json())?;
+        serde_json::to_writer(&mut *stdout, self)?;
         stdout.write_all(b"\n")
     }
 
@@ -214,6 +164,76 @@ impl TaskRecord {
 
 /// How many characters of an input a failure line on stderr shows.
 pub const INPUT_PREVIEW: usize = 200;
+
+/// The JSON object of a task, with the fields in the order the module's docs give.
+impl Serialize for TaskRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// The `error` object.
+        struct Error<'a>(&'a Failure);
+        impl Serialize for Error<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("kind", self.0.kind())?;
+                map.serialize_entry("message", &self.0.message())?;
+                if let Some(backtrace) = self.0.backtrace() {
+                    map.serialize_entry("backtrace", backtrace)?;
+                }
+                map.end()
+            }
+        }
+
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(index) = self.index {
+            map.serialize_entry("index", &index)?;
+        }
+        if let Some(input) = &self.input {
+            map.serialize_entry("input", input)?;
+        }
+        match &self.outcome {
+            Ok(value) => {
+                map.serialize_entry("ok", &value.to_wave())?;
+                map.serialize_entry("value", &value.to_json())?;
+            }
+            Err(failure) => map.serialize_entry("error", &Error(failure))?,
+        }
+        if let Some(report) = &self.report {
+            map.serialize_entry("elapsed_ms", &self.elapsed_ms())?;
+            map.serialize_entry("worker", &report.worker)?;
+            if let Some(host) = &report.host {
+                map.serialize_entry("host", host)?;
+            }
+            map.serialize_entry("pid", &report.pid)?;
+            if let Some(fuel) = report.fuel_consumed {
+                map.serialize_entry("fuel", &fuel)?;
+            }
+            map.serialize_entry("peak_memory", &report.peak_memory)?;
+            let streams = [
+                (
+                    "stdout",
+                    "stdout_truncated",
+                    &report.stdout,
+                    report.stdout_truncated,
+                ),
+                (
+                    "stderr",
+                    "stderr_truncated",
+                    &report.stderr,
+                    report.stderr_truncated,
+                ),
+            ];
+            for (name, cut, text, truncated) in streams {
+                if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
+                    map.serialize_entry(name, text)?;
+                }
+                if truncated {
+                    map.serialize_entry(cut, &true)?;
+                }
+            }
+        }
+        map.serialize_entry("attempt", &self.attempt)?;
+        map.end()
+    }
+}
 
 /// `text`, or its first [`INPUT_PREVIEW`] characters and how long it is.
 pub fn preview(text: &str) -> std::borrow::Cow<'_, str> {
@@ -270,8 +290,10 @@ mod tests {
             attempt: 1,
         };
         assert_eq!(
-            record.json().to_string(),
-            r#"{"index":3,"input":"\"x\"","error":{"kind":"invalid-input","message":"bad"},"attempt":1}"#
+            serde_json::to_string(&record).ok().as_deref(),
+            Some(
+                r#"{"index":3,"input":"\"x\"","error":{"kind":"invalid-input","message":"bad"},"attempt":1}"#
+            )
         );
         let ok = TaskRecord {
             index: None,
@@ -280,8 +302,9 @@ mod tests {
             report: None,
             attempt: 1,
         };
-        assert_eq!(ok.json()["ok"], "7");
-        assert_eq!(ok.json()["value"], 7);
+        let json = serde_json::to_value(&ok).expect("a JSON object");
+        assert_eq!(json["ok"], "7");
+        assert_eq!(json["value"], 7);
         assert_eq!(ok.status(), "ok");
     }
 }
