@@ -13,6 +13,7 @@
 //! cargo bench --bench compare -- --quick       # fewer tasks per measurement
 //! cargo bench --bench compare -- --no-write    # print only, leave RESULTS.md alone
 //! cargo bench --bench compare -- --only cli    # only `wasmpool map` vs the library; print only
+//! cargo bench --bench compare -- --only heavy  # only the Python guest, fresh vs reuse; print only
 //! WASMPOOL_BENCH_PYTHON=/path/to/venv/bin/python cargo bench --bench compare  # Dask, Ray
 //! ```
 //!
@@ -28,6 +29,7 @@ mod cli;
 mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
+mod heavy_guest;
 #[path = "../../tests/support/nats.rs"]
 mod nats;
 
@@ -78,6 +80,8 @@ struct Args {
     write: bool,
     /// `--only cli`: only the rows of `wasmpool map` against the library, printed.
     only_cli: bool,
+    /// `--only heavy`: only the heavy guest's rows (fresh against reuse), printed.
+    only_heavy: bool,
 }
 
 /// How many tasks each measurement runs, on both sides. The same plan goes to `compare.py`
@@ -182,11 +186,16 @@ fn main() {
         quick: argv.iter().any(|a| a == "--quick"),
         write: !argv.iter().any(|a| a == "--no-write"),
         only_cli: argv.windows(2).any(|w| w[0] == "--only" && w[1] == "cli"),
+        only_heavy: argv.windows(2).any(|w| w[0] == "--only" && w[1] == "heavy"),
     };
     let plan = Plan::new(if args.quick { 4 } else { 1 });
     if args.only_cli {
         let rows = cli::rows(plan.cli_lines, plan.cli_long, plan.repeat);
         println!("{}{}", render(&rows), cli_goals(&rows));
+        return;
+    }
+    if args.only_heavy {
+        println!("{}", render(&heavy_guest::rows(args.quick)));
         return;
     }
     let mut rows = Vec::new();
@@ -373,6 +382,8 @@ fn main() {
     // --- The command line against the library ---
     eprintln!("wasmpool map against the library ...");
     rows.extend(cli::rows(plan.cli_lines, plan.cli_long, plan.repeat));
+    // --- A heavy guest (CPython), fresh against reuse: only with $WASMPOOL_PYTHON_GUEST ---
+    rows.extend(heavy_guest::rows(args.quick));
 
     // --- Round trips: on an idle pool (every thread parked), and back to back ---
     let idle = "submit→result round trip, idle pool of 2: 1 ms pause before each (median)";

@@ -374,8 +374,18 @@ fn catalogue() -> Vec<Row> {
         row(
             "a bare interface function name, with too few arguments",
             "CallError::Arity",
-            &["`wasmpool:tasks/math@0.1.0#mul` takes 2 argument(s), 1 given"],
-            |_| call("mul", vec![Val::S32(2)]),
+            &["`wasmpool:tasks/types@0.1.0#echo-char` takes 1 argument(s), 0 given"],
+            |_| call("echo-char", vec![]),
+        ),
+        row(
+            "a bare function name that two exported interfaces share",
+            "CallError::AmbiguousFunction",
+            &[
+                "`mul` is ambiguous",
+                "wasmpool:tasks/math@0.1.0#mul",
+                "wasmpool:tasks/checked@0.1.0#mul",
+            ],
+            |_| call("mul", vec![Val::S32(2), Val::S32(3)]),
         ),
         row(
             "an empty function name",

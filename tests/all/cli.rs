@@ -1385,18 +1385,61 @@ fn reuse_and_init_refuse_what_cannot_work() {
 }
 
 /// A bare name finds the function of that name in the one exported interface that has it,
-/// in `run` and `map` alike (`mul` is only in `wasmpool:tasks/math`).
+/// in `run` and `map` alike (`echo-char` is only in `wasmpool:tasks/types`).
 #[test]
 fn a_bare_name_finds_the_one_interface_function_of_that_name() {
-    wasmpool(["run", FIXTURES, "mul(2, 3)"])
+    wasmpool(["run", FIXTURES, "echo-char('x')"])
         .assert()
         .success()
-        .stdout("6\n");
-    map("mul", "2, 3\n4, 5\n", &[]).success().stdout("6\n20\n");
+        .stdout("'x'\n");
+    map("echo-char", "'a'\n'b'\n", &[])
+        .success()
+        .stdout("'a'\n'b'\n");
     wasmpool(["run", FIXTURES, "div(2, 3)"])
         .assert()
         .code(2)
         .stderr(predicates::str::contains("no function `div`"));
+}
+
+/// A bare name that two exported interfaces share (`mul`: `math` and `checked`) is a usage
+/// error, in `run` and `map` alike, that names both functions in full; a qualified name
+/// picks one. A top-level function of that name is no ambiguity: bare `add` is the world's
+/// own (wrapping), not `checked.add` (which refuses to overflow).
+#[test]
+fn a_bare_name_two_interfaces_share_is_ambiguous_and_a_qualified_one_is_not() {
+    use predicates::prelude::PredicateBooleanExt;
+    use predicates::str::contains;
+    let both = || {
+        contains("`mul` is ambiguous")
+            .and(contains("wasmpool:tasks/math@0.1.0#mul"))
+            .and(contains("wasmpool:tasks/checked@0.1.0#mul"))
+    };
+    wasmpool(["run", FIXTURES, "mul(2, 3)"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(both());
+    map("mul", "2, 3\n", &[]).code(2).stdout("").stderr(both());
+
+    for (call, expected) in [
+        ("math.mul(2, 3)", "6\n"),
+        ("checked.mul(2, 3)", "6\n"),
+        ("wasmpool:tasks/checked#mul(-4, 5)", "-20\n"),
+        ("add(2147483647, 1)", "-2147483648\n"),
+    ] {
+        wasmpool(["run", FIXTURES, call])
+            .assert()
+            .success()
+            .stdout(expected);
+    }
+    wasmpool(["run", FIXTURES, "checked.add(2147483647, 1)"])
+        .assert()
+        .code(1)
+        .stderr(contains("[failed]").and(contains("2147483647 + 1 overflows an s32")));
+    map("checked.mul", "65536, 65536\n3, 4\n", &[])
+        .code(1)
+        .stdout("12\n")
+        .stderr(contains("65536 * 65536 overflows an s32"));
 }
 
 /// A function without parameters is called once per non-blank line, whatever the line

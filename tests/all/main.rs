@@ -20,5 +20,6 @@ mod nats_fixture;
 mod process_pool;
 #[path = "../support/procfs.rs"]
 mod procfs;
+mod python_guest;
 mod sandbox_suite;
 mod wait;

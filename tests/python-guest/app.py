@@ -1,6 +1,8 @@
 import wit_world
 
+# Calls of `count` this instance has had: a module global lives as long as the instance.
 calls = 0
+
 
 class WitWorld(wit_world.WitWorld):
     def add(self, a: int, b: int) -> int:
@@ -10,3 +12,6 @@ class WitWorld(wit_world.WitWorld):
         global calls
         calls += 1
         return calls
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Builds target/py_tasks.wasm (~18 MB: CPython inside) from world.wit and app.py, for measuring
-# fresh instances against --reuse on a heavy guest. Needs `pip install componentize-py==0.25.1`
-# (a PyPI wheel); takes ~40 s. Not part of the test suite (see README.md beside this file).
+# Builds target/py_tasks.wasm (~18 MB: CPython inside) from world.wit and app.py: the heavy
+# guest of tests/all/python_guest.rs and of the compare bench's fresh-vs-reuse rows. Needs
+# `pip install componentize-py==0.25.1` (a PyPI wheel); takes 10-40 s. `.ci/run` runs it.
 #   sh tests/python-guest/build.sh [OUT]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
