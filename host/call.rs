@@ -93,7 +93,7 @@ impl TaskComponent {
     ///
     /// `name` is a top-level export (`fib`) or a function of an exported interface, by its
     /// full name (`wasmpool:tasks/math@0.1.0#add`), without the version, by the
-    /// interface's short name (`math#add`), in WAVE's form (`math.add`), or alone (`mul`)
+    /// interface's short name (`math#add`), in WAVE's form (`math.add`), or alone (`echo-point`)
     /// when exactly one exported interface has a function of that name and no top-level
     /// function does ([`CallError::AmbiguousFunction`] when more than one has it).
     pub fn call(&self, name: &str, args: impl Into<Vec<Val>>) -> Result<Call, CallError> {
