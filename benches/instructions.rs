@@ -55,6 +55,9 @@ const TASKS: usize = 200;
 const QUICK_TASKS: usize = 50;
 /// Tasks run before anything is measured (pool slots, lazy statics, caches warmed).
 const WARM_UP: usize = 20;
+/// `--strace` runs natively, with this many times more tasks: start-up's thread
+/// synchronisation (the compiler's threads) varies by hundreds of calls from run to run.
+const STRACE_SCALE: usize = 10;
 /// Cost centres shown per scenario with `--profile`.
 const TOP: usize = 30;
 /// Instance slots of the runtime the tasks run on. The default pool (1000 slots, 4 GiB + guard
@@ -273,7 +276,7 @@ fn run(options: &Options, dir: &Path) {
     if options.strace {
         if tool_present("strace") {
             for &scenario in &options.only {
-                print_syscalls(scenario, n, dir);
+                print_syscalls(scenario, STRACE_SCALE * n, dir);
             }
         } else {
             println!("\n--strace: skipped, `strace` is not installed");
@@ -779,7 +782,8 @@ fn short(name: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// --strace: system calls per task, natively (not under valgrind), same difference.
+// --strace: system calls per task, natively (not under valgrind), same difference. Calls
+// that synchronise threads (futex, sched_yield) depend on timing: they vary from run to run.
 
 fn print_syscalls(scenario: Scenario, n: usize, dir: &Path) {
     let counts = [n, 2 * n].map(|tasks| strace_counts(scenario, tasks, dir));
