@@ -174,6 +174,10 @@ fn take_stdout() -> std::io::Result<File> {
 }
 
 /// Does the work in order until the main thread closes the queue.
+///
+/// Never inlined: `benches/instructions.rs` has callgrind write the worker's counters when
+/// this returns (after the last task, before the channel closes).
+#[inline(never)]
 fn execute(work: &Receiver<Work>, out: &Sender<Frame>, controls: &Controls, env: &TaskEnv) {
     let mut runtimes: Vec<(RuntimeConfig, Runtime)> = Vec::new();
     let mut components: HashMap<u64, Result<TaskComponent, String>> = HashMap::new();
