@@ -212,7 +212,7 @@ fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlo
     if let Some(reason) = run.breaks_pool() {
         lock(&watch.broken).get_or_insert_with(|| reason.to_string());
     }
-    let report = run.report(&env.worker_name, std::process::id());
+    let report = run.report(&env.worker_name, this_pid());
     task.promise.complete_with_report(run.outcome, report);
 }
 
@@ -331,4 +331,11 @@ impl Drop for ThreadPoolExecutor {
     fn drop(&mut self) {
         self.shutdown(true, false);
     }
+}
+
+/// This process's id, asked of the OS once (a syscall per task otherwise): a pool's
+/// threads never change process.
+fn this_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
