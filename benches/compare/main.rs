@@ -14,6 +14,7 @@
 //! cargo bench --bench compare -- --no-write    # print only, leave RESULTS.md alone
 //! cargo bench --bench compare -- --only cli    # only `wasmpool map` vs the library; print only
 //! cargo bench --bench compare -- --only heavy  # only the Python guest, fresh vs reuse; print only
+//! cargo bench --bench compare -- --only pools  # no cluster, `map` or heavy-guest rows; print only
 //! WASMPOOL_BENCH_PYTHON=/path/to/venv/bin/python cargo bench --bench compare  # Dask, Ray
 //! ```
 //!
@@ -82,6 +83,9 @@ struct Args {
     only_cli: bool,
     /// `--only heavy`: only the heavy guest's rows (fresh against reuse), printed.
     only_heavy: bool,
+    /// `--only pools`: the pools, raw wasmtime and Python only (no cluster, `map` or heavy
+    /// guest rows), printed.
+    only_pools: bool,
 }
 
 /// How many tasks each measurement runs, on both sides. The same plan goes to `compare.py`
@@ -187,6 +191,7 @@ fn main() {
         write: !argv.iter().any(|a| a == "--no-write"),
         only_cli: argv.windows(2).any(|w| w[0] == "--only" && w[1] == "cli"),
         only_heavy: argv.windows(2).any(|w| w[0] == "--only" && w[1] == "heavy"),
+        only_pools: argv.windows(2).any(|w| w[0] == "--only" && w[1] == "pools"),
     };
     let plan = Plan::new(if args.quick { 4 } else { 1 });
     if args.only_cli {
@@ -268,7 +273,11 @@ fn main() {
         cluster::WORKERS,
         cluster::JOBS
     );
-    let nats_cluster = cluster::Cluster::start();
+    let nats_cluster = if args.only_pools {
+        None
+    } else {
+        cluster::Cluster::start()
+    };
     rows.extend(cluster_rate_rows(
         w,
         nats_cluster.as_ref(),
@@ -381,9 +390,11 @@ fn main() {
 
     // --- The command line against the library ---
     eprintln!("wasmpool map against the library ...");
-    rows.extend(cli::rows(plan.cli_lines, plan.cli_long, plan.repeat));
-    // --- A heavy guest (CPython), fresh against reuse: only with $WASMPOOL_PYTHON_GUEST ---
-    rows.extend(heavy_guest::rows(args.quick));
+    if !args.only_pools {
+        rows.extend(cli::rows(plan.cli_lines, plan.cli_long, plan.repeat));
+        // --- A heavy guest (CPython), fresh against reuse: only with $WASMPOOL_PYTHON_GUEST ---
+        rows.extend(heavy_guest::rows(args.quick));
+    }
 
     // --- Round trips: on an idle pool (every thread parked), and back to back ---
     let idle = "submit→result round trip, idle pool of 2: 1 ms pause before each (median)";
@@ -548,7 +559,7 @@ fn main() {
     println!("{table}");
     let goals = goals(&rows, idle) + &cli_goals(&rows);
     println!("{goals}");
-    if args.write {
+    if args.write && !args.only_pools {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
         let setup = Setup {
             python: python.as_ref().map(|p| {
