@@ -23,10 +23,9 @@
 //!   counters are written whenever its executor loop (`process_pool::worker::execute`)
 //!   returns; the sum of those dumps is everything from its start to the end of its last
 //!   task, before it closes its channel (see [`worker_dumps`]).
-//! - `wasmpool map`: the release binary, whole process, on N and on 2N input lines. Its
-//!   runtime has the default instance pool (1000 slots), which valgrind cannot reserve (see
-//!   [`SLOTS`]), and the command line has no setting for it: until it has one, this row says
-//!   "n/a". `benches/INSTRUCTIONS.md` has the numbers of a build with a smaller pool.
+//! - `wasmpool map`: the release binary, whole process, on N and on 2N input lines. The
+//!   command line sizes its instance pool to its workers (`-j 1`: 4 slots), which valgrind
+//!   can reserve (see [`SLOTS`]); if it ever cannot, the row says "n/a" and why.
 //!
 //! Every in-process and process-pool scenario runs on a runtime with a pool of [`SLOTS`]
 //! instance slots, the default settings otherwise.
@@ -527,11 +526,10 @@ fn cli_map(n: usize, dir: &Path) -> Row {
     let warm = input_file(dir, 10);
     let command = map_command(Some(callgrind(dir, "cli-warm-up")), &warm, &output, &cache);
     if let Err(e) = try_finish(command, dir, "cli-warm-up") {
-        // The command line's runtime has the default pool: 1000 slots, more address space
-        // than valgrind can manage (see SLOTS), and no flag to make it smaller.
+        // An instance pool too large for valgrind's address space (see SLOTS) shows here.
         eprintln!("instructions: `wasmpool map` cannot run under valgrind: {e}");
         let why = if e.contains("memory pool") {
-            "not measurable: its 1000-slot instance pool cannot be reserved under valgrind"
+            "not measurable: its instance pool cannot be reserved under valgrind"
         } else {
             "not measurable: it fails under valgrind (see above)"
         };

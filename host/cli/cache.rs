@@ -194,7 +194,14 @@ pub fn entry_name(component: &[u8], config: &RuntimeConfig) -> String {
         std::env::consts::ARCH,
         std::env::consts::OS
     ));
-    key.update(format!("config {config:?}\n"));
+    // The instance pool's size is not in the compiled code (wasmtime's compatibility check
+    // looks at the engine's tunables and features, never at the pool's slot count): one
+    // entry serves every `--workers`.
+    let mut keyed = config.clone();
+    if let Some(pooling) = &mut keyed.pooling {
+        pooling.instances = 0;
+    }
+    key.update(format!("config {keyed:?}\n"));
     key.update(Sha256::digest(component));
     hex(&key.finalize())
 }
@@ -277,6 +284,12 @@ mod tests {
         assert_ne!(a, entry_name(b"two", &config));
         assert_ne!(a, entry_name(b"one", &fuel));
         assert_eq!(a.len(), 64);
+        let mut small_pool = RuntimeConfig::default();
+        small_pool.pooling = Some(wasmpool::PoolingConfig::default().instances(4));
+        assert_eq!(a, entry_name(b"one", &small_pool));
+        let mut no_pool = RuntimeConfig::default();
+        no_pool.pooling = None;
+        assert_ne!(a, entry_name(b"one", &no_pool));
     }
 
     #[test]

@@ -66,7 +66,8 @@ const MEAN_WEIGHT: f64 = 1.0 / 16.0;
 
 /// Runs `wasmpool map`.
 pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
-    let sandbox = args.sandbox.resolve()?;
+    let mut sandbox = args.sandbox.resolve()?;
+    sandbox.size_pool_for(args.workers);
     let settings = PoolSettings {
         kind: args.pool,
         workers: args.workers,

@@ -14,7 +14,8 @@ use super::print::{CAPTURE_LIMIT, Failure, TaskRecord};
 
 /// Runs `wasmpool run`.
 pub fn run(args: &RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
-    let sandbox = args.sandbox.resolve()?;
+    let mut sandbox = args.sandbox.resolve()?;
+    sandbox.size_pool_for(Some(1));
     let component = cache::load(&args.load, sandbox.runtime, verbose)?;
     let (call, function) = match args.input {
         InputFormat::Wave => wave_call(&component, args)?,

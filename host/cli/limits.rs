@@ -18,6 +18,23 @@ pub struct Sandbox {
     pub capabilities: Capabilities,
 }
 
+impl Sandbox {
+    /// Sizes the runtime's instance pool for `workers` workers (`None`: one per CPU). A
+    /// worker holds one instance at a time, so twice as many slots and a few more are ample;
+    /// the library's default of 1000 slots reserves terabytes of address space, which a
+    /// `ulimit -v`, a small container or valgrind refuses.
+    pub fn size_pool_for(&mut self, workers: Option<usize>) {
+        let workers = workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if let Some(pooling) = &mut self.runtime.pooling {
+            let slots = workers.saturating_mul(2).saturating_add(2);
+            pooling.instances = u32::try_from(slots)
+                .map_or(pooling.instances, |slots| slots.min(pooling.instances));
+        }
+    }
+}
+
 impl SandboxArgs {
     /// Checks the flags against the host (directories exist) and resolves `--env KEY`.
     pub fn resolve(&self) -> anyhow::Result<Sandbox> {

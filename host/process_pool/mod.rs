@@ -49,6 +49,7 @@
 //! - `mod.rs` (this file): the public API, [`ProcessPoolBuilder`] and [`ProcessPoolExecutor`].
 //! - `pool.rs`: the pool's life: start, submit, shutdown; applies what the state decides.
 //! - `state.rs`: the state and its scheduling: queue, workers, handing batches, broken pool.
+//! - `pace.rs`: how many tasks each worker is handed ahead (the pipeline depth).
 //! - `transitions.rs`: the rules: what each event and call does to the state.
 //! - `process.rs`: a worker process: launching it, its writer and reader threads, reaping it.
 //! - `lifeline.rs`: a worker dies with the pool's process (death signal, launcher thread).
@@ -61,6 +62,7 @@ pub(crate) mod codec;
 pub(crate) mod framing;
 mod lifeline;
 pub(crate) mod messages;
+mod pace;
 mod pool;
 mod process;
 mod state;
@@ -134,7 +136,8 @@ pub struct ProcessPoolBuilder {
     respawn: bool,
     on_demand: bool,
     max_tasks_per_worker: Option<usize>,
-    pipeline_depth: usize,
+    /// `None`: the depth follows the tasks (`pace.rs`).
+    pipeline_depth: Option<usize>,
     handshake_timeout: Duration,
 }
 
@@ -148,7 +151,7 @@ impl Default for ProcessPoolBuilder {
             respawn: false,
             on_demand: false,
             max_tasks_per_worker: None,
-            pipeline_depth: 2,
+            pipeline_depth: None,
             handshake_timeout: Duration::from_secs(30),
         }
     }
@@ -231,14 +234,18 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// How many tasks a worker is handed at a time (at least 1; default 2). Handed tasks
-    /// count as running (see [`ProcessPoolExecutor`]); more depth hides the round trip between
-    /// tasks, less keeps more tasks cancellable. A batch is handed whole to a worker with
-    /// fewer than `n` tasks in flight. A task handed to a worker waits behind the
-    /// ones before it there, even if another worker is idle: with long or uneven tasks,
-    /// use 1.
+    /// Fixes how many tasks a worker is handed at a time (at least 1). By default the depth
+    /// follows the tasks: 2 while they are long (or not measured yet), more as they get
+    /// shorter, so that each worker has about 250 µs of work handed ahead (at most 64 tasks),
+    /// from the mean time recent tasks took in the workers.
+    ///
+    /// Handed tasks count as running (see [`ProcessPoolExecutor`]); more depth hides the
+    /// round trip between tasks, less keeps more tasks cancellable. A batch is handed whole
+    /// to a worker with fewer than `n` tasks in flight. A task handed to a worker waits
+    /// behind the ones before it there, even if another worker is idle: with long or uneven
+    /// tasks (a long one after many short ones), use 1.
     pub fn pipeline_depth(mut self, n: usize) -> Self {
-        self.pipeline_depth = n;
+        self.pipeline_depth = Some(n);
         self
     }
 
@@ -255,7 +262,7 @@ impl ProcessPoolBuilder {
     /// answer as a wasmpool worker of this protocol version.
     pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
         let workers = crate::settings::worker_count(self.workers)?;
-        if self.pipeline_depth == 0 {
+        if self.pipeline_depth == Some(0) {
             return Err(BuildError::Invalid(
                 "pipeline_depth must be at least 1".into(),
             ));
@@ -330,11 +337,12 @@ impl ProcessPoolBuilder {
 /// ## When is a task running?
 ///
 /// As in CPython's `ProcessPoolExecutor`, a task becomes *running* when it is handed to a
-/// worker, not when the worker starts it. Each worker takes up to
-/// [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth) tasks at a time (default 2), so
-/// that it can start the next one while the result of the last one travels back; a task
-/// further back in the queue stays pending, and [`TaskFuture::cancel`] succeeds on it. Use a
-/// depth of 1 if `cancel` should succeed on every task that has not really started.
+/// worker, not when the worker starts it. Each worker takes a few tasks at a time, so
+/// that it can start the next one while the result of the last one travels back: 2 while
+/// tasks are long, up to about 250 µs of work (at most 64 tasks) when they are short (see
+/// [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth)). A task further back in the queue
+/// stays pending, and [`TaskFuture::cancel`] succeeds on it. Use a depth of 1 if `cancel`
+/// should succeed on every task that has not really started.
 /// [`TaskFuture::abort`] stops a handed task wherever it is.
 ///
 /// ## Broken pool

@@ -9,8 +9,9 @@
 //! [`Effects`]. Nothing here knows `pool.rs` or `process.rs`.
 //!
 //! Scheduling: a task is handed to the ready worker with the fewest tasks in flight, as long as
-//! that worker has fewer than `pipeline_depth`; it becomes *running* at that moment, as in
-//! CPython's process pool (tasks still in the queue can be cancelled, handed ones cannot).
+//! that worker has fewer than the pipeline depth (`pace.rs`); it becomes *running* at that
+//! moment, as in CPython's process pool (tasks still in the queue can be cancelled, handed
+//! ones cannot).
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
@@ -26,6 +27,7 @@ use crate::report::TaskReport;
 use crate::value::TaskValue;
 
 use super::framing::Frame;
+use super::pace::Pace;
 
 /// A worker process, shared by its reader thread (which reaps it) and the pool (which
 /// signals it).
@@ -41,7 +43,8 @@ pub(crate) struct Rules {
     pub(crate) on_demand: bool,
     pub(crate) respawn: bool,
     pub(crate) max_tasks_per_worker: Option<usize>,
-    pub(crate) pipeline_depth: usize,
+    /// Tasks a worker may have in flight: fixed, or `None` to follow the tasks (`pace.rs`).
+    pub(crate) pipeline_depth: Option<usize>,
 }
 
 pub(crate) enum Phase {
@@ -69,6 +72,8 @@ pub(crate) struct State {
     pub(crate) watchdog: bool,
     /// What the watchdog waits for: `Some(t)` until `t`, `None` until woken (or it is busy).
     pub(crate) watching: Option<Instant>,
+    /// How many tasks each worker is handed ahead.
+    pub(crate) pace: Pace,
 }
 
 /// Why the first worker that failed its handshake did (for the build error).
@@ -284,7 +289,11 @@ impl Phase {
 
 impl State {
     pub(crate) fn new(rules: Rules) -> State {
+        let pace = rules
+            .pipeline_depth
+            .map_or_else(Pace::adaptive, Pace::Fixed);
         State {
+            pace,
             rules,
             phase: Phase::Open,
             queue: VecDeque::new(),
@@ -365,7 +374,7 @@ impl State {
         let depth = if self.can_grow() {
             1
         } else {
-            self.rules.pipeline_depth
+            self.pace.depth()
         };
         self.workers
             .iter()

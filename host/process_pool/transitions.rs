@@ -8,7 +8,7 @@
 //! `process.rs`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -83,6 +83,7 @@ impl State {
         };
         let (name, pid) = (w.name.clone(), w.pid);
         let mut breaks_pool = None;
+        let (mut measured, mut took) = (0, Duration::ZERO);
         for (id, run) in results {
             let Some(i) = w.in_flight.iter().position(|h| h.task.id == id) else {
                 if !broken {
@@ -103,10 +104,13 @@ impl State {
             if let Some(reason) = run.breaks_pool() {
                 breaks_pool = Some(reason.to_string());
             }
+            measured += 1;
+            took += run.elapsed;
             let report = run.report(&name, pid);
             fx.completed
                 .push((handed.task.promise, run.outcome, report));
         }
+        self.pace.record(took, measured);
         if let Some(reason) = breaks_pool {
             self.break_pool(reason, &mut fx);
         }

@@ -36,11 +36,20 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    wasmpool_within(args, Duration::from_secs(120))
+}
+
+/// [`wasmpool`], killed after `timeout`.
+pub(crate) fn wasmpool_within<I, S>(args: I, timeout: Duration) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let mut command = Command::new(BIN);
     command
         .env("XDG_CACHE_HOME", shared_cache())
         .args(args)
-        .timeout(Duration::from_secs(120));
+        .timeout(timeout);
     command
 }
 

@@ -15,13 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use wasmpool::{
     Executor, InstancePolicy, OutputMode, ProcessPoolExecutor, TaskComponent, TaskErrorKind,
     ThreadPoolExecutor,
 };
 
-use crate::cli::{BIN, shared_cache};
+use crate::cli::{BIN, wasmpool_within};
 use crate::common::{SOON, call};
 
 /// Bound of a command line run that may compile the component (a loaded 2-core machine).
@@ -74,20 +73,6 @@ fn guest() -> Option<&'static TaskComponent> {
         .as_ref()
 }
 
-/// `wasmpool ARGS` with the command line tests' shared cache.
-fn wasmpool<I, S>(args: I) -> Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut command = Command::new(BIN);
-    command
-        .env("XDG_CACHE_HOME", shared_cache())
-        .args(args)
-        .timeout(COMPILE);
-    command
-}
-
 /// The component's path once it is compiled into the shared cache (by one `inspect`, so
 /// that tests running side by side do not each compile it); `None` to skip.
 fn cached_guest() -> Option<&'static str> {
@@ -99,7 +84,9 @@ fn cached_guest() -> Option<&'static str> {
                 .into_string()
                 .unwrap_or_else(|p| panic!("WASMPOOL_PYTHON_GUEST is not UTF-8: {p:?}"));
             let started = Instant::now();
-            wasmpool(["inspect", &path]).assert().success();
+            wasmpool_within(["inspect", &path], COMPILE)
+                .assert()
+                .success();
             let _ = writeln!(
                 std::io::stderr(),
                 "python guest: compiled into the command line's cache in {:.1} s",
@@ -114,7 +101,7 @@ fn cached_guest() -> Option<&'static str> {
 fn counts(guest: &str, extra: &[&str]) -> String {
     let mut args = vec!["map", guest, "count", "-j", "1", "--no-progress"];
     args.extend_from_slice(extra);
-    let assert = wasmpool(args)
+    let assert = wasmpool_within(args, COMPILE)
         .write_stdin("1\n2\n3\n4\n5\n6\n")
         .assert()
         .success();
@@ -208,13 +195,13 @@ fn reuse_keeps_module_globals_on_the_command_line_and_fresh_instances_do_not() {
 #[test]
 fn run_reports_an_uncaught_exception_as_a_trap() {
     let Some(guest) = cached_guest() else { return };
-    let assert = wasmpool(["run", guest, r#"fail("no such user")"#])
+    let assert = wasmpool_within(["run", guest, r#"fail("no such user")"#], COMPILE)
         .assert()
         .code(1);
     let err = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(err.contains("fail failed [trap]"), "{err}");
     assert!(err.contains("ValueError: no such user"), "{err}");
-    wasmpool(["run", guest, "add(2, 3)"])
+    wasmpool_within(["run", guest, "add(2, 3)"], COMPILE)
         .assert()
         .success()
         .stdout("5\n");

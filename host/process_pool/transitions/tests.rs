@@ -19,7 +19,7 @@ fn state(respawn: bool) -> State {
         on_demand: false,
         respawn,
         max_tasks_per_worker: None,
-        pipeline_depth: 2,
+        pipeline_depth: Some(2),
     });
     st.started = true;
     st

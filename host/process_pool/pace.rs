@@ -1,0 +1,130 @@
+//! How many tasks each worker is handed ahead: its pipeline depth.
+//!
+//! A worker that finishes a task starts the next one handed to it at once; if none is
+//! there, it idles until the pool's next frame arrives: a result's trip to the pool, the
+//! pool's dispatch, and the frame's trip back, two wake-ups of threads that compete with the
+//! workers for the same cores (tens to hundreds of µs on a loaded machine). A depth of 2
+//! hides that trip only for tasks longer than it; a trivial task (3 µs reused, 26 µs fresh)
+//! left its worker idle most of the time.
+//!
+//! So by default the depth follows the tasks: enough tasks handed ahead to keep the worker
+//! busy for [`AHEAD`], from the mean time recent tasks took in the workers, between
+//! [`MIN_DEPTH`] and [`MAX_DEPTH`]. Long tasks keep the depth at 2 (as before, and as
+//! CPython hands one extra task per pool); short ones raise it. Handed tasks count as
+//! running (they can no longer be cancelled), so what the depth costs is bounded in time:
+//! about [`AHEAD`] of expected work per worker. A builder's `pipeline_depth(n)` fixes the
+//! depth instead.
+//!
+//! Invariant: an adaptive depth is within `MIN_DEPTH..=MAX_DEPTH`, and is `MIN_DEPTH` until
+//! a task has been measured.
+
+use std::time::Duration;
+
+/// The work each worker should have handed ahead of the task it is running.
+pub(crate) const AHEAD: Duration = Duration::from_micros(250);
+/// The adaptive depth's floor: one task running, one waiting.
+pub(crate) const MIN_DEPTH: usize = 2;
+/// The adaptive depth's ceiling, however short the tasks.
+pub(crate) const MAX_DEPTH: usize = 64;
+/// How much each measured task moves the mean (an exponential moving average): recent
+/// tasks count most, and one long task lowers the depth at once.
+const WEIGHT: f64 = 1.0 / 8.0;
+
+/// A pool's pipeline depth: fixed by its builder, or following the tasks.
+#[derive(Debug, Clone)]
+pub(crate) enum Pace {
+    Fixed(usize),
+    /// The mean seconds a task took in a worker, once one has been measured.
+    Adaptive {
+        mean: Option<f64>,
+    },
+}
+
+impl Pace {
+    /// A depth that follows the tasks, starting at [`MIN_DEPTH`].
+    pub(crate) fn adaptive() -> Pace {
+        Pace::Adaptive { mean: None }
+    }
+
+    /// Takes in the times `count` tasks took in a worker, `total` together.
+    pub(crate) fn record(&mut self, total: Duration, count: usize) {
+        let Pace::Adaptive { mean } = self else {
+            return;
+        };
+        if count == 0 {
+            return;
+        }
+        let sample = total.as_secs_f64() / count as f64;
+        // `count` updates of WEIGHT each, folded into one.
+        let keep = (1.0 - WEIGHT).powi(i32::try_from(count).unwrap_or(i32::MAX));
+        *mean = Some(match *mean {
+            Some(m) => m * keep + sample * (1.0 - keep),
+            None => sample,
+        });
+    }
+
+    /// How many tasks a worker may have in flight.
+    pub(crate) fn depth(&self) -> usize {
+        match *self {
+            Pace::Fixed(n) => n,
+            Pace::Adaptive { mean: None } => MIN_DEPTH,
+            Pace::Adaptive { mean: Some(mean) } => {
+                let ahead = AHEAD.as_secs_f64() / mean.max(f64::MIN_POSITIVE);
+                // One running, plus those that cover AHEAD.
+                let wanted = 1.0 + ahead.ceil();
+                if wanted >= MAX_DEPTH as f64 {
+                    MAX_DEPTH
+                } else {
+                    (wanted as usize).max(MIN_DEPTH)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn micros(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn starts_at_the_floor_and_follows_short_tasks() {
+        let mut pace = Pace::adaptive();
+        assert_eq!(pace.depth(), MIN_DEPTH);
+        pace.record(micros(25), 1);
+        // 250 µs ahead of 25 µs tasks: 10 waiting, 1 running.
+        assert_eq!(pace.depth(), 11);
+        pace.record(micros(3 * 256), 256);
+        assert_eq!(pace.depth(), MAX_DEPTH);
+        pace.record(Duration::ZERO, 10);
+        assert_eq!(pace.depth(), MAX_DEPTH);
+    }
+
+    #[test]
+    fn one_long_task_brings_the_depth_down_at_once() {
+        let mut pace = Pace::adaptive();
+        pace.record(micros(2 * 1000), 1000);
+        assert_eq!(pace.depth(), MAX_DEPTH);
+        pace.record(Duration::from_millis(100), 1);
+        // The mean is now above 12 ms: nothing beyond the floor covers less than AHEAD.
+        assert_eq!(pace.depth(), MIN_DEPTH);
+    }
+
+    #[test]
+    fn a_fixed_depth_stays_fixed() {
+        let mut pace = Pace::Fixed(1);
+        pace.record(micros(1), 100);
+        assert_eq!(pace.depth(), 1);
+        assert_eq!(Pace::Fixed(500).depth(), 500);
+    }
+
+    #[test]
+    fn nothing_measured_changes_nothing() {
+        let mut pace = Pace::adaptive();
+        pace.record(micros(5), 0);
+        assert_eq!(pace.depth(), MIN_DEPTH);
+    }
+}
