@@ -15,6 +15,10 @@
 //! about [`AHEAD`] of expected work per worker. A builder's `pipeline_depth(n)` fixes the
 //! depth instead.
 //!
+//! An adaptive pipeline is refilled when it is half empty, and then to the full depth at
+//! once: the frames of several tasks travel in one write and are read in one read, where
+//! topping up task by task costs two system calls and a wake-up per task on each side.
+//!
 //! Invariant: an adaptive depth is within `MIN_DEPTH..=MAX_DEPTH`, and is `MIN_DEPTH` until
 //! a task has been measured.
 
@@ -80,6 +84,16 @@ impl Pace {
             }
         }
     }
+
+    /// How few tasks in flight a worker is down to before it is handed more, given `depth`:
+    /// then it is filled up to `depth` at once, so that an adaptive pipeline's frames travel
+    /// several to a write (a fixed depth is topped up task by task, as set).
+    pub(crate) fn refill_at(&self, depth: usize) -> usize {
+        match self {
+            Pace::Fixed(_) => depth.saturating_sub(1),
+            Pace::Adaptive { .. } => depth / 2,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +133,17 @@ mod tests {
         pace.record(micros(1), 100);
         assert_eq!(pace.depth(), 1);
         assert_eq!(Pace::Fixed(500).depth(), 500);
+    }
+
+    #[test]
+    fn an_adaptive_pipeline_is_refilled_at_half_depth() {
+        let adaptive = Pace::adaptive();
+        assert_eq!(adaptive.refill_at(2), 1);
+        assert_eq!(adaptive.refill_at(11), 5);
+        assert_eq!(adaptive.refill_at(MAX_DEPTH), MAX_DEPTH / 2);
+        assert_eq!(adaptive.refill_at(1), 0);
+        assert_eq!(Pace::Fixed(3).refill_at(3), 2);
+        assert_eq!(Pace::Fixed(1).refill_at(1), 0);
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! futures, which runs their callbacks; killing or starting processes) is returned as
 //! [`Effects`]. Nothing here knows `pool.rs` or `process.rs`.
 //!
-//! Scheduling: a task is handed to the ready worker with the fewest tasks in flight, as long as
-//! that worker has fewer than the pipeline depth (`pace.rs`); it becomes *running* at that
-//! moment, as in CPython's process pool (tasks still in the queue can be cancelled, handed
-//! ones cannot).
+//! Scheduling: a task is handed to the ready worker with the fewest tasks in flight, once
+//! that worker is down to its refill mark, and the worker is then filled up to the pipeline
+//! depth (`pace.rs`); a task becomes *running* when it is handed, as in CPython's process
+//! pool (tasks still in the queue can be cancelled, handed ones cannot).
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
@@ -330,27 +330,31 @@ impl State {
             if self.queue.is_empty() {
                 break;
             }
-            let Some(w) = self.pick() else {
+            let Some((w, depth)) = self.pick() else {
                 break;
             };
-            let Some(batch) = self.queue.pop_front() else {
-                break;
-            };
-            let Some(batch) = batch.start() else {
-                continue;
-            };
-            let replace = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
-            let worker = &mut self.workers[w];
-            worker.hand(batch);
-            if self
-                .rules
-                .max_tasks_per_worker
-                .is_some_and(|max| worker.assigned >= max)
-            {
-                worker.retiring = true;
-                if replace {
-                    self.spawning += 1;
-                    fx.spawn += 1;
+            // Filled up to the depth in one go: its frames leave in one write.
+            while let Some(batch) = self.queue.pop_front() {
+                let Some(batch) = batch.start() else {
+                    continue;
+                };
+                let replace = matches!(self.phase, Phase::Open) || !self.queue.is_empty();
+                let worker = &mut self.workers[w];
+                worker.hand(batch);
+                if self
+                    .rules
+                    .max_tasks_per_worker
+                    .is_some_and(|max| worker.assigned >= max)
+                {
+                    worker.retiring = true;
+                    if replace {
+                        self.spawning += 1;
+                        fx.spawn += 1;
+                    }
+                    break;
+                }
+                if worker.in_flight.len() >= depth {
+                    break;
                 }
             }
         }
@@ -367,21 +371,23 @@ impl State {
         fx
     }
 
-    /// The ready worker with room and the fewest tasks in flight (the first of equals).
-    /// While an on-demand pool can still grow, only an idle worker has room: a task waits
-    /// for a new worker rather than behind another task.
-    fn pick(&self) -> Option<usize> {
-        let depth = if self.can_grow() {
-            1
+    /// The ready worker due more tasks, with the fewest in flight (the first of equals), and
+    /// the depth to fill it to. A worker is due more once its tasks in flight are down to
+    /// the pace's refill mark. While an on-demand pool can still grow, only an idle worker
+    /// has room: a task waits for a new worker rather than behind another task.
+    fn pick(&self) -> Option<(usize, usize)> {
+        let (depth, refill_at) = if self.can_grow() {
+            (1, 0)
         } else {
-            self.pace.depth()
+            let depth = self.pace.depth();
+            (depth, self.pace.refill_at(depth))
         };
         self.workers
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.takes_tasks() && w.in_flight.len() < depth)
+            .filter(|(_, w)| w.takes_tasks() && w.in_flight.len() <= refill_at)
             .min_by_key(|(_, w)| w.in_flight.len())
-            .map(|(i, _)| i)
+            .map(|(i, _)| (i, depth))
     }
 
     /// Workers that take tasks, or will once started.
