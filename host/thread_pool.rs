@@ -2,7 +2,7 @@
 //! fresh wasm instance.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -75,8 +75,8 @@ impl ThreadPoolBuilder {
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
         let workers = worker_count(self.workers)?;
         let (sender, receiver) = crossbeam_channel::unbounded::<Work>();
-        let running = Arc::new(Mutex::new(vec![None; workers]));
-        let broken = Arc::new(Mutex::new(None));
+        let running: RunningSlots = (0..workers).map(|_| RunningSlot::default()).collect();
+        let broken = Broken::default();
         let cancelling = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(workers);
         for i in 1..=workers {
@@ -159,10 +159,16 @@ impl Work {
 }
 
 /// The future each worker is running, by worker index (for aborting on shutdown).
-type RunningSlots = Arc<Mutex<Vec<Option<TaskFuture>>>>;
+type RunningSlots = Arc<[RunningSlot]>;
 
-/// Why the pool is broken, once it is (a failed initializer).
-type Broken = Arc<Mutex<Option<String>>>;
+/// One worker's running future. A slot is locked only by its worker and by
+/// `shutdown_now`, and has a cache line of its own: workers never contend for one.
+#[derive(Default)]
+#[repr(align(128))]
+struct RunningSlot(Mutex<Option<TaskFuture>>);
+
+/// Why the pool is broken, once it is (a failed initializer): set once, read without a lock.
+type Broken = Arc<OnceLock<String>>;
 
 /// What a worker shares with the pool.
 struct Watch {
@@ -192,25 +198,28 @@ fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
 /// Runs one task on this worker (unless it was cancelled or the pool broke) and completes
 /// its promise.
 fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) {
-    if let Some(reason) = lock(&watch.broken).clone() {
-        task.promise.set_error(TaskError::BrokenPool { reason });
+    if let Some(reason) = watch.broken.get() {
+        task.promise.set_error(TaskError::BrokenPool {
+            reason: reason.clone(),
+        });
         return;
     }
+    let running = &watch.running[watch.slot].0;
     // In the slot before `cancelling` is read: `shutdown_now` sets `cancelling` before it
     // reads the slots, so it either finds this task and aborts it, or this worker sees
     // `cancelling` and cancels the task.
-    lock(&watch.running)[watch.slot] = Some(task.promise.future());
+    *lock(running) = Some(task.promise.future());
     if watch.cancelling.load(Ordering::SeqCst) {
         task.promise.future().cancel();
     }
     if !task.promise.set_running_or_notify_cancel() {
-        lock(&watch.running)[watch.slot] = None;
+        *lock(running) = None;
         return;
     }
     let run = run_guarded(&task.call, env, &task.control, instances);
-    lock(&watch.running)[watch.slot] = None;
+    *lock(running) = None;
     if let Some(reason) = run.breaks_pool() {
-        lock(&watch.broken).get_or_insert_with(|| reason.to_string());
+        watch.broken.get_or_init(|| reason.to_string());
     }
     let report = run.report(&env.worker_name, this_pid());
     task.promise.complete_with_report(run.outcome, report);
@@ -309,8 +318,8 @@ impl ThreadPoolExecutor {
         let Some(sender) = queue.as_ref() else {
             return Err(SubmitError::Shutdown);
         };
-        if let Some(reason) = lock(&self.broken).clone() {
-            return Err(SubmitError::BrokenPool(reason));
+        if let Some(reason) = self.broken.get() {
+            return Err(SubmitError::BrokenPool(reason.clone()));
         }
         sender.send(work).map_err(|_| SubmitError::Shutdown)
     }
@@ -319,7 +328,11 @@ impl ThreadPoolExecutor {
     /// waits for the workers to exit.
     pub fn shutdown_now(&self) {
         self.shutdown(false, true);
-        let running: Vec<TaskFuture> = lock(&self.running).iter().flatten().cloned().collect();
+        let running: Vec<TaskFuture> = self
+            .running
+            .iter()
+            .filter_map(|slot| lock(&slot.0).clone())
+            .collect();
         for future in running {
             future.abort();
         }
