@@ -15,6 +15,9 @@
 //! and reports `(Ir(2N) − Ir(N)) / N`, so every fixed cost (start-up, warm-up, the first
 //! and the last turn of each loop) cancels out. Callgrind runs one thread at a time and counts
 //! every thread's instructions, so a pool task's cost includes its worker thread's work.
+//! The `*-chunk` scenarios (`map_chunked` with chunks of [`CHUNK`], as Python's
+//! `map(..., chunksize=256)`) round N up to whole chunks (200 → 256), so that each task
+//! carries its share of one chunk's fixed cost, as in a long `map`.
 //! - In-process scenarios: the measured loop runs inside [`wasmpool_bench_window`]; callgrind
 //!   zeroes all counters when it is entered and writes them out when it returns
 //!   (`--zero-before`, `--dump-after`), once for N and once for 2N tasks in one process.
