@@ -255,8 +255,11 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
                     let id = task.id;
                     let run = run_one(task, &components, controls, env, &mut instances);
                     // The last result before the executor waits leaves at once; the others
-                    // may wait a little for the ones after them (`outbox.rs`).
-                    let urgent = done + 1 == count && work.is_empty();
+                    // may wait a little for the ones after them (`outbox.rs`). So does the
+                    // one before it: the pool hands a worker its next batch once it has all
+                    // but one of its results (its pipeline), and that batch then comes
+                    // while the last task runs.
+                    let urgent = done + 2 >= count && work.is_empty();
                     let _ = out.push(urgent, |bytes| append_result(bytes, id, run));
                 }
             }

@@ -143,9 +143,12 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    /// One write: when, and what.
+    type Written = (Instant, Vec<u8>);
+
     /// A channel that records what is written, and when.
     #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<(Instant, Vec<u8>)>>>);
+    struct Recorder(Arc<Mutex<Vec<Written>>>);
 
     impl Write for Recorder {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
