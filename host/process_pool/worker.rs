@@ -254,12 +254,14 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
                 for (done, task) in tasks.into_iter().enumerate() {
                     let id = task.id;
                     let run = run_one(task, &components, controls, env, &mut instances);
-                    // The last result before the executor waits leaves at once; the others
-                    // may wait a little for the ones after them (`outbox.rs`). So does the
-                    // one before it: the pool hands a worker its next batch once it has all
-                    // but one of its results (its pipeline), and that batch then comes
-                    // while the last task runs.
-                    let urgent = done + 2 >= count && work.is_empty();
+                    // A result leaves at once when at most one task is left in hand (this
+                    // batch's and those queued behind it): the pool hands a worker more
+                    // work as soon as fewer of its tasks than its pipeline depth (2 by
+                    // default) are unanswered, and that work should arrive while the last
+                    // task runs. Other results may wait a little for the ones after them
+                    // (`outbox.rs`): a batch's results travel together.
+                    let left = count - done - 1 + work.len();
+                    let urgent = left <= 1;
                     let _ = out.push(urgent, |bytes| append_result(bytes, id, run));
                 }
             }
