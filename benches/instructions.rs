@@ -15,6 +15,9 @@
 //! and reports `(Ir(2N) − Ir(N)) / N`, so every fixed cost (start-up, warm-up, the first
 //! and the last turn of each loop) cancels out. Callgrind runs one thread at a time and counts
 //! every thread's instructions, so a pool task's cost includes its worker thread's work.
+//! The `*-chunk` scenarios (`map_chunked` with chunks of [`CHUNK`], as Python's
+//! `map(..., chunksize=256)`) round N up to whole chunks (200 → 256), so that each task
+//! carries its share of one chunk's fixed cost, as in a long `map`.
 //! - In-process scenarios: the measured loop runs inside [`wasmpool_bench_window`]; callgrind
 //!   zeroes all counters when it is entered and writes them out when it returns
 //!   (`--zero-before`, `--dump-after`), once for N and once for 2N tasks in one process.
@@ -57,6 +60,8 @@ const WARM_UP: usize = 20;
 /// `--strace` runs natively, with this many times more tasks: start-up's thread
 /// synchronisation (the compiler's threads) varies by hundreds of calls from run to run.
 const STRACE_SCALE: usize = 10;
+/// The chunk size of the `*-chunk` scenarios (Python's `map(..., chunksize=256)`).
+const CHUNK: usize = 256;
 /// Cost centres shown per scenario with `--profile`.
 const TOP: usize = 30;
 /// Instance slots of the runtime the tasks run on. The default pool (1000 slots, 4 GiB + guard
@@ -85,6 +90,8 @@ enum Scenario {
     ThreadReuseBatch,
     ProcessFresh,
     ProcessFreshBatch,
+    ThreadReuseChunk,
+    ProcessReuseChunk,
     CliMap,
 }
 
@@ -100,14 +107,16 @@ enum Kind {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 10] = [
         Scenario::RawFresh,
         Scenario::ThreadFresh,
         Scenario::ThreadFreshBatch,
         Scenario::ThreadReuse,
         Scenario::ThreadReuseBatch,
+        Scenario::ThreadReuseChunk,
         Scenario::ProcessFresh,
         Scenario::ProcessFreshBatch,
+        Scenario::ProcessReuseChunk,
         Scenario::CliMap,
     ];
 
@@ -120,6 +129,8 @@ impl Scenario {
             Scenario::ThreadReuseBatch => "thread-reuse-batch",
             Scenario::ProcessFresh => "process-fresh",
             Scenario::ProcessFreshBatch => "process-fresh-batch",
+            Scenario::ThreadReuseChunk => "thread-reuse-chunk",
+            Scenario::ProcessReuseChunk => "process-reuse-chunk",
             Scenario::CliMap => "cli-map",
         }
     }
@@ -133,15 +144,33 @@ impl Scenario {
             Scenario::ThreadReuseBatch => "thread pool, 1 worker, reuse: submit N, wait all",
             Scenario::ProcessFresh => "process pool, 1 worker, fresh: submit, wait, repeat",
             Scenario::ProcessFreshBatch => "process pool, 1 worker, fresh: submit N, wait all",
+            Scenario::ThreadReuseChunk => {
+                "thread pool, 1 worker, reuse: map_chunked(N, 256), read all"
+            }
+            Scenario::ProcessReuseChunk => {
+                "process pool, 1 worker, reuse: map_chunked(N, 256), read all"
+            }
             Scenario::CliMap => "wasmpool map math.add -j 1 --pool thread --output json",
         }
     }
 
     fn kind(self) -> Kind {
         match self {
-            Scenario::ProcessFresh | Scenario::ProcessFreshBatch => Kind::ProcessPool,
+            Scenario::ProcessFresh | Scenario::ProcessFreshBatch | Scenario::ProcessReuseChunk => {
+                Kind::ProcessPool
+            }
             Scenario::CliMap => Kind::Cli,
             _ => Kind::InProcess,
+        }
+    }
+
+    /// The N this scenario measures when asked for `n`: the chunked ones round it up to whole
+    /// chunks, so that N and 2N tasks differ by whole chunks (each task then carries its
+    /// share of one chunk's fixed cost, as in a long `map`).
+    fn tasks(self, n: usize) -> usize {
+        match self {
+            Scenario::ThreadReuseChunk | Scenario::ProcessReuseChunk => n.next_multiple_of(CHUNK),
+            _ => n,
         }
     }
 
@@ -212,22 +241,31 @@ struct Row {
     /// Instructions in the runs of N and 2N tasks; `None` when they could not be counted.
     ir: Option<[u64; 2]>,
     how: String,
+    /// N.
+    tasks: usize,
 }
 
 impl Row {
-    fn new(scenario: Scenario, side: &'static str, files: [Vec<PathBuf>; 2], how: &str) -> Row {
+    fn new(
+        scenario: Scenario,
+        side: &'static str,
+        tasks: usize,
+        files: [Vec<PathBuf>; 2],
+        how: &str,
+    ) -> Row {
         Row {
             scenario,
             side,
             ir: Some(files.each_ref().map(|f| f.iter().map(|f| totals(f)).sum())),
             files,
             how: how.to_string(),
+            tasks,
         }
     }
 
-    fn per_task(&self, tasks: usize) -> Option<f64> {
+    fn per_task(&self) -> Option<f64> {
         self.ir
-            .map(|[small, large]| (large as f64 - small as f64) / tasks as f64)
+            .map(|[small, large]| (large as f64 - small as f64) / self.tasks as f64)
     }
 }
 
@@ -235,6 +273,7 @@ fn run(options: &Options, dir: &Path) {
     let n = options.tasks;
     let mut rows = Vec::new();
     for &scenario in &options.only {
+        let n = scenario.tasks(n);
         eprintln!("instructions: {} (N = {n}) ...", scenario.name());
         match scenario.kind() {
             Kind::InProcess => rows.push(in_process(scenario, n, dir)),
@@ -246,7 +285,8 @@ fn run(options: &Options, dir: &Path) {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "\nInstructions per task (Ir), callgrind, N = {n}: (Ir(2N) − Ir(N)) / N\n"
+        "\nInstructions per task (Ir), callgrind, N = {n} (chunked: whole chunks of {CHUNK}): \
+         (Ir(2N) − Ir(N)) / N\n"
     );
     let _ = writeln!(
         table,
@@ -258,7 +298,7 @@ fn run(options: &Options, dir: &Path) {
             "| {} | {} | {} | {} | {} |",
             row.scenario.name(),
             row.side,
-            row.per_task(n)
+            row.per_task()
                 .map_or("n/a".to_string(), |ir| thousands(ir.round() as u64)),
             row.scenario.what(),
             row.how,
@@ -269,13 +309,13 @@ fn run(options: &Options, dir: &Path) {
 
     if options.profile {
         for row in rows.iter().filter(|r| r.ir.is_some()) {
-            print_profile(row, n, dir);
+            print_profile(row, dir);
         }
     }
     if options.strace {
         if tool_present("strace") {
             for &scenario in &options.only {
-                print_syscalls(scenario, STRACE_SCALE * n, dir);
+                print_syscalls(scenario, STRACE_SCALE * scenario.tasks(n), dir);
             }
         } else {
             println!("\n--strace: skipped, `strace` is not installed");
@@ -318,6 +358,14 @@ fn child(scenario: Scenario, sizes: &[usize]) {
             let pool = common::process_pool(1, InstancePolicy::Fresh).expect("a process pool");
             batches(&pool, &common::calls(&component, "noop()", most), sizes);
         }
+        Scenario::ThreadReuseChunk => {
+            let pool = common::thread_pool(1, common::REUSE);
+            chunked(&pool, &common::calls(&component, "noop()", most), sizes);
+        }
+        Scenario::ProcessReuseChunk => {
+            let pool = common::process_pool(1, common::REUSE).expect("a process pool");
+            chunked(&pool, &common::calls(&component, "noop()", most), sizes);
+        }
         Scenario::CliMap => unreachable!("`wasmpool map` is run directly"),
     }
 }
@@ -335,6 +383,11 @@ fn one_by_one(pool: &dyn Executor, call: &Call, sizes: &[usize]) {
     windows(sizes, |n| {
         (0..n).for_each(|_| common::round_trip(pool, call))
     });
+}
+
+/// `map_chunked` with chunks of [`CHUNK`] over the calls, every result read in order.
+fn chunked<E: Executor>(pool: &E, calls: &[Call], sizes: &[usize]) {
+    windows(sizes, |n| common::map_chunked_all(pool, &calls[..n], CHUNK));
 }
 
 /// Every task submitted, then every result waited for.
@@ -406,7 +459,7 @@ fn in_process(scenario: Scenario, n: usize, dir: &Path) -> Row {
     child_args(&mut command, scenario, &[n, 2 * n]);
     let pid = finish(command, dir, tag);
     let files = [1, 2].map(|part| vec![dir.join(format!("{tag}.{pid}.{part}"))]);
-    Row::new(scenario, "all threads", files, "window Δ, one process")
+    Row::new(scenario, "all threads", n, files, "window Δ, one process")
 }
 
 fn process_pool(scenario: Scenario, n: usize, dir: &Path) -> [Row; 2] {
@@ -426,7 +479,7 @@ fn process_pool(scenario: Scenario, n: usize, dir: &Path) -> [Row; 2] {
         worker.push(worker_dumps(dir, &tag, pid));
     }
     let row = |side, files: Vec<Vec<PathBuf>>, how| {
-        Row::new(scenario, side, files.try_into().expect("two runs"), how)
+        Row::new(scenario, side, n, files.try_into().expect("two runs"), how)
     };
     [
         row("parent", parent, "window Δ, two processes"),
@@ -539,6 +592,7 @@ fn cli_map(n: usize, dir: &Path) -> Row {
             files: [Vec::new(), Vec::new()],
             ir: None,
             how: why.to_string(),
+            tasks: n,
         };
     }
     check_output(&output, 10);
@@ -551,7 +605,13 @@ fn cli_map(n: usize, dir: &Path) -> Row {
         check_output(&output, lines);
         vec![dir.join(format!("{tag}.{pid}"))]
     });
-    Row::new(Scenario::CliMap, "whole process", files, "whole process Δ")
+    Row::new(
+        Scenario::CliMap,
+        "whole process",
+        n,
+        files,
+        "whole process Δ",
+    )
 }
 
 /// The instruction total of a callgrind output file.
@@ -698,9 +758,9 @@ const FAMILIES: &[(&str, &[&str])] = &[
     ("memset", &["__memset_avx2_unaligned_erms", "memset"]),
 ];
 
-fn print_profile(row: &Row, n: usize, dir: &Path) {
-    let costs = per_task(row, n);
-    let total = row.per_task(n).unwrap_or(f64::NAN);
+fn print_profile(row: &Row, dir: &Path) {
+    let costs = per_task(row, row.tasks);
+    let total = row.per_task().unwrap_or(f64::NAN);
     // Every function, for grep: inclusive, self, calls per task.
     let tsv = dir.join(format!(
         "per-task-{}-{}.tsv",

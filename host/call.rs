@@ -116,7 +116,8 @@ impl TaskComponent {
         }
         let args = args.into();
         let f = self.function_at(function);
-        let params: Vec<(&str, Type)> = f.params().collect();
+        // Checked as they come: no list of the parameters is made per call.
+        let params = f.params();
         if params.len() != args.len() {
             return Err(CallError::Arity {
                 function: f.name().to_string(),
@@ -124,8 +125,8 @@ impl TaskComponent {
                 given: args.len(),
             });
         }
-        for ((param, ty), arg) in params.iter().zip(&args) {
-            check_val(arg, ty).map_err(|message| CallError::Type {
+        for ((param, ty), arg) in params.zip(&args) {
+            check_val(arg, &ty).map_err(|message| CallError::Type {
                 function: f.name().to_string(),
                 param: param.to_string(),
                 message,

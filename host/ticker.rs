@@ -27,6 +27,10 @@ struct Shared {
 struct State {
     /// Tasks running now. The thread sleeps (no ticks) while this is 0.
     running: usize,
+    /// The thread waits on `wake` (no task ran at its last look). Only then does a task that
+    /// starts wake it: a notify is a system call, and between ticks the thread looks again
+    /// by itself, so tasks that follow one another pay none.
+    idle: bool,
     stop: bool,
 }
 
@@ -45,7 +49,8 @@ impl Ticker {
     pub(crate) fn running(&self) -> RunningGuard<'_> {
         let mut state = lock(&self.shared.state);
         state.running += 1;
-        if state.running == 1 {
+        if state.idle {
+            state.idle = false;
             self.shared.wake.notify_one();
         }
         RunningGuard { ticker: self }
@@ -55,10 +60,15 @@ impl Ticker {
 fn tick(shared: &Shared, engine: &Engine) {
     loop {
         {
-            let state = shared
-                .wake
-                .wait_while(lock(&shared.state), |s| s.running == 0 && !s.stop)
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = lock(&shared.state);
+            while state.running == 0 && !state.stop {
+                state.idle = true;
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            state.idle = false;
             if state.stop {
                 return;
             }

@@ -8,7 +8,7 @@
 //! `[17, 0, 0, 0][1]["wasmpool"][version u32 LE][pid u32 LE]`. The pool closes the worker's
 //! stdin to ask it to finish its tasks and exit.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufWriter, Read, Write};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -31,8 +31,9 @@ const HELLO: u8 = 1;
 /// The size of a HELLO frame, length field included.
 const HELLO_SIZE: usize = 4 + 1 + MAGIC.len() + 4 + 4;
 
-/// What a writer thread writes: whole frames (or several in one buffer), a frame whose
-/// tail is shared rather than copied, or the order to stop.
+/// What the pool's writer thread writes: whole frames (or several in one buffer), or a frame
+/// whose tail is shared rather than copied. (The worker appends its frames to one buffer:
+/// `worker/outbox.rs`.)
 #[derive(Debug, Clone)]
 pub(crate) enum Frame {
     /// Frames, complete.
@@ -41,14 +42,11 @@ pub(crate) enum Frame {
     Shared(Arc<Vec<u8>>),
     /// One frame: its length, kind and payload head, then the tail (LOAD's code).
     Split { head: Vec<u8>, tail: Arc<[u8]> },
-    /// Flush and stop: used by the worker, whose output lines keep a sender alive as long
-    /// as the process lives.
-    Close,
 }
 
 #[cfg(any(test, feature = "fuzzing"))]
 impl Frame {
-    /// The bytes as they go on the pipe, in one buffer (`Close` has none).
+    /// The bytes as they go on the pipe, in one buffer.
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         match self {
             Frame::Whole(bytes) => bytes,
@@ -57,7 +55,6 @@ impl Frame {
                 head.extend_from_slice(&tail);
                 head
             }
-            Frame::Close => Vec::new(),
         }
     }
 }
@@ -113,7 +110,13 @@ fn put_head<M: Message>(out: &mut Vec<u8>, m: &M) -> Result<(), ProtocolError> {
 
 /// Reads one frame: its kind and payload. `Ok(None)` at a clean end of stream (between
 /// frames); a stream that ends inside a frame is [`ProtocolError::Truncated`].
-pub(crate) fn read_frame(input: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
+///
+/// A frame already whole in `input`'s buffer (the usual case: frames come in bursts, and a
+/// buffer holds many) is copied out of it in one piece; others are read as they arrive.
+pub(crate) fn read_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
+    if let Some(frame) = buffered_frame(input)? {
+        return Ok(Some(frame));
+    }
     let mut header = [0u8; 4];
     let got = read_full(input, &mut header)?;
     if got == 0 {
@@ -156,6 +159,29 @@ pub(crate) fn read_frame(input: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>,
     Ok(Some((kind[0], payload)))
 }
 
+/// The next frame, if it is whole in `input`'s buffer (filled first if it is empty) and
+/// well-formed; `None` otherwise (at the end of the stream too): then [`read_frame`] reads it
+/// (or reports what is wrong with it) the slow way.
+fn buffered_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
+    let buf = loop {
+        match input.fill_buf() {
+            Ok(buf) => break buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ProtocolError::Io(e.to_string())),
+        }
+    };
+    let Some((len, rest)) = buf.split_first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(*len);
+    if len == 0 || len > MAX_FRAME || rest.len() < len as usize {
+        return Ok(None);
+    }
+    let frame = (rest[0], rest[1..len as usize].to_vec());
+    input.consume(4 + len as usize);
+    Ok(Some(frame))
+}
+
 /// Reads until `buf` is full or the stream ends; returns how much was read.
 fn read_full(input: &mut impl Read, buf: &mut [u8]) -> Result<usize, ProtocolError> {
     let mut got = 0;
@@ -180,7 +206,7 @@ pub(crate) fn whole_frame_buffered(buf: &[u8]) -> bool {
 
 /// Writes frames to `out` in the order they arrive: waits for one, writes it and everything
 /// else queued, then flushes, so a burst costs one write. Ends when every sender is gone,
-/// at [`Frame::Close`] (after a flush), or when a write fails (the other side is gone).
+/// or when a write fails (the other side is gone).
 pub(crate) fn write_frames(out: impl Write, frames: &Receiver<Frame>) {
     let mut out = BufWriter::with_capacity(CHANNEL_BUFFER, out);
     while let Some(first) = crate::spin::recv(frames) {
@@ -191,10 +217,6 @@ pub(crate) fn write_frames(out: impl Write, frames: &Receiver<Frame>) {
                 Frame::Shared(bytes) => out.write_all(&bytes),
                 Frame::Split { head, tail } => {
                     out.write_all(&head).and_then(|()| out.write_all(&tail))
-                }
-                Frame::Close => {
-                    let _ = out.flush();
-                    return;
                 }
             };
             if written.is_err() {

@@ -2,11 +2,13 @@
 //!
 //! Three threads:
 //! - the main thread reads frames from stdin: components to load and tasks go to the
-//!   executor in order; an abort stops the task it names at once;
+//!   executor in order (the TASK frames that arrived together, a batch, as one piece of
+//!   work); an abort stops the task it names at once;
 //! - the executor thread runs one task at a time with [`run_guarded`], exactly as a thread-pool
-//!   worker does, and queues each result;
-//! - the writer thread writes results and output lines to the channel, flushing whenever it
-//!   has nothing more to write.
+//!   worker does, and appends each result to the outbox (`worker/outbox.rs`) as soon as the
+//!   task is done;
+//! - the outbox's writer thread writes results and output lines to the channel, together
+//!   when they come in a burst.
 //!
 //! The channel to the pool is the process's original stdout. Before anything else runs, the
 //! worker moves it to a private descriptor and points fd 1 at stderr, so nothing printed by
@@ -17,9 +19,12 @@
 //! When the pool's process dies, the worker dies too (`lifeline.rs`). A malformed frame from
 //! the pool makes it exit with code 2.
 
+mod outbox;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,8 +42,9 @@ use crate::settings::TaskEnv;
 use crate::store::TaskControl;
 use crate::sync::lock;
 
-use super::framing::{CHANNEL_BUFFER, Frame, frame, hello_frame, read_frame, write_frames};
+use super::framing::{CHANNEL_BUFFER, append, hello_frame, read_frame, whole_frame_buffered};
 use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskResult, ToWorker};
+use outbox::Outbox;
 
 /// Test hook for the crash tests, compiled only with the `test-hooks` feature (which
 /// `cargo test` turns on and a release build never has): `exit-after:N`, `abort-after:N`
@@ -50,11 +56,40 @@ pub(crate) const TEST_HOOK_ENV: &str = "WASMPOOL_WORKER_TEST_HOOK";
 /// What the executor thread does, in order.
 enum Work {
     Load(Load),
-    Run(RunTask<'static>),
+    /// Tasks that arrived together (a batch, or one task), run one after another.
+    Run(Vec<RunTask<'static>>),
 }
 
 /// Tasks received and not finished, with their abort switches.
-type Controls = Arc<Mutex<HashMap<u64, (Arc<TaskControl>, bool)>>>;
+type Controls = Arc<Mutex<IdMap<(Arc<TaskControl>, bool)>>>;
+
+/// A map keyed by the ids the pool hands out (tasks, components).
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// The hash of an id the pool chose: a multiply, not SipHash. The keys come from the pool
+/// that started this worker (a trusted peer, which numbers them in sequence), so nothing
+/// here needs SipHash's resistance to chosen keys; it cost four hashes of ~140 instructions
+/// per task.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing: the high bits, which hashbrown uses for its control bytes, mix
+        // every bit of the id.
+        self.0 = (self.0 ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// Serves the pool on stdin/stdout until stdin ends; returns the exit code.
 pub(crate) fn serve() -> i32 {
@@ -70,12 +105,13 @@ pub(crate) fn serve() -> i32 {
 fn serve_inner() -> Result<(), String> {
     super::lifeline::bind_to_parent()?;
     let channel = take_stdout().map_err(|e| format!("cannot set up the channel: {e}"))?;
-    let (out, out_rx) = unbounded::<Frame>();
-    let writer = std::thread::Builder::new()
-        .name("wasmpool-worker-writer".into())
-        .spawn(move || write_frames(channel, &out_rx))
+    let (out, writer) = Outbox::start(channel, "wasmpool-worker-writer")
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
-    let _ = out.send(Frame::Whole(hello_frame(std::process::id())));
+    let hello = hello_frame(std::process::id());
+    let _ = out.push(true, |bytes| {
+        bytes.extend_from_slice(&hello);
+        Ok::<(), ProtocolError>(())
+    });
 
     let stdin = std::io::stdin();
     let mut input = BufReader::with_capacity(CHANNEL_BUFFER, stdin.lock());
@@ -96,9 +132,7 @@ fn serve_inner() -> Result<(), String> {
             stream,
             line: Cow::Borrowed(line),
         });
-        if let Ok(frame) = frame(&output) {
-            let _ = lines.send(frame);
-        }
+        let _ = lines.push(false, |bytes| append(bytes, &output));
     };
     let env = TaskEnv {
         worker_name: Arc::from(setup.name),
@@ -120,13 +154,21 @@ fn serve_inner() -> Result<(), String> {
     let hook = TestHook::from_env();
     #[cfg(feature = "test-hooks")]
     let mut tasks_seen = 0u64;
+    // TASK frames read and not yet handed to the executor: those that arrived together.
+    let mut batch = Vec::new();
     loop {
         let (kind, payload) = match read_frame(&mut input) {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => return Err(e.to_string()),
         };
-        match ToWorker::decode(kind, &payload).map_err(|e| e.to_string())? {
+        let message = ToWorker::decode(kind, &payload).map_err(|e| e.to_string())?;
+        if !matches!(message, ToWorker::Task(_)) {
+            // Everything before this frame first: a LOAD runs after the tasks before it,
+            // and an ABORT finds the tasks before it registered.
+            hand_over(&mut batch, &controls, &work);
+        }
+        match message {
             ToWorker::Setup(_) => return Err("a second SETUP frame".into()),
             ToWorker::Load(load) => {
                 let _ = work.send(Work::Load(load));
@@ -137,8 +179,7 @@ fn serve_inner() -> Result<(), String> {
                     tasks_seen += 1;
                     hook.on_task(tasks_seen, &out);
                 }
-                lock(&controls).insert(task.id, (Arc::new(TaskControl::default()), false));
-                let _ = work.send(Work::Run(task));
+                batch.push(task);
             }
             ToWorker::Abort(Abort { id }) => {
                 if let Some((control, aborted)) = lock(&controls).get_mut(&id) {
@@ -147,7 +188,12 @@ fn serve_inner() -> Result<(), String> {
                 }
             }
         }
+        // Nothing more has arrived whole: what was read goes to work now, before a wait.
+        if !whole_frame_buffered(input.buffer()) {
+            hand_over(&mut batch, &controls, &work);
+        }
     }
+    hand_over(&mut batch, &controls, &work);
     // Stdin ended. The pool's process died: stop now, nobody will read the results (the
     // queued tasks are not run; the running one ends with the process). The pool closed
     // it: finish the tasks received, then exit.
@@ -159,10 +205,25 @@ fn serve_inner() -> Result<(), String> {
     finish(&out, writer)
 }
 
-fn finish(out: &Sender<Frame>, writer: std::thread::JoinHandle<()>) -> Result<(), String> {
-    let _ = out.send(Frame::Close);
+fn finish(out: &Outbox, writer: std::thread::JoinHandle<()>) -> Result<(), String> {
+    out.close();
     let _ = writer.join();
     Ok(())
+}
+
+/// Registers the tasks of `batch` (their abort switches, under one lock) and hands them to
+/// the executor as one piece of work; nothing if `batch` is empty.
+fn hand_over(batch: &mut Vec<RunTask<'static>>, controls: &Controls, work: &Sender<Work>) {
+    if batch.is_empty() {
+        return;
+    }
+    {
+        let mut controls = lock(controls);
+        for task in batch.iter() {
+            controls.insert(task.id, (Arc::new(TaskControl::default()), false));
+        }
+    }
+    let _ = work.send(Work::Run(std::mem::take(batch)));
 }
 
 /// Moves the channel off fd 1 and points fd 1 at stderr.
@@ -178,9 +239,9 @@ fn take_stdout() -> std::io::Result<File> {
 /// Never inlined: `benches/instructions.rs` has callgrind write the worker's counters when
 /// this returns (after the last task, before the channel closes).
 #[inline(never)]
-fn execute(work: &Receiver<Work>, out: &Sender<Frame>, controls: &Controls, env: &TaskEnv) {
+fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskEnv) {
     let mut runtimes: Vec<(RuntimeConfig, Runtime)> = Vec::new();
-    let mut components: HashMap<u64, Result<TaskComponent, String>> = HashMap::new();
+    let mut components: IdMap<Result<TaskComponent, String>> = IdMap::default();
     let mut instances = InstanceSlot::default();
     for item in crate::spin::iter(work) {
         match item {
@@ -188,27 +249,49 @@ fn execute(work: &Receiver<Work>, out: &Sender<Frame>, controls: &Controls, env:
                 let loaded = load_component(&mut runtimes, &load);
                 components.insert(load.id, loaded);
             }
-            Work::Run(task) => {
-                let id = task.id;
-                let (control, aborted) = lock(controls)
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or_else(|| (Arc::new(TaskControl::default()), false));
-                let run = if aborted {
-                    failed_run(TaskError::Cancelled)
-                } else {
-                    match make_call(&components, task) {
-                        Ok(call) => run_guarded(&call, env, &control, &mut instances),
-                        Err(message) => failed_run(TaskError::ComponentUnavailable { message }),
-                    }
-                };
-                lock(controls).remove(&id);
-                if let Ok(frame) = result_frame(id, run) {
-                    let _ = out.send(frame);
+            Work::Run(tasks) => {
+                let count = tasks.len();
+                for (done, task) in tasks.into_iter().enumerate() {
+                    let id = task.id;
+                    let run = run_one(task, &components, controls, env, &mut instances);
+                    // A result leaves at once when at most one task is left in hand (this
+                    // batch's and those queued behind it): the pool hands a worker more
+                    // work as soon as fewer of its tasks than its pipeline depth (2 by
+                    // default) are unanswered, and that work should arrive while the last
+                    // task runs. Other results may wait a little for the ones after them
+                    // (`outbox.rs`): a batch's results travel together.
+                    let left = count - done - 1 + work.len();
+                    let urgent = left <= 1;
+                    let _ = out.push(urgent, |bytes| append_result(bytes, id, run));
                 }
             }
         }
     }
+}
+
+/// Runs `task` (or cancels it, if it was aborted before it started) and unregisters it.
+fn run_one(
+    task: RunTask<'static>,
+    components: &IdMap<Result<TaskComponent, String>>,
+    controls: &Controls,
+    env: &TaskEnv,
+    instances: &mut InstanceSlot,
+) -> TaskRun {
+    let id = task.id;
+    let (control, aborted) = lock(controls)
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| (Arc::new(TaskControl::default()), false));
+    let run = if aborted {
+        failed_run(TaskError::Cancelled)
+    } else {
+        match make_call(components, task) {
+            Ok(call) => run_guarded(&call, env, &control, instances),
+            Err(message) => failed_run(TaskError::ComponentUnavailable { message }),
+        }
+    };
+    lock(controls).remove(&id);
+    run
 }
 
 fn load_component(
@@ -231,16 +314,16 @@ fn load_component(
     unsafe { runtime.load_precompiled(&load.code, &load.origin) }.map_err(|e| e.to_string())
 }
 
-/// The RESULT frame of task `id`. A value that cannot be sent (a resource) becomes a
-/// [`TaskError::Unreturnable`] in a run that keeps its report; a frame too large becomes that
-/// error with an empty report.
-fn result_frame(id: u64, run: TaskRun) -> Result<Frame, ProtocolError> {
+/// Appends the RESULT frame of task `id` to `out`. A value that cannot be sent (a resource)
+/// becomes a [`TaskError::Unreturnable`] in a run that keeps its report; a frame too large
+/// becomes that error with an empty report. On error `out` is left as it was.
+fn append_result(out: &mut Vec<u8>, id: u64, run: TaskRun) -> Result<(), ProtocolError> {
     let cannot_return = |e: ProtocolError| TaskError::Unreturnable {
         message: e.to_string(),
     };
     let message = FromWorker::Result(TaskResult { id, run });
-    let error = match frame(&message) {
-        Ok(frame) => return Ok(frame),
+    let error = match append(out, &message) {
+        Ok(()) => return Ok(()),
         Err(e) => e,
     };
     let FromWorker::Result(TaskResult { run, .. }) = message else {
@@ -253,18 +336,21 @@ fn result_frame(id: u64, run: TaskRun) -> Result<Frame, ProtocolError> {
             ..run
         },
     };
-    frame(&FromWorker::Result(TaskResult { id, run })).or_else(|e| {
-        frame(&FromWorker::Result(TaskResult {
-            id,
-            run: failed_run(cannot_return(e)),
-        }))
+    append(out, &FromWorker::Result(TaskResult { id, run })).or_else(|e| {
+        append(
+            out,
+            &FromWorker::Result(TaskResult {
+                id,
+                run: failed_run(cannot_return(e)),
+            }),
+        )
     })
 }
 
 /// Builds the checked call the task describes: the function by its index, resolved once
 /// (its arguments are checked again here). Any error becomes `ComponentUnavailable`.
 fn make_call(
-    components: &HashMap<u64, Result<TaskComponent, String>>,
+    components: &IdMap<Result<TaskComponent, String>>,
     task: RunTask<'static>,
 ) -> Result<Call, String> {
     let component = match components.get(&task.component) {
@@ -318,12 +404,15 @@ impl TestHook {
         }
     }
 
-    fn on_task(&self, seen: u64, out: &Sender<Frame>) {
+    fn on_task(&self, seen: u64, out: &Outbox) {
         match *self {
             TestHook::ExitAfter(n) if seen == n => std::process::exit(0),
             TestHook::AbortAfter(n) if seen == n => std::process::abort(),
             TestHook::GarbageAfter(n) if seen == n => {
-                let _ = out.send(Frame::Whole(b"\x07\0\0\0\xffgarbage!".to_vec()));
+                let _ = out.push(true, |bytes| {
+                    bytes.extend_from_slice(b"\x07\0\0\0\xffgarbage!");
+                    Ok::<(), ProtocolError>(())
+                });
             }
             _ => {}
         }
@@ -337,11 +426,11 @@ mod tests {
     use super::*;
     use crate::value::TaskValue;
 
-    fn decoded(frame: Frame) -> TaskResult {
-        let Frame::Whole(bytes) = frame else {
-            panic!("a RESULT is one whole frame");
-        };
-        let (kind, payload) = read_frame(&mut &bytes[..]).unwrap().unwrap();
+    /// The RESULT frame of `run`, decoded.
+    fn sent(id: u64, run: TaskRun) -> TaskResult {
+        let mut bytes = vec![9];
+        append_result(&mut bytes, id, run).unwrap();
+        let (kind, payload) = read_frame(&mut &bytes[1..]).unwrap().unwrap();
         match FromWorker::decode(kind, &payload).unwrap() {
             FromWorker::Result(result) => result,
             other => panic!("not a result: {other:?}"),
@@ -364,7 +453,7 @@ mod tests {
             stdout_truncated: false,
             stderr_truncated: false,
         };
-        let sent = decoded(result_frame(4, run).unwrap());
+        let sent = sent(4, run);
         assert_eq!(sent.id, 4);
         assert!(
             matches!(&sent.run.outcome, Err(TaskError::Unreturnable { message })
@@ -380,6 +469,6 @@ mod tests {
     #[test]
     fn a_result_that_can_be_sent_is_sent_as_it_is() {
         let run = failed_run(TaskError::Cancelled);
-        assert_eq!(decoded(result_frame(1, run.clone()).unwrap()).run, run);
+        assert_eq!(sent(1, run.clone()).run, run);
     }
 }

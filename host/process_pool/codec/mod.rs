@@ -192,6 +192,19 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub(crate) fn uleb(&mut self, what: &str) -> Result<u64, ProtocolError> {
+        // Most integers here (ids, counts, tags, small sizes) take one byte.
+        if let Some((&byte, rest)) = self.buf.split_first()
+            && byte < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(byte));
+        }
+        self.uleb_long(what)
+    }
+
+    /// [`uleb`](Self::uleb) of two bytes or more (or of none left).
+    #[inline(never)]
+    fn uleb_long(&mut self, what: &str) -> Result<u64, ProtocolError> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let byte = self.u8(what)?;
