@@ -243,6 +243,8 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
     let mut runtimes: Vec<(RuntimeConfig, Runtime)> = Vec::new();
     let mut components: IdMap<Result<TaskComponent, String>> = IdMap::default();
     let mut instances = InstanceSlot::default();
+    // Results pushed since the last urgent one.
+    let mut held = 0;
     for item in crate::spin::iter(work) {
         match item {
             Work::Load(load) => {
@@ -254,14 +256,19 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
                 for (done, task) in tasks.into_iter().enumerate() {
                     let id = task.id;
                     let run = run_one(task, &components, controls, env, &mut instances);
-                    // A result leaves at once when at most one task is left in hand (this
-                    // batch's and those queued behind it): the pool hands a worker more
-                    // work as soon as fewer of its tasks than its pipeline depth (2 by
-                    // default) are unanswered, and that work should arrive while the last
-                    // task runs. Other results may wait a little for the ones after them
+                    // Results leave at once when at most one task is left in hand (this
+                    // batch's, and a batch or more queued behind it), or when those held
+                    // back are as many as the tasks left: the pool hands a worker more work
+                    // once it is down to its refill mark (half its pipeline depth, or one
+                    // less than a fixed depth), and that work should arrive while the tasks
+                    // left run. Other results may wait a little for the ones after them
                     // (`outbox.rs`): a batch's results travel together.
                     let left = count - done - 1 + work.len();
-                    let urgent = left <= 1;
+                    held += 1;
+                    let urgent = left <= 1 || held >= left;
+                    if urgent {
+                        held = 0;
+                    }
                     let _ = out.push(urgent, |bytes| append_result(bytes, id, run));
                 }
             }
