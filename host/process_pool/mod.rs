@@ -195,6 +195,10 @@ impl ProcessPoolBuilder {
     /// Self-healing instead of `concurrent.futures`' broken pool: when a worker dies, only
     /// the tasks it was running fail (with a [`BrokenPool`](crate::TaskError::BrokenPool)
     /// error that names the crash), a new worker takes its place, and the pool goes on.
+    /// "Running" means handed to that worker: with short tasks the pipeline hands a worker
+    /// up to 64 at once (see [`pipeline_depth`](Self::pipeline_depth)), and none of them is
+    /// run twice, since the worker may have finished some whose results had not left it yet;
+    /// a depth of 1 limits the loss to the task that crashed.
     /// Default: off. A worker of the first start that dies before its handshake fails
     /// `build` in either mode; later, a replacement that dies before its handshake is
     /// started again, and the pool breaks only after

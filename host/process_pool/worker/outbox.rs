@@ -6,7 +6,9 @@
 //! than a tiny task itself. So frames are appended under a lock (no allocation per frame,
 //! no channel message per frame) and the writer is rung only when the buffer stops being
 //! empty, or when the sender says the frames are [urgent](Outbox::push): the executor says
-//! so when it has no more work in hand, so a lone task's result leaves at once. Frames that
+//! so when at most one task is left in hand (a lone task's result leaves at once), or when
+//! the results it held back are as many as the tasks left (the pool then refills the
+//! worker while those run; `worker.rs`). Frames that
 //! are not urgent (a result with more tasks of its batch to follow, an output line) wait at
 //! most [`COALESCE`] after the first of them, whatever the tasks after them do: a result is
 //! never held up by a long task behind it, and the pool's deadline grace (seconds) is far
