@@ -265,7 +265,7 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
                     // (`outbox.rs`): a batch's results travel together.
                     let left = count - done - 1 + work.len();
                     held += 1;
-                    let urgent = left <= 1 || held >= left;
+                    let urgent = results_are_urgent(held, left);
                     if urgent {
                         held = 0;
                     }
@@ -274,6 +274,14 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
             }
         }
     }
+}
+
+/// Whether the `held` results not sent yet (the latest one included) should leave now, with
+/// `left` tasks still in hand: when at most one is left, or when as many results wait as
+/// tasks are left (the pool is then at its refill mark, and its next batch should arrive
+/// while those run).
+fn results_are_urgent(held: usize, left: usize) -> bool {
+    left <= 1 || held >= left
 }
 
 /// Runs `task` (or cancels it, if it was aborted before it started) and unregisters it.
@@ -432,6 +440,24 @@ mod tests {
 
     use super::*;
     use crate::value::TaskValue;
+
+    /// A pipeline of 11 tasks (a fresh task's adaptive depth) sends its results when 5 are
+    /// left, then 2, then 1 and 0: the pool learns of the first half while the second runs.
+    #[test]
+    fn results_leave_at_half_of_what_is_left_and_at_the_end() {
+        let mut held = 0;
+        let mut sent_when_left = Vec::new();
+        for left in (0..11).rev() {
+            held += 1;
+            if results_are_urgent(held, left) {
+                sent_when_left.push(left);
+                held = 0;
+            }
+        }
+        assert_eq!(sent_when_left, [5, 2, 1, 0]);
+        // A lone task's result leaves at once.
+        assert!(results_are_urgent(1, 0));
+    }
 
     /// The RESULT frame of `run`, decoded.
     fn sent(id: u64, run: TaskRun) -> TaskResult {
