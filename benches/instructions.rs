@@ -15,7 +15,7 @@
 //! and reports `(Ir(2N) − Ir(N)) / N`, so every fixed cost (start-up, warm-up, the first
 //! and the last turn of each loop) cancels out. Callgrind runs one thread at a time and counts
 //! every thread's instructions, so a pool task's cost includes its worker thread's work.
-//! The `*-chunk` scenarios (`map_chunked` with chunks of [`CHUNK`], as Python's
+//! The `*-chunk` scenarios (`map_chunked` with chunks of [`CHUNK`](common::CHUNK), as Python's
 //! `map(..., chunksize=256)`) round N up to whole chunks (200 → 256), so that each task
 //! carries its share of one chunk's fixed cost, as in a long `map`.
 //! - In-process scenarios: the measured loop runs inside [`wasmpool_bench_window`]; callgrind
@@ -60,8 +60,6 @@ const WARM_UP: usize = 20;
 /// `--strace` runs natively, with this many times more tasks: start-up's thread
 /// synchronisation (the compiler's threads) varies by hundreds of calls from run to run.
 const STRACE_SCALE: usize = 10;
-/// The chunk size of the `*-chunk` scenarios (Python's `map(..., chunksize=256)`).
-const CHUNK: usize = 256;
 /// Cost centres shown per scenario with `--profile`.
 const TOP: usize = 30;
 /// Instance slots of the runtime the tasks run on. The default pool (1000 slots, 4 GiB + guard
@@ -169,7 +167,9 @@ impl Scenario {
     /// share of one chunk's fixed cost, as in a long `map`).
     fn tasks(self, n: usize) -> usize {
         match self {
-            Scenario::ThreadReuseChunk | Scenario::ProcessReuseChunk => n.next_multiple_of(CHUNK),
+            Scenario::ThreadReuseChunk | Scenario::ProcessReuseChunk => {
+                n.next_multiple_of(common::CHUNK)
+            }
             _ => n,
         }
     }
@@ -285,8 +285,9 @@ fn run(options: &Options, dir: &Path) {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "\nInstructions per task (Ir), callgrind, N = {n} (chunked: whole chunks of {CHUNK}): \
-         (Ir(2N) − Ir(N)) / N\n"
+        "\nInstructions per task (Ir), callgrind, N = {n} (chunked: whole chunks of {chunk}): \
+         (Ir(2N) − Ir(N)) / N\n",
+        chunk = common::CHUNK
     );
     let _ = writeln!(
         table,
@@ -385,9 +386,11 @@ fn one_by_one(pool: &dyn Executor, call: &Call, sizes: &[usize]) {
     });
 }
 
-/// `map_chunked` with chunks of [`CHUNK`] over the calls, every result read in order.
+/// `map_chunked` with chunks of [`CHUNK`](common::CHUNK) over the calls, every result read in order.
 fn chunked<E: Executor>(pool: &E, calls: &[Call], sizes: &[usize]) {
-    windows(sizes, |n| common::map_chunked_all(pool, &calls[..n], CHUNK));
+    windows(sizes, |n| {
+        common::map_chunked_all(pool, &calls[..n], common::CHUNK)
+    });
 }
 
 /// Every task submitted, then every result waited for.

@@ -15,6 +15,10 @@ use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, TypedFunc};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+/// The chunk size of every chunked measurement: Python's `map(..., chunksize=256)`, which
+/// the comparison runs on its side too.
+pub const CHUNK: usize = 256;
+
 /// Fresh instances live for one task; `Reuse` keeps one per worker for this many tasks.
 pub const REUSE: InstancePolicy = InstancePolicy::Reuse {
     max_tasks: usize::MAX,

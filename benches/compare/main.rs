@@ -110,7 +110,7 @@ struct Rates {
 }
 
 /// Task counts of one trivial-task workload: unchunked on a thread pool, unchunked on a
-/// process pool, and through `map` with chunks of [`CHUNK`].
+/// process pool, and through `map` with chunks of [`CHUNK`](common::CHUNK).
 #[derive(Clone, Copy)]
 struct Counts {
     thread: usize,
@@ -263,7 +263,7 @@ fn main() {
             "wasmpool process pool, map_chunked 256",
             &pool,
             &noop(counts.map256),
-            CHUNK,
+            common::CHUNK,
             &["Python ProcessPoolExecutor(2).map, chunksize=256"],
         ));
     }
@@ -291,7 +291,7 @@ fn main() {
         "wasmpool thread pool, map_chunked 256",
         &pool,
         &noop(counts.map256),
-        CHUNK,
+        common::CHUNK,
         &["raw wasmtime, 2 threads"],
     ));
     drop(pool);
@@ -351,7 +351,7 @@ fn main() {
         "wasmpool thread pool, map_chunked 256",
         &pool,
         &noop(counts.map256),
-        CHUNK,
+        common::CHUNK,
         &["raw wasmtime, 2 threads"],
     ));
     drop(pool);
@@ -368,7 +368,7 @@ fn main() {
             "wasmpool process pool, map_chunked 256",
             &pool,
             &noop(counts.map256),
-            CHUNK,
+            common::CHUNK,
             &["Python ProcessPoolExecutor(2).map, chunksize=256"],
         ));
     }
@@ -602,7 +602,7 @@ fn python_rate_rows(
 
 /// The cluster's rows of one trivial-task workload, with the process pools' counts:
 /// unchunked (one JetStream message per task) and through `map_chunked` with chunks of
-/// [`CHUNK`]; none without a cluster.
+/// [`CHUNK`](common::CHUNK); none without a cluster.
 fn cluster_rate_rows(
     workload: &'static str,
     cluster: Option<&cluster::Cluster>,
@@ -626,7 +626,7 @@ fn cluster_rate_rows(
             CLUSTER_MAP256,
             &executor,
             &noop(counts.map256),
-            CHUNK,
+            common::CHUNK,
             &["wasmpool process pool, map_chunked 256"],
         ),
     ]
@@ -678,9 +678,6 @@ fn rate_row<E: Executor>(
 ) -> Row {
     chunked_rate_row(workload, runner, pool, calls, 1, versus)
 }
-
-/// Python's chunksize for the chunked rows, on both sides.
-const CHUNK: usize = 256;
 
 /// Tasks/s of `calls` through `map_chunked(calls, chunksize)`, or submit-all-then-wait
 /// when `chunksize` is 1.

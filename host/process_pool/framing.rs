@@ -170,11 +170,14 @@ fn buffered_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>)>, Pro
             Err(e) => return Err(ProtocolError::Io(e.to_string())),
         }
     };
+    if !whole_frame_buffered(buf) {
+        return Ok(None);
+    }
     let Some((len, rest)) = buf.split_first_chunk::<4>() else {
         return Ok(None);
     };
     let len = u32::from_le_bytes(*len);
-    if len == 0 || len > MAX_FRAME || rest.len() < len as usize {
+    if len == 0 || len > MAX_FRAME {
         return Ok(None);
     }
     let frame = (rest[0], rest[1..len as usize].to_vec());

@@ -108,10 +108,7 @@ fn serve_inner() -> Result<(), String> {
     let (out, writer) = Outbox::start(channel, "wasmpool-worker-writer")
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
     let hello = hello_frame(std::process::id());
-    let _ = out.push(true, |bytes| {
-        bytes.extend_from_slice(&hello);
-        Ok::<(), ProtocolError>(())
-    });
+    out.push_bytes(true, &hello);
 
     let stdin = std::io::stdin();
     let mut input = BufReader::with_capacity(CHANNEL_BUFFER, stdin.lock());
@@ -424,10 +421,7 @@ impl TestHook {
             TestHook::ExitAfter(n) if seen == n => std::process::exit(0),
             TestHook::AbortAfter(n) if seen == n => std::process::abort(),
             TestHook::GarbageAfter(n) if seen == n => {
-                let _ = out.push(true, |bytes| {
-                    bytes.extend_from_slice(b"\x07\0\0\0\xffgarbage!");
-                    Ok::<(), ProtocolError>(())
-                });
+                out.push_bytes(true, b"\x07\0\0\0\xffgarbage!");
             }
             _ => {}
         }

@@ -93,6 +93,14 @@ impl Outbox {
         Ok(())
     }
 
+    /// [`push`](Self::push) of bytes already framed.
+    pub(crate) fn push_bytes(&self, urgent: bool, bytes: &[u8]) {
+        let _ = self.push(urgent, |out| {
+            out.extend_from_slice(bytes);
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+
     /// No more frames: the writer sends what is pending and stops.
     pub(crate) fn close(&self) {
         lock(&self.pending).closed = true;
@@ -169,27 +177,18 @@ mod tests {
             .collect()
     }
 
-    fn push(outbox: &Outbox, urgent: bool, bytes: &[u8]) {
-        outbox
-            .push(urgent, |out| {
-                out.extend_from_slice(bytes);
-                Ok::<(), ()>(())
-            })
-            .unwrap();
-    }
-
     #[test]
     fn frames_leave_in_order_and_close_sends_the_rest() {
         let recorder = Recorder::default();
         let (outbox, writer) = Outbox::start(recorder.clone(), "t").unwrap();
         for i in 0..100u8 {
-            push(&outbox, i % 7 == 0, &[i]);
+            outbox.push_bytes(i % 7 == 0, &[i]);
         }
         outbox.close();
         writer.join().unwrap();
         assert_eq!(all(&recorder), (0..100u8).collect::<Vec<_>>());
         // After the close, nothing more is taken.
-        push(&outbox, true, &[1]);
+        outbox.push_bytes(true, &[1]);
         assert_eq!(all(&recorder).len(), 100);
     }
 
@@ -198,7 +197,7 @@ mod tests {
         let recorder = Recorder::default();
         let (outbox, writer) = Outbox::start(recorder.clone(), "t").unwrap();
         let pushed = Instant::now();
-        push(&outbox, false, b"x");
+        outbox.push_bytes(false, b"x");
         // Written within the coalescing time (and a generous margin for a busy machine),
         // although nothing else comes and nobody flushes.
         let waited = Instant::now();
@@ -219,9 +218,9 @@ mod tests {
     fn an_urgent_frame_is_written_at_once() {
         let recorder = Recorder::default();
         let (outbox, writer) = Outbox::start(recorder.clone(), "t").unwrap();
-        push(&outbox, false, b"a");
+        outbox.push_bytes(false, b"a");
         // An urgent push of nothing sends what is there.
-        push(&outbox, true, b"");
+        outbox.push_bytes(true, b"");
         let waited = Instant::now();
         while all(&recorder).is_empty() {
             assert!(waited.elapsed() < Duration::from_secs(5), "never written");
@@ -245,10 +244,10 @@ mod tests {
         }
         let (outbox, writer) = Outbox::start(Broken, "t").unwrap();
         assert_eq!(outbox.push(true, |_| Err("no")), Err("no"));
-        push(&outbox, true, b"lost");
+        outbox.push_bytes(true, b"lost");
         writer.join().unwrap();
         // Frames after the failure are dropped, not kept.
-        push(&outbox, true, b"more");
+        outbox.push_bytes(true, b"more");
         assert!(lock(&outbox.pending).bytes.is_empty());
     }
 }
