@@ -82,6 +82,8 @@ pub fn wasmpool_bench_window(work: &mut dyn FnMut()) {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Scenario {
     RawFresh,
+    RawReuse,
+    RawReuseAsync,
     ThreadFresh,
     ThreadFreshBatch,
     ThreadReuse,
@@ -105,8 +107,10 @@ enum Kind {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 12] = [
         Scenario::RawFresh,
+        Scenario::RawReuse,
+        Scenario::RawReuseAsync,
         Scenario::ThreadFresh,
         Scenario::ThreadFreshBatch,
         Scenario::ThreadReuse,
@@ -121,6 +125,8 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::RawFresh => "raw-fresh",
+            Scenario::RawReuse => "raw-reuse",
+            Scenario::RawReuseAsync => "raw-reuse-async",
             Scenario::ThreadFresh => "thread-fresh",
             Scenario::ThreadFreshBatch => "thread-fresh-batch",
             Scenario::ThreadReuse => "thread-reuse",
@@ -136,6 +142,10 @@ impl Scenario {
     fn what(self) -> &'static str {
         match self {
             Scenario::RawFresh => "raw wasmtime: store+WASI+instantiate+call noop, 1 thread",
+            Scenario::RawReuse => "raw wasmtime: typed sync call of noop on a kept instance",
+            Scenario::RawReuseAsync => {
+                "raw wasmtime: call_async of noop on a kept instance (async WASI)"
+            }
             Scenario::ThreadFresh => "thread pool, 1 worker, fresh: submit noop, wait, repeat",
             Scenario::ThreadFreshBatch => "thread pool, 1 worker, fresh: submit N, wait all",
             Scenario::ThreadReuse => "thread pool, 1 worker, reuse: submit noop, wait, repeat",
@@ -336,6 +346,14 @@ fn child(scenario: Scenario, sizes: &[usize]) {
         Scenario::RawFresh => {
             let raw = common::Raw::new(component.runtime());
             windows(sizes, |n| (0..n).for_each(|_| raw.fresh_noop()));
+        }
+        Scenario::RawReuse => {
+            let mut call = common::Raw::new(component.runtime()).kept_sync();
+            windows(sizes, |n| (0..n).for_each(|_| call()));
+        }
+        Scenario::RawReuseAsync => {
+            let mut call = common::Raw::new(component.runtime()).kept_async();
+            windows(sizes, |n| (0..n).for_each(|_| call()));
         }
         Scenario::ThreadFresh => one_by_one(
             &common::thread_pool(1, InstancePolicy::Fresh),

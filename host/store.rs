@@ -29,6 +29,13 @@ pub(crate) struct TaskControl {
     wake: tokio::sync::Notify,
 }
 
+/// The thread pool's abort hook: the task's own control.
+impl crate::future::StopTask for TaskControl {
+    fn stop(&self, _id: u64) {
+        self.abort();
+    }
+}
+
 impl TaskControl {
     pub(crate) fn abort(&self) {
         self.aborted.store(true, Ordering::SeqCst);

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::call::Call;
 use crate::error::{BuildError, SubmitError, TaskError};
 use crate::executor::Executor;
-use crate::future::{Promise, TaskFuture, promise};
+use crate::future::{AbortHook, Promise, TaskFuture, promise};
 use crate::instance::InstanceSlot;
 use crate::output::Destination;
 use crate::run::run_guarded;
@@ -132,8 +132,10 @@ impl Task {
     fn new(call: Call) -> (Task, TaskFuture) {
         let (promise, future) = promise();
         let control = Arc::new(TaskControl::default());
-        let hook = control.clone();
-        future.extras().abort_hook = Some(Box::new(move || hook.abort()));
+        future.extras().abort_hook = Some(AbortHook {
+            target: control.clone(),
+            id: 0,
+        });
         let task = Task {
             promise,
             call,

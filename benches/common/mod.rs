@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each bench binary uses a part of this
 
+use std::future::Future as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,10 @@ pub fn calls(component: &TaskComponent, text: &str, n: usize) -> Vec<Call> {
 /// export index resolved once (wasmpool resolves its exports once too).
 pub struct Raw {
     pre: InstancePre<RawState>,
+    /// The same component linked against WASI's async bindings, as wasmpool links it: its
+    /// calls go through `call_async` (a fiber per call), which is what lets a deadline cut
+    /// a WASI wait short.
+    pre_async: InstancePre<RawState>,
     noop: ComponentExportIndex,
     fib: ComponentExportIndex,
 }
@@ -126,6 +131,9 @@ impl Raw {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("link WASI");
         let pre = linker.instantiate_pre(&component).expect("pre");
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link WASI (async)");
+        let pre_async = linker.instantiate_pre(&component).expect("pre (async)");
         let index = |name: &str| {
             component
                 .get_export_index(None, name)
@@ -135,6 +143,7 @@ impl Raw {
             noop: index("noop"),
             fib: index("fib"),
             pre,
+            pre_async,
         }
     }
 
@@ -180,22 +189,46 @@ impl Raw {
 
     /// `n` calls of `noop` on one instance per thread; calls per second.
     pub fn reused_rate(self: &Arc<Self>, threads: usize, n: usize) -> f64 {
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let mut store = self.store();
-                    let instance = self.pre.instantiate(&mut store).expect("instantiate");
-                    let f: TypedFunc<(), ()> = instance
-                        .get_typed_func(&mut store, self.noop)
-                        .expect("noop");
-                    for _ in 0..n {
-                        f.call(&mut store, ()).expect("call");
-                    }
-                });
-            }
-        });
-        (threads * n) as f64 / started.elapsed().as_secs_f64()
+        calls_rate(threads, n, || self.kept_sync())
+    }
+
+    /// A kept instance of the sync-linked component and its `noop`: each call is a plain
+    /// typed call, the cheapest wasmtime offers.
+    pub fn kept_sync(&self) -> impl FnMut() + use<> {
+        let mut store = self.store();
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        let f: TypedFunc<(), ()> = instance
+            .get_typed_func(&mut store, self.noop)
+            .expect("noop");
+        move || f.call(&mut store, ()).expect("call")
+    }
+
+    /// A kept instance of the async-linked component and its `noop`: each call is what a
+    /// wasmpool worker's call costs inside wasmtime (`Func::call_async` with `Val`s on a
+    /// fiber, polled once with a no-op waker, as `invoke.rs` does).
+    pub fn kept_async(&self) -> impl FnMut() + use<> {
+        let mut store = self.store();
+        let instance = futures::executor::block_on(self.pre_async.instantiate_async(&mut store))
+            .expect("instantiate");
+        let f = instance.get_func(&mut store, self.noop).expect("noop");
+        move || {
+            let call = std::pin::pin!(f.call_async(&mut store, &[], &mut []));
+            let mut call = call;
+            let first = call
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            let done = match first {
+                std::task::Poll::Ready(done) => done,
+                std::task::Poll::Pending => futures::executor::block_on(call),
+            };
+            done.expect("call");
+        }
+    }
+
+    /// `n` calls of `noop` on one kept instance per thread, each thread calling through the
+    /// async path ([`Raw::kept_async`]); calls per second.
+    pub fn reused_async_rate(self: &Arc<Self>, threads: usize, n: usize) -> f64 {
+        calls_rate(threads, n, || self.kept_async())
     }
 
     /// `fib(n)` on a fresh instance, once; how long the call alone took.
@@ -208,6 +241,21 @@ impl Raw {
         f.call(&mut store, (n,)).expect("fib");
         started.elapsed()
     }
+}
+
+/// `n` calls on each of `threads` threads, each thread calling what `kept` made for it;
+/// calls per second.
+fn calls_rate<C: FnMut()>(threads: usize, n: usize, kept: impl Fn() -> C + Sync) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut call = kept();
+                (0..n).for_each(|_| call());
+            });
+        }
+    });
+    (threads * n) as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The same fib as the guest's (`guest-tasks/fixtures`), natively, for the wasm/native

@@ -385,6 +385,20 @@ fn main() {
         best(|| raw.reused_rate(2, counts.thread / 2)),
         Unit::Rate,
     ));
+    // The ceiling of a pool that keeps deadlines able to cut WASI waits short: wasmtime's
+    // async call alone, no pool, no IPC.
+    rows.push(Row {
+        versus: vec![
+            "raw wasmtime, 2 threads",
+            "Python ProcessPoolExecutor(2).map, chunksize=256",
+        ],
+        ..row(
+            w,
+            "raw wasmtime, call_async, 2 threads",
+            best(|| raw.reused_async_rate(2, counts.thread / 2)),
+            Unit::Rate,
+        )
+    });
     rows.extend(python_rate_rows(w, "reused", &py));
     rows.extend(distributed_rate_rows(w, "reused", &py, &measured));
 

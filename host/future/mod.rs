@@ -210,8 +210,8 @@ impl TaskFuture {
             FutureState::Pending | FutureState::Running => {
                 self.finish(inner, FutureState::Cancelled, None);
                 let hook = self.extras().abort_hook.take();
-                if let Some(hook) = hook {
-                    hook();
+                if let Some(AbortHook { target, id }) = hook {
+                    target.stop(id);
                 }
                 true
             }
@@ -447,8 +447,19 @@ fn type_name(value: &TaskValue) -> &'static str {
 // `Extras`: the report and abort hook of a future, behind their own lock so that an abort
 // hook runs without the state lock.
 
-/// Stops the running task of a future (set by the executor that runs it).
-pub(crate) type AbortHook = Box<dyn Fn() + Send + Sync>;
+/// What stops a running task: the thread pool's task control, the process pool's route to
+/// the worker running the task.
+pub(crate) trait StopTask: Send + Sync {
+    /// Stops task `id` (a target that is one task's own ignores the id).
+    fn stop(&self, id: u64);
+}
+
+/// Stops the running task of a future (set by the executor that runs it): an executor's
+/// shared [`StopTask`] target and the task's id. Setting one allocates nothing (an `Arc` clone).
+pub(crate) struct AbortHook {
+    pub(crate) target: std::sync::Arc<dyn StopTask>,
+    pub(crate) id: u64,
+}
 
 /// Per-future data for the executors, beside the state machine.
 #[derive(Default)]

@@ -110,13 +110,57 @@ fn put_head<M: Message>(out: &mut Vec<u8>, m: &M) -> Result<(), ProtocolError> {
 
 /// Reads one frame: its kind and payload. `Ok(None)` at a clean end of stream (between
 /// frames); a stream that ends inside a frame is [`ProtocolError::Truncated`].
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn read_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
+    match use_buffered_frame(input, |kind, payload| (kind, payload.to_vec()))? {
+        Some(frame) => Ok(Some(frame)),
+        None => read_arriving_frame(input),
+    }
+}
+
+/// Reads one frame, as [`read_frame`] does, and hands its kind and payload to `use_frame`.
 ///
 /// A frame already whole in `input`'s buffer (the usual case: frames come in bursts, and a
-/// buffer holds many) is copied out of it in one piece; others are read as they arrive.
-pub(crate) fn read_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
-    if let Some(frame) = buffered_frame(input)? {
-        return Ok(Some(frame));
+/// buffer holds many) is used where it lies, with no copy and no allocation; others are
+/// read as they arrive.
+pub(crate) fn read_frame_with<T>(
+    input: &mut impl BufRead,
+    mut use_frame: impl FnMut(u8, &[u8]) -> T,
+) -> Result<Option<T>, ProtocolError> {
+    if let Some(used) = use_buffered_frame(input, &mut use_frame)? {
+        return Ok(Some(used));
     }
+    Ok(read_arriving_frame(input)?.map(|(kind, payload)| use_frame(kind, &payload)))
+}
+
+/// Hands the next frame to `use_frame` where it lies, if it is whole in `input`'s buffer
+/// (filled first if it is empty) and its length is valid; `None` otherwise (at the end of
+/// the stream too): then [`read_arriving_frame`] reads it, or reports what is wrong with it.
+fn use_buffered_frame<T>(
+    input: &mut impl BufRead,
+    use_frame: impl FnOnce(u8, &[u8]) -> T,
+) -> Result<Option<T>, ProtocolError> {
+    let buf = loop {
+        match input.fill_buf() {
+            Ok(buf) => break buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ProtocolError::Io(e.to_string())),
+        }
+    };
+    let Some(len) = buf.first_chunk::<4>().map(|len| u32::from_le_bytes(*len)) else {
+        return Ok(None);
+    };
+    if len == 0 || len > MAX_FRAME || !whole_frame_buffered(buf) {
+        return Ok(None);
+    }
+    let len = len as usize;
+    let used = use_frame(buf[4], &buf[5..4 + len]);
+    input.consume(4 + len);
+    Ok(Some(used))
+}
+
+/// The next frame, read as its bytes arrive (the buffer does not hold all of it).
+fn read_arriving_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
     let mut header = [0u8; 4];
     let got = read_full(input, &mut header)?;
     if got == 0 {
@@ -157,32 +201,6 @@ pub(crate) fn read_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>
         )));
     }
     Ok(Some((kind[0], payload)))
-}
-
-/// The next frame, if it is whole in `input`'s buffer (filled first if it is empty) and
-/// well-formed; `None` otherwise (at the end of the stream too): then [`read_frame`] reads it
-/// (or reports what is wrong with it) the slow way.
-fn buffered_frame(input: &mut impl BufRead) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
-    let buf = loop {
-        match input.fill_buf() {
-            Ok(buf) => break buf,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ProtocolError::Io(e.to_string())),
-        }
-    };
-    if !whole_frame_buffered(buf) {
-        return Ok(None);
-    }
-    let Some((len, rest)) = buf.split_first_chunk::<4>() else {
-        return Ok(None);
-    };
-    let len = u32::from_le_bytes(*len);
-    if len == 0 || len > MAX_FRAME {
-        return Ok(None);
-    }
-    let frame = (rest[0], rest[1..len as usize].to_vec());
-    input.consume(4 + len as usize);
-    Ok(Some(frame))
 }
 
 /// Reads until `buf` is full or the stream ends; returns how much was read.
@@ -290,6 +308,50 @@ mod tests {
 
     fn split(frame: &[u8]) -> (u8, Vec<u8>) {
         read_frame(&mut &frame[..]).unwrap().unwrap()
+    }
+
+    /// Frames whole in the buffer are used where they lie, frames cut by the buffer's end are
+    /// read as they arrive: the same frames either way, and the same errors.
+    #[test]
+    fn frames_read_the_same_whole_in_the_buffer_or_not() {
+        let mut stream = Vec::new();
+        for id in [1, 2, 300] {
+            append(&mut stream, &ToWorker::Abort(Abort { id })).unwrap();
+        }
+        append(&mut stream, &ToWorker::Abort(Abort { id: u64::MAX })).unwrap();
+        let read_all = |capacity: usize| {
+            let mut input = std::io::BufReader::with_capacity(capacity, &stream[..]);
+            let mut frames = Vec::new();
+            while let Some(frame) =
+                read_frame_with(&mut input, |kind, payload| (kind, payload.to_vec())).unwrap()
+            {
+                frames.push(frame);
+            }
+            frames
+        };
+        let whole = read_all(4096);
+        assert_eq!(whole.len(), 4);
+        for capacity in [1, 3, 5, 7] {
+            assert_eq!(read_all(capacity), whole, "a buffer of {capacity} bytes");
+        }
+        let ids: Vec<u64> = whole
+            .iter()
+            .map(|(kind, payload)| match ToWorker::decode(*kind, payload) {
+                Ok(ToWorker::Abort(Abort { id })) => id,
+                other => panic!("not an ABORT: {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 300, u64::MAX]);
+
+        // An empty frame is malformed whichever way it is read.
+        let empty = [0u8; 4];
+        for capacity in [2, 4096] {
+            let mut input = std::io::BufReader::with_capacity(capacity, &empty[..]);
+            assert!(matches!(
+                read_frame_with(&mut input, |_, _| ()),
+                Err(ProtocolError::Malformed(_))
+            ));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::call::Call;
 use crate::component::TaskComponent;
 use crate::error::{ProtocolError, SubmitError};
-use crate::future::{TaskFuture, promise};
+use crate::future::{AbortHook, StopTask, TaskFuture, promise};
 use crate::runtime::RuntimeConfig;
 use crate::settings::TaskSettings;
 use crate::sync::lock;
@@ -50,6 +50,29 @@ pub(crate) struct Shared {
     registry: Mutex<HashMap<usize, Arc<Component>>>,
     next_task: AtomicU64,
     next_serial: AtomicU64,
+    /// Every future's abort hook points here (a weak route back: a future does not keep
+    /// the pool alive).
+    stopper: Arc<Stopper>,
+}
+
+/// The abort hook's target: asks the worker running a task to stop it.
+struct Stopper {
+    pool: Weak<Shared>,
+}
+
+impl StopTask for Stopper {
+    fn stop(&self, id: u64) {
+        let Some(shared) = self.pool.upgrade() else {
+            return;
+        };
+        // Sent under the lock, as every frame to a worker is, so frames keep their order.
+        let st = shared.lock();
+        if let Some(tx) = st.abort_route(id)
+            && let Ok(frame) = framing::frame(&ToWorker::Abort(Abort { id }))
+        {
+            let _ = tx.send(frame);
+        }
+    }
 }
 
 thread_local! {
@@ -60,7 +83,8 @@ thread_local! {
 
 impl Shared {
     pub(crate) fn new(config: Config, rules: Rules) -> Arc<Shared> {
-        Arc::new(Shared {
+        Arc::new_cyclic(|pool| Shared {
+            stopper: Arc::new(Stopper { pool: pool.clone() }),
             config,
             state: Mutex::new(State::new(rules)),
             changed: Condvar::new(),
@@ -327,8 +351,10 @@ impl Shared {
             SubmitError::Incompatible(format!("the call cannot be sent to a worker: {e}"))
         })?;
         let (promise, future) = promise();
-        let pool = Arc::downgrade(self);
-        future.extras().abort_hook = Some(Box::new(move || abort_task(&pool, id)));
+        future.extras().abort_hook = Some(AbortHook {
+            target: self.stopper.clone(),
+            id,
+        });
         let timeout = call.budget().timeout.or(self.config.task.budget.timeout);
         Ok((
             Task {
@@ -473,20 +499,6 @@ impl Listener for Shared {
             let violation = fx.violation.take();
             (fx, violation.map_or(Ok(()), Err))
         })
-    }
-}
-
-/// The abort hook of a task: asks the worker running it to stop it.
-fn abort_task(pool: &Weak<Shared>, id: u64) {
-    let Some(shared) = pool.upgrade() else {
-        return;
-    };
-    // Sent under the lock, as every frame to a worker is, so frames keep their order.
-    let st = shared.lock();
-    if let Some(tx) = st.abort_route(id)
-        && let Ok(frame) = framing::frame(&ToWorker::Abort(Abort { id }))
-    {
-        let _ = tx.send(frame);
     }
 }
 

@@ -26,7 +26,7 @@ use crate::run::TaskRun;
 use crate::sync::lock;
 
 use super::framing::{
-    CHANNEL_BUFFER, Frame, read_frame, read_hello, whole_frame_buffered, write_frames,
+    CHANNEL_BUFFER, Frame, read_frame_with, read_hello, whole_frame_buffered, write_frames,
 };
 use super::messages::{FromWorker, Message, Output, PROTOCOL_VERSION, TaskResult};
 use super::state::ChildHandle;
@@ -204,15 +204,17 @@ fn read_results<L: Listener>(
 ) -> End {
     let mut results = Vec::new();
     let end = loop {
-        let (kind, payload) = match read_frame(input) {
-            Ok(Some(frame)) => frame,
+        let read = read_frame_with(input, |kind, payload| {
+            match FromWorker::decode(kind, payload)? {
+                FromWorker::Output(Output { stream, line }) => write_host(stream, &line),
+                FromWorker::Result(TaskResult { id, run }) => results.push((id, run)),
+            }
+            Ok(())
+        });
+        match read {
+            Ok(Some(Ok(()))) => {}
             Ok(None) => break End::Eof,
-            Err(e) => break End::Protocol(e),
-        };
-        match FromWorker::decode(kind, &payload) {
-            Ok(FromWorker::Output(Output { stream, line })) => write_host(stream, &line),
-            Ok(FromWorker::Result(TaskResult { id, run })) => results.push((id, run)),
-            Err(e) => break End::Protocol(e),
+            Ok(Some(Err(e))) | Err(e) => break End::Protocol(e),
         }
         if !whole_frame_buffered(input.buffer())
             && let Err(e) = report_results(listener, serial, std::mem::take(&mut results))

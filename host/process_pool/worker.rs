@@ -42,7 +42,7 @@ use crate::settings::TaskEnv;
 use crate::store::TaskControl;
 use crate::sync::lock;
 
-use super::framing::{CHANNEL_BUFFER, append, hello_frame, read_frame, whole_frame_buffered};
+use super::framing::{CHANNEL_BUFFER, append, hello_frame, read_frame_with, whole_frame_buffered};
 use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskResult, ToWorker};
 use outbox::Outbox;
 
@@ -112,15 +112,12 @@ fn serve_inner() -> Result<(), String> {
 
     let stdin = std::io::stdin();
     let mut input = BufReader::with_capacity(CHANNEL_BUFFER, stdin.lock());
-    let setup = match read_frame(&mut input) {
+    let setup = match read_frame_with(&mut input, ToWorker::decode) {
         // The pool went away before it said anything (e.g. a failed build): nothing to do.
         Ok(None) => return finish(&out, writer),
-        Ok(Some((kind, payload))) => match ToWorker::decode(kind, &payload) {
-            Ok(ToWorker::Setup(setup)) => setup,
-            Ok(_) => return Err("the first frame from the pool is not SETUP".into()),
-            Err(e) => return Err(e.to_string()),
-        },
-        Err(e) => return Err(e.to_string()),
+        Ok(Some(Ok(ToWorker::Setup(setup)))) => setup,
+        Ok(Some(Ok(_))) => return Err("the first frame from the pool is not SETUP".into()),
+        Ok(Some(Err(e))) | Err(e) => return Err(e.to_string()),
     };
     // The lines tasks print go to the pool as OUTPUT frames (fd 1 is stderr now).
     let lines = out.clone();
@@ -154,12 +151,11 @@ fn serve_inner() -> Result<(), String> {
     // TASK frames read and not yet handed to the executor: those that arrived together.
     let mut batch = Vec::new();
     loop {
-        let (kind, payload) = match read_frame(&mut input) {
-            Ok(Some(frame)) => frame,
+        let message = match read_frame_with(&mut input, ToWorker::decode) {
+            Ok(Some(decoded)) => decoded.map_err(|e| e.to_string())?,
             Ok(None) => break,
             Err(e) => return Err(e.to_string()),
         };
-        let message = ToWorker::decode(kind, &payload).map_err(|e| e.to_string())?;
         if !matches!(message, ToWorker::Task(_)) {
             // Everything before this frame first: a LOAD runs after the tasks before it,
             // and an ABORT finds the tasks before it registered.
@@ -433,6 +429,7 @@ mod tests {
     use wasmtime::component::Val;
 
     use super::*;
+    use crate::process_pool::framing::read_frame;
     use crate::value::TaskValue;
 
     /// A pipeline of 11 tasks (a fresh task's adaptive depth) sends its results when 5 are
