@@ -94,7 +94,7 @@ pub use process_pool::{
 pub use report::TaskReport;
 pub use runtime::{PoolingConfig, Runtime, RuntimeConfig};
 pub use sandbox::{Budget, Capabilities, DirGrant};
-pub use settings::{InstancePolicy, MAX_WORKERS};
+pub use settings::{InstancePolicy, MAX_WORKERS, default_workers};
 pub use spin::SPIN_ENV;
 pub use store::DEFAULT_MAX_MEMORY;
 /// The store limiter every task gets, for the benches' raw-wasmtime baseline; not a public API.

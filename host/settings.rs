@@ -94,8 +94,19 @@ pub enum InstancePolicy {
 /// and instance, so a count beyond this is a mistake, not a wish.
 pub const MAX_WORKERS: usize = 1024;
 
+/// How many workers a pool builder starts when it is not told: one per CPU this process
+/// may use (1 if that is unknown), as `os.process_cpu_count()` gives
+/// `ProcessPoolExecutor`.
+///
+/// ```
+/// assert!(wasmpool::default_workers() >= 1);
+/// ```
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// How many workers a pool builder starts: `workers` if given (0 and more than
-/// [`MAX_WORKERS`] are refused), otherwise one per CPU (1 if the CPU count is unknown).
+/// [`MAX_WORKERS`] are refused), otherwise [`default_workers`].
 pub(crate) fn worker_count(workers: Option<usize>) -> Result<usize, BuildError> {
     match workers {
         Some(0) => Err(BuildError::Invalid("workers must be at least 1".into())),
@@ -103,6 +114,6 @@ pub(crate) fn worker_count(workers: Option<usize>) -> Result<usize, BuildError> 
             "{n} workers is more than the limit of {MAX_WORKERS}"
         ))),
         Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(default_workers()),
     }
 }

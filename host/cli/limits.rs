@@ -24,9 +24,7 @@ impl Sandbox {
     /// the library's default of 1000 slots reserves terabytes of address space, which a
     /// `ulimit -v`, a small container or valgrind refuses.
     pub fn size_pool_for(&mut self, workers: Option<usize>) {
-        let workers = workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
+        let workers = workers.unwrap_or_else(wasmpool::default_workers);
         if let Some(pooling) = &mut self.runtime.pooling {
             let slots = workers.saturating_mul(2).saturating_add(2);
             pooling.instances = u32::try_from(slots)
