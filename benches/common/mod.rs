@@ -212,8 +212,7 @@ impl Raw {
             .expect("instantiate");
         let f = instance.get_func(&mut store, self.noop).expect("noop");
         move || {
-            let call = std::pin::pin!(f.call_async(&mut store, &[], &mut []));
-            let mut call = call;
+            let mut call = std::pin::pin!(f.call_async(&mut store, &[], &mut []));
             let first = call
                 .as_mut()
                 .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));

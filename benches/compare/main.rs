@@ -987,6 +987,9 @@ fn results_md(table: &str, goals: &str, args: &Args, setup: &Setup) -> String {
            limiter, instantiate from `InstancePre`, call through an export index resolved\n\
            once, drop; in a plain loop on 1 or 2 threads: what any pool on this approach\n\
            must pay. A pool row above it by more than the noise would mean a wrong baseline.\n\
+           With instances reused it is a typed sync call per task; `raw wasmtime, call_async`\n\
+           is the call as wasmpool makes it (async WASI, `call_async` polled once), the\n\
+           ceiling of a pool whose deadlines cut WASI waits short.\n\
          - both sides run the same task counts per workload and the same rule: rates are the\n\
            best of 3 runs after a warm-up, round trips the median, times the least of 3.\n\
            The idle round trips pause 1 ms before each trip, so every thread of both pools\n\
