@@ -150,10 +150,10 @@ fn use_buffered_frame<T>(
     let Some(len) = buf.first_chunk::<4>().map(|len| u32::from_le_bytes(*len)) else {
         return Ok(None);
     };
-    if len == 0 || len > MAX_FRAME || !whole_frame_buffered(buf) {
+    let len = len as usize;
+    if len == 0 || len > MAX_FRAME as usize || buf.len() - 4 < len {
         return Ok(None);
     }
-    let len = len as usize;
     let used = use_frame(buf[4], &buf[5..4 + len]);
     input.consume(4 + len);
     Ok(Some(used))
