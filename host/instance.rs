@@ -1,6 +1,14 @@
 //! Which instance a task runs in: a new one (store, WASI context, instantiation, the
-//! initializer), or the one its worker kept from an earlier task under
-//! [`InstancePolicy::Reuse`].
+//! initializer), the one its worker kept from an earlier task under
+//! [`InstancePolicy::Reuse`], or, under [`InstancePolicy::Fresh`], a spare: a new instance
+//! the worker made while it had nothing else to do.
+//!
+//! A spare takes instantiation off an idle pool's round trip: made right after a task, while
+//! the worker's caches are warm and no task waits, it is what a fresh instance made for the
+//! next task would be. Invariant: a spare has never run a task, and is taken only by a task
+//! for which a new instance would be the same: same component, no arguments of its own
+//! (`argv`), a memory cap it does not exceed, and no initializer in the pool. Instantiation
+//! spends no task budget either way: fuel is set and the store armed after it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,10 +38,12 @@ pub(crate) struct KeptInstance {
     pub(crate) stderr: LineSink,
 }
 
-/// Where a worker keeps its instance between tasks; empty under [`InstancePolicy::Fresh`].
+/// Where a worker keeps its instance between tasks ([`InstancePolicy::Reuse`]), or its
+/// spare ([`InstancePolicy::Fresh`]).
 #[derive(Default)]
 pub(crate) struct InstanceSlot {
     kept: Option<KeptInstance>,
+    spare: Option<KeptInstance>,
 }
 
 impl InstanceSlot {
@@ -47,6 +57,42 @@ impl InstanceSlot {
         self.kept
             .take()
             .filter(|k| k.component.same_component(component) && k.uses < max_tasks)
+    }
+
+    /// The spare, if `call` may run in it (see the module's invariant) with a memory cap of
+    /// `max_memory`. The slot has no spare afterwards either way.
+    pub(crate) fn take_spare(&mut self, call: &Call, max_memory: u64) -> Option<KeptInstance> {
+        self.spare.take().filter(|spare| {
+            spare.component.same_component(call.component())
+                && call.argv().is_none()
+                && spare.store.data().limiter().peak() <= max_memory
+        })
+    }
+
+    /// Makes a spare instance of `component`, unless the slot has one of it already, the
+    /// policy is not [`InstancePolicy::Fresh`], the pool has an initializer, or its tasks
+    /// may reach beyond their instance (a writable directory, the network): a start-up that
+    /// could leave a mark is never run ahead, nor for a spare that may go unused. A worker
+    /// calls this when it has no task to run. An instance that cannot be made is no spare:
+    /// the next task makes its own and meets the error.
+    pub(crate) fn prepare_spare(&mut self, component: &TaskComponent, env: &TaskEnv) {
+        let has_one = self
+            .spare
+            .as_ref()
+            .is_some_and(|spare| spare.component.same_component(component));
+        let caps = &env.settings.capabilities;
+        let reaches_out = caps.network || caps.dirs.iter().any(|d| d.writable);
+        if has_one
+            || reaches_out
+            || env.settings.policy != InstancePolicy::Fresh
+            || env.settings.initializer.is_some()
+        {
+            return;
+        }
+        self.spare = None;
+        let control = Arc::new(TaskControl::default());
+        let budget = &env.settings.budget;
+        self.spare = new_instance(component, None, env, budget, None, &control).ok();
     }
 
     /// Counts the task `live` just ran, and keeps it for the next one if the task finished
@@ -71,17 +117,18 @@ pub(crate) fn reuse_limit(policy: InstancePolicy, deadline: Option<Instant>, cal
     }
 }
 
-/// A new store and instance for `call`, with the initializer (if any) run. A failing
-/// initializer is [`TaskError::BrokenPool`]: it breaks the pool, as in `concurrent.futures`.
+/// A new store and instance of `component` (its program arguments `argv`, if any), with the
+/// initializer (if any) run. A failing initializer is [`TaskError::BrokenPool`]: it breaks
+/// the pool, as in `concurrent.futures`.
 pub(crate) fn new_instance(
-    call: &Call,
+    component: &TaskComponent,
+    argv: Option<&[String]>,
     env: &TaskEnv,
     budget: &Budget,
     deadline: Option<Instant>,
     control: &Arc<TaskControl>,
 ) -> Result<KeptInstance, TaskError> {
     let start_error = |message: String| TaskError::Start { message };
-    let component = call.component();
     let runtime = component.runtime().inner();
     let sink = |stream| {
         LineSink::new(
@@ -93,7 +140,7 @@ pub(crate) fn new_instance(
     };
     let stdout = sink(HostStream::Stdout);
     let stderr = sink(HostStream::Stderr);
-    let wasi = wasi_context(&env.settings.capabilities, call.argv(), &stdout, &stderr)
+    let wasi = wasi_context(&env.settings.capabilities, argv, &stdout, &stderr)
         .map_err(start_error)?;
     let mut store = new_store(
         &runtime.engine,
@@ -162,4 +209,88 @@ fn initialize(
     kept.stdout.finish();
     kept.stderr.finish();
     outcome.map_err(|e| format!("the initializer `{name}` failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::output::Destination;
+    use crate::settings::TaskSettings;
+
+    fn fixtures() -> &'static TaskComponent {
+        static C: OnceLock<TaskComponent> = OnceLock::new();
+        C.get_or_init(|| {
+            TaskComponent::from_file(env!("WASMPOOL_FIXTURES_WASM")).expect("the fixtures load")
+        })
+    }
+
+    fn env_with(settings: TaskSettings) -> TaskEnv {
+        TaskEnv {
+            worker_name: Arc::from("worker-1"),
+            settings,
+            destination: Destination::Host,
+        }
+    }
+
+    #[test]
+    fn a_spare_serves_one_task_that_a_new_instance_would_serve_alike() {
+        let env = env_with(TaskSettings::default());
+        let call = fixtures().call_wave("count()").expect("call");
+        let mut slot = InstanceSlot::default();
+        slot.prepare_spare(fixtures(), &env);
+        assert!(slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_some());
+        assert!(slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_none(), "used once");
+
+        // A call with its own program arguments needs a WASI context of its own.
+        slot.prepare_spare(fixtures(), &env);
+        let with_argv = call.clone().with_args(vec!["task".to_string()]);
+        assert!(slot.take_spare(&with_argv, DEFAULT_MAX_MEMORY).is_none());
+        // A cap below the memory the spare holds already: a new instance would fail.
+        slot.prepare_spare(fixtures(), &env);
+        assert!(slot.take_spare(&call, 1).is_none());
+        // Another component (another load of the same file is another component).
+        let other = TaskComponent::from_file(env!("WASMPOOL_FIXTURES_WASM")).expect("load");
+        slot.prepare_spare(fixtures(), &env);
+        let other_call = other.call_wave("count()").expect("call");
+        assert!(slot.take_spare(&other_call, DEFAULT_MAX_MEMORY).is_none());
+    }
+
+    #[test]
+    fn no_spare_under_reuse_with_an_initializer_or_with_reach() {
+        let call = fixtures().call_wave("count()").expect("call");
+        let reuse = TaskSettings {
+            policy: InstancePolicy::Reuse { max_tasks: 3 },
+            ..TaskSettings::default()
+        };
+        let initialized = TaskSettings {
+            initializer: Some("noop".into()),
+            ..TaskSettings::default()
+        };
+        let networked = TaskSettings {
+            capabilities: crate::Capabilities {
+                network: true,
+                ..Default::default()
+            },
+            ..TaskSettings::default()
+        };
+        let writer = TaskSettings {
+            capabilities: crate::Capabilities::default().dir_writable("/tmp", "/tmp"),
+            ..TaskSettings::default()
+        };
+        let reader = TaskSettings {
+            capabilities: crate::Capabilities::default().dir("/tmp", "/tmp"),
+            ..TaskSettings::default()
+        };
+        // A read-only directory leaves no mark: its pool has spares.
+        let mut slot = InstanceSlot::default();
+        slot.prepare_spare(fixtures(), &env_with(reader));
+        assert!(slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_some());
+        for settings in [reuse, initialized, networked, writer] {
+            let mut slot = InstanceSlot::default();
+            slot.prepare_spare(fixtures(), &env_with(settings));
+            assert!(slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_none());
+        }
+    }
 }

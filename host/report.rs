@@ -1,5 +1,6 @@
 //! What a finished task tells about its run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How one task ran: where, how long, and what it used. Available from
@@ -34,4 +35,33 @@ pub struct TaskReport {
     pub stdout_truncated: bool,
     /// Whether the captured stderr was cut at the capture limit.
     pub stderr_truncated: bool,
+}
+
+/// A [`TaskReport`] as an executor records it: the worker's name is shared, not copied, and
+/// becomes the report's `worker` only when [`TaskFuture::report`](crate::TaskFuture::report)
+/// asks for one (most tasks are never asked: no allocation for them).
+#[derive(Debug, Clone)]
+pub(crate) struct RunReport {
+    pub(crate) worker: Arc<str>,
+    /// Everything else; its `worker` is empty.
+    pub(crate) report: TaskReport,
+}
+
+impl RunReport {
+    /// The report as [`TaskFuture::report`](crate::TaskFuture::report) returns it.
+    pub(crate) fn to_report(&self) -> TaskReport {
+        TaskReport {
+            worker: self.worker.to_string(),
+            ..self.report.clone()
+        }
+    }
+}
+
+impl From<TaskReport> for RunReport {
+    fn from(mut report: TaskReport) -> RunReport {
+        RunReport {
+            worker: Arc::from(std::mem::take(&mut report.worker)),
+            report,
+        }
+    }
 }

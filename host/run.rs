@@ -10,7 +10,7 @@ use crate::error::{TaskError, panic_text};
 use crate::instance::{new_instance, reuse_limit};
 use crate::invoke::{self, Failure};
 use crate::outcome::{classify, command_outcome, unwrap_result};
-use crate::report::TaskReport;
+use crate::report::{RunReport, TaskReport};
 use crate::store::DEFAULT_MAX_MEMORY;
 use crate::value::TaskValue;
 
@@ -59,20 +59,27 @@ impl TaskRun {
         }
     }
 
-    /// The report of this run by `worker` (process `pid`).
-    pub(crate) fn report(&self, worker: &str, pid: u32) -> TaskReport {
-        TaskReport {
-            worker: worker.to_string(),
+    /// The outcome, and the report of this run by `worker` (process `pid`); the captured
+    /// output moves into the report.
+    pub(crate) fn into_parts(
+        self,
+        worker: &Arc<str>,
+        pid: u32,
+    ) -> (Result<TaskValue, TaskError>, RunReport) {
+        let report = TaskReport {
+            worker: String::new(),
             host: None,
             pid,
             elapsed: self.elapsed,
             fuel_consumed: self.fuel_consumed,
             peak_memory: self.peak_memory,
-            stdout: self.stdout.clone(),
-            stderr: self.stderr.clone(),
+            stdout: self.stdout,
+            stderr: self.stderr,
             stdout_truncated: self.stdout_truncated,
             stderr_truncated: self.stderr_truncated,
-        }
+        };
+        let worker = worker.clone();
+        (self.outcome, RunReport { worker, report })
     }
 }
 
@@ -85,19 +92,21 @@ pub(crate) fn run_guarded(
     control: &Arc<TaskControl>,
     slot: &mut InstanceSlot,
 ) -> TaskRun {
-    guarded(&env.worker_name, slot, |slot| {
-        run_task(call, env, control, slot)
+    // One clock read per task: the run's elapsed time and a panic's both count from here.
+    let started = Instant::now();
+    guarded(&env.worker_name, started, slot, |slot| {
+        run_task(call, env, control, started, slot)
     })
 }
 
-/// Runs `run` with a panic caught and turned into [`TaskError::Panic`] of `worker`; after a
-/// panic `slot` is emptied.
+/// Runs `run` with a panic caught and turned into [`TaskError::Panic`] of `worker` (its
+/// elapsed time counted from `started`); after a panic `slot` is emptied.
 fn guarded(
     worker: &str,
+    started: Instant,
     slot: &mut InstanceSlot,
     run: impl FnOnce(&mut InstanceSlot) -> TaskRun,
 ) -> TaskRun {
-    let started = Instant::now();
     match catch_unwind(AssertUnwindSafe(|| run(&mut *slot))) {
         Ok(run) => run,
         Err(payload) => {
@@ -112,15 +121,15 @@ fn guarded(
     }
 }
 
-/// Runs `call` under `env`, in a fresh instance or the worker's kept one. Never panics on
-/// guest behaviour.
+/// Runs `call` under `env`, in a fresh instance or the worker's kept one, timed from
+/// `started`. Never panics on guest behaviour.
 fn run_task(
     call: &Call,
     env: &TaskEnv,
     control: &Arc<TaskControl>,
+    started: Instant,
     slot: &mut InstanceSlot,
 ) -> TaskRun {
-    let started = Instant::now();
     let component = call.component();
     let runtime = component.runtime().inner();
     let budget = call.budget().or(&env.settings.budget);
@@ -132,16 +141,19 @@ fn run_task(
     let _ticking = runtime.ticker.as_ref().map(|t| t.running());
     let max_tasks = reuse_limit(env.settings.policy, deadline, call);
 
-    // Take the kept instance if it fits, or make a new one (kept or not).
-    let mut live = match slot.take(component, max_tasks) {
-        Some(kept) => kept,
-        None => match new_instance(call, env, &budget, deadline, control) {
+    let fuel_budget = budget.fuel.unwrap_or(u64::MAX);
+    let max_memory = budget.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
+    // Take the kept instance if it fits, or the spare if it does, or make a new one.
+    let ready = slot
+        .take(component, max_tasks)
+        .or_else(|| slot.take_spare(call, max_memory));
+    let mut live = match ready {
+        Some(live) => live,
+        None => match new_instance(component, call.argv(), env, &budget, deadline, control) {
             Ok(live) => live,
             Err(error) => return TaskRun::failed(error, started.elapsed()),
         },
     };
-    let fuel_budget = budget.fuel.unwrap_or(u64::MAX);
-    let max_memory = budget.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
     live.store.data_mut().arm(control, deadline, max_memory);
     if runtime.config.fuel
         && let Err(e) = live.store.set_fuel(fuel_budget)
@@ -199,7 +211,7 @@ mod tests {
     #[test]
     fn a_host_panic_fails_only_that_task_as_panic() {
         let mut slot = InstanceSlot::default();
-        let run = guarded("worker-3", &mut slot, |_| panic!("index out of bounds"));
+        let run = guarded("worker-3", Instant::now(), &mut slot, |_| panic!("index out of bounds"));
         assert_eq!(
             run.outcome,
             Err(TaskError::Panic {
@@ -211,7 +223,7 @@ mod tests {
         assert!(err.is_panic());
         assert_eq!(err.kind().as_str(), "panic");
         // The same worker runs the next task normally.
-        let next = guarded("worker-3", &mut slot, |_| {
+        let next = guarded("worker-3", Instant::now(), &mut slot, |_| {
             TaskRun::failed(TaskError::Cancelled, Duration::ZERO)
         });
         assert_eq!(next.outcome, Err(TaskError::Cancelled));
@@ -220,7 +232,7 @@ mod tests {
     #[test]
     fn a_panic_without_text_is_an_unknown_panic() {
         let mut slot = InstanceSlot::default();
-        let run = guarded("w", &mut slot, |_| std::panic::panic_any(7_u32));
+        let run = guarded("w", Instant::now(), &mut slot, |_| std::panic::panic_any(7_u32));
         assert!(
             matches!(&run.outcome, Err(TaskError::Panic { message, .. }) if message == "unknown panic"),
             "{:?}",

@@ -1,5 +1,8 @@
 //! The thread pool: worker threads that each run one task at a time, every task in a
-//! fresh wasm instance.
+//! fresh wasm instance (or the worker's kept one), and optionally callers that help
+//! (`help.rs`).
+
+mod help;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,6 +18,7 @@ use crate::instance::InstanceSlot;
 use crate::output::Destination;
 use crate::run::run_guarded;
 use crate::settings::{TaskEnv, TaskSettings, task_settings_setters, worker_count};
+use help::{Claim, Helpers};
 use crate::store::TaskControl;
 use crate::sync::lock;
 
@@ -32,6 +36,7 @@ pub struct ThreadPoolBuilder {
     workers: Option<usize>,
     name_prefix: String,
     settings: TaskSettings,
+    caller_helps: bool,
 }
 
 impl Default for ThreadPoolBuilder {
@@ -40,6 +45,7 @@ impl Default for ThreadPoolBuilder {
             workers: None,
             name_prefix: "worker".to_string(),
             settings: TaskSettings::default(),
+            caller_helps: false,
         }
     }
 }
@@ -69,11 +75,52 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// Lets a thread that waits in [`TaskFuture::result`] (without a timeout) for a task
+    /// submitted with [`submit`](Executor::submit) run that task itself, if no worker has
+    /// taken it yet. Off by default.
+    ///
+    /// On an idle pool a round trip then costs no thread wake-up: the worker's (to start
+    /// the task) and the caller's (to learn the result) each take tens of µs on a busy or
+    /// virtual machine. What changes:
+    /// - up to `workers` tasks run on the workers, plus one on each caller waiting in
+    ///   `result()`;
+    /// - a helped task runs in a fresh instance, whatever the
+    ///   [`instance_policy`](Self::instance_policy), and its [report](TaskFuture::report)
+    ///   and output prefix name the worker `{prefix}-caller`;
+    /// - [`result_timeout`](TaskFuture::result_timeout), [`wait`](crate::wait) and
+    ///   [`as_completed`](crate::as_completed) never run a task, nor does `result()` for a
+    ///   task of a [`submit_batch`](Executor::submit_batch) (one worker runs a batch in
+    ///   order);
+    /// - `shutdown(wait)` also waits for the tasks callers run, and `shutdown_now` aborts
+    ///   them.
+    ///
+    /// It cannot be combined with an [`initializer`](Self::initializer), which prepares
+    /// each worker's instance: [`build`](Self::build) fails with [`BuildError::Invalid`].
+    ///
+    /// ```
+    /// let pool = wasmpool::ThreadPoolExecutor::builder()
+    ///     .workers(2)
+    ///     .caller_helps(true)
+    ///     .build()?;
+    /// # Ok::<(), wasmpool::BuildError>(())
+    /// ```
+    pub fn caller_helps(mut self, helps: bool) -> Self {
+        self.caller_helps = helps;
+        self
+    }
+
     task_settings_setters!();
 
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
         let workers = worker_count(self.workers)?;
+        if self.caller_helps && self.settings.initializer.is_some() {
+            return Err(BuildError::Invalid(
+                "caller_helps cannot be combined with an initializer: a caller's instance \
+                 would not be initialized"
+                    .into(),
+            ));
+        }
         let (sender, receiver) = crossbeam_channel::unbounded::<Work>();
         let running: RunningSlots = (0..workers).map(|_| RunningSlot::default()).collect();
         let broken = Broken::default();
@@ -108,8 +155,17 @@ impl ThreadPoolBuilder {
                 }
             }
         }
+        let helpers = self.caller_helps.then(|| {
+            let env = TaskEnv {
+                worker_name: Arc::from(format!("{}-caller", self.name_prefix)),
+                settings: self.settings.clone(),
+                destination: Destination::Host,
+            };
+            Arc::new(Helpers::new(env, cancelling.clone(), broken.clone()))
+        });
         Ok(ThreadPoolExecutor {
             queue: Mutex::new(Some(sender)),
+            helpers,
             backlog: receiver,
             threads: Mutex::new(threads),
             running,
@@ -122,26 +178,51 @@ impl ThreadPoolBuilder {
 
 /// A task waiting in the queue.
 struct Task {
-    promise: Promise,
-    call: Call,
+    job: Job,
     control: Arc<TaskControl>,
 }
 
+/// A task's promise and call: the worker's alone, or shared with a caller that may help.
+enum Job {
+    Owned(Promise, Call),
+    Claimable(Arc<Claim>),
+}
+
 impl Task {
-    /// A task for `call`, and its future (abort hook in place before it can start).
-    fn new(call: Call) -> (Task, TaskFuture) {
+    /// A task for `call`, and its future (abort hook in place before it can start). With
+    /// `helpers`, a caller waiting for the future may take the task and run it.
+    fn new(call: Call, helpers: Option<&Arc<Helpers>>) -> (Task, TaskFuture) {
         let (promise, future) = promise();
         let control = Arc::new(TaskControl::default());
-        future.extras().abort_hook = Some(AbortHook {
-            target: control.clone(),
-            id: 0,
-        });
-        let task = Task {
-            promise,
-            call,
-            control,
+        let job = match helpers {
+            None => Job::Owned(promise, call),
+            Some(helpers) => Job::Claimable(Arc::new(Claim::new(
+                promise,
+                call,
+                control.clone(),
+                helpers.clone(),
+            ))),
         };
-        (task, future)
+        {
+            let mut extras = future.extras();
+            extras.abort_hook = Some(AbortHook {
+                target: control.clone(),
+                id: 0,
+            });
+            if let Job::Claimable(claim) = &job {
+                extras.helper = Some(claim.clone());
+            }
+        }
+        (Task { job, control }, future)
+    }
+
+    /// The promise and call, unless a caller took them to run the task itself.
+    fn take(self) -> Option<(Promise, Call, Arc<TaskControl>)> {
+        let (promise, call) = match self.job {
+            Job::Owned(promise, call) => (promise, call),
+            Job::Claimable(claim) => claim.take()?,
+        };
+        Some((promise, call, self.control))
     }
 }
 
@@ -186,45 +267,56 @@ struct Watch {
 fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
     let mut instances = InstanceSlot::default();
     for work in crate::spin::iter(tasks) {
-        match work {
+        let last = match work {
             Work::One(task) => run_one(task, env, watch, &mut instances),
-            Work::Batch(batch) => {
-                for task in batch {
-                    run_one(task, env, watch, &mut instances);
-                }
-            }
+            Work::Batch(batch) => batch
+                .into_iter()
+                .fold(None, |_, task| run_one(task, env, watch, &mut instances)),
+        };
+        // Nothing waits: the next task's instance is made now, off its round trip.
+        if let Some(call) = last
+            && tasks.is_empty()
+        {
+            instances.prepare_spare(call.component(), env);
         }
     }
 }
 
-/// Runs one task on this worker (unless it was cancelled or the pool broke) and completes
-/// its promise.
-fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) {
+/// Runs one task on this worker (unless a caller took it, it was cancelled or the pool
+/// broke) and completes its promise; returns its call if it ran.
+fn run_one(
+    task: Task,
+    env: &TaskEnv,
+    watch: &Watch,
+    instances: &mut InstanceSlot,
+) -> Option<Call> {
+    let (promise, call, control) = task.take()?;
     if let Some(reason) = watch.broken.get() {
-        task.promise.set_error(TaskError::BrokenPool {
+        promise.set_error(TaskError::BrokenPool {
             reason: reason.clone(),
         });
-        return;
+        return None;
     }
     let running = &watch.running[watch.slot].0;
     // In the slot before `cancelling` is read: `shutdown_now` sets `cancelling` before it
     // reads the slots, so it either finds this task and aborts it, or this worker sees
     // `cancelling` and cancels the task.
-    *lock(running) = Some(task.promise.future());
+    *lock(running) = Some(promise.future());
     if watch.cancelling.load(Ordering::SeqCst) {
-        task.promise.future().cancel();
+        promise.future().cancel();
     }
-    if !task.promise.set_running_or_notify_cancel() {
+    if !promise.set_running_or_notify_cancel() {
         *lock(running) = None;
-        return;
+        return None;
     }
-    let run = run_guarded(&task.call, env, &task.control, instances);
+    let run = run_guarded(&call, env, &control, instances);
     *lock(running) = None;
     if let Some(reason) = run.breaks_pool() {
         watch.broken.get_or_init(|| reason.to_string());
     }
-    let report = run.report(&env.worker_name, this_pid());
-    task.promise.complete_with_report(run.outcome, report);
+    let (outcome, report) = run.into_parts(&env.worker_name, this_pid());
+    promise.complete_with_run_report(outcome, report);
+    Some(call)
 }
 
 /// Runs calls on a pool of threads, each task in a fresh instance of its component:
@@ -243,6 +335,8 @@ fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlo
 pub struct ThreadPoolExecutor {
     /// `None` once shut down. Held while sending so no task slips in after shutdown.
     queue: Mutex<Option<Sender<Work>>>,
+    /// Set when callers help (`ThreadPoolBuilder::caller_helps`).
+    helpers: Option<Arc<Helpers>>,
     /// The receiving end, kept to cancel the backlog on `shutdown(cancel_futures)`.
     backlog: Receiver<Work>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -271,16 +365,18 @@ impl ThreadPoolExecutor {
 
 impl Executor for ThreadPoolExecutor {
     fn submit(&self, call: Call) -> Result<TaskFuture, SubmitError> {
-        let (task, future) = Task::new(call);
-        self.send(Work::One(task))?;
-        Ok(future)
+        self.send(|| {
+            let (task, future) = Task::new(call, self.helpers.as_ref());
+            (Work::One(task), future)
+        })
     }
 
     /// The batch is one queue entry: one worker runs its calls in order.
     fn submit_batch(&self, calls: Vec<Call>) -> Result<Vec<TaskFuture>, SubmitError> {
-        let (tasks, futures) = calls.into_iter().map(Task::new).unzip();
-        self.send(Work::Batch(tasks))?;
-        Ok(futures)
+        self.send(|| {
+            let (tasks, futures) = calls.into_iter().map(|c| Task::new(c, None)).unzip();
+            (Work::Batch(tasks), futures)
+        })
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
@@ -288,14 +384,17 @@ impl Executor for ThreadPoolExecutor {
         if cancel_futures {
             self.cancelling.store(true, Ordering::SeqCst);
             while let Ok(work) = self.backlog.try_recv() {
-                for task in work.into_tasks() {
-                    task.promise.future().cancel();
+                for (promise, _, _) in work.into_tasks().into_iter().filter_map(Task::take) {
+                    promise.future().cancel();
                 }
             }
         }
         // Closing the queue lets each worker exit once the backlog is done.
         drop(sender);
         if wait {
+            if let Some(helpers) = &self.helpers {
+                helpers.wait_idle();
+            }
             let threads = std::mem::take(&mut *lock(&self.threads));
             let me = std::thread::current().id();
             for t in threads {
@@ -313,9 +412,9 @@ impl Executor for ThreadPoolExecutor {
 }
 
 impl ThreadPoolExecutor {
-    /// Queues `work` unless the pool is shut down or broken (then its promises are dropped
-    /// with it, which resolves their futures).
-    fn send(&self, work: Work) -> Result<(), SubmitError> {
+    /// Makes work with `make` and queues it, unless the pool is shut down or broken: then
+    /// nothing is made. Made under the queue's lock, so no task slips in after shutdown.
+    fn send<R>(&self, make: impl FnOnce() -> (Work, R)) -> Result<R, SubmitError> {
         let queue = lock(&self.queue);
         let Some(sender) = queue.as_ref() else {
             return Err(SubmitError::Shutdown);
@@ -323,7 +422,16 @@ impl ThreadPoolExecutor {
         if let Some(reason) = self.broken.get() {
             return Err(SubmitError::BrokenPool(reason.clone()));
         }
-        sender.send(work).map_err(|_| SubmitError::Shutdown)
+        let (work, made) = make();
+        match sender.send(work) {
+            Ok(()) => Ok(made),
+            Err(refused) => {
+                // The promises are dropped, which resolves their futures (a claim would
+                // otherwise keep its promise alive through its own future).
+                refused.0.into_tasks().into_iter().for_each(|t| drop(t.take()));
+                Err(SubmitError::Shutdown)
+            }
+        }
     }
 
     /// Stops now: refuses new work, cancels the backlog, aborts the running tasks, and
@@ -337,6 +445,9 @@ impl ThreadPoolExecutor {
             .collect();
         for future in running {
             future.abort();
+        }
+        if let Some(helpers) = &self.helpers {
+            helpers.abort_all();
         }
         self.shutdown(true, true);
     }

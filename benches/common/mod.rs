@@ -46,6 +46,17 @@ pub fn thread_pool(workers: usize, policy: InstancePolicy) -> ThreadPoolExecutor
         .expect("thread pool")
 }
 
+/// [`thread_pool`] whose callers help: `result()` runs a task no worker has taken yet.
+pub fn helping_thread_pool(workers: usize, policy: InstancePolicy) -> ThreadPoolExecutor {
+    ThreadPoolExecutor::builder()
+        .workers(workers)
+        .output(OutputMode::Discard)
+        .instance_policy(policy)
+        .caller_helps(true)
+        .build()
+        .expect("thread pool")
+}
+
 /// A process pool whose workers are this crate's `wasmpool` binary; `None` when it cannot
 /// be built (the process pool is still being finished).
 pub fn process_pool(workers: usize, policy: InstancePolicy) -> Option<ProcessPoolExecutor> {

@@ -439,6 +439,21 @@ fn main() {
             });
         }
         drop(pool);
+        if policy == InstancePolicy::Fresh {
+            // The caller runs a task no worker has taken (`caller_helps`): no wake-up.
+            let pool = common::helping_thread_pool(2, policy);
+            for (w, gap) in [(idle, gap), (busy, Duration::ZERO)] {
+                rows.push(Row {
+                    versus: vec!["Python ThreadPoolExecutor(2)"],
+                    ..row(
+                        w,
+                        "wasmpool thread pool, fresh, callers help",
+                        median_round_trip(&pool, &call, n, gap),
+                        Unit::Micros,
+                    )
+                });
+            }
+        }
         if let Some(pool) = common::process_pool(2, policy) {
             let runner = format!("wasmpool process pool, {name}");
             let n = plan.round_trip.process;

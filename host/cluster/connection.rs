@@ -224,20 +224,22 @@ impl Connection {
             let Some(promise) = self.shared.take(result.id) else {
                 continue;
             };
-            let mut report = result.run.report(&result.worker, result.pid);
+            let worker: Arc<str> = Arc::from(result.worker);
+            let (outcome, mut recorded) = result.run.into_parts(&worker, result.pid);
+            let report = &mut recorded.report;
             report.host = Some(message.host.clone());
             if matches!(
                 self.shared.settings.output,
                 OutputMode::Prefixed | OutputMode::Plain
             ) {
                 let prefix = match self.shared.settings.output {
-                    OutputMode::Prefixed => format!("{}/{}: ", message.host, result.worker),
+                    OutputMode::Prefixed => format!("{}/{worker}: ", message.host),
                     _ => String::new(),
                 };
                 forward(&prefix, HostStream::Stdout, report.stdout.take());
                 forward(&prefix, HostStream::Stderr, report.stderr.take());
             }
-            promise.complete_with_report(result.run.outcome, report);
+            promise.complete_with_run_report(outcome, recorded);
         }
     }
 

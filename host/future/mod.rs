@@ -24,6 +24,7 @@ use crossbeam_channel::Sender;
 
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard, lock, wait_timeout_while, wait_while};
 
+use crate::report::RunReport;
 use crate::{TaskError, TaskReport, TaskValue, WaitTimeout};
 
 mod awaiting;
@@ -243,7 +244,15 @@ impl TaskFuture {
 
     /// Blocks until the future is done, then returns the task's outcome: its value, its error,
     /// or [`TaskError::Cancelled`] if the future was cancelled.
+    ///
+    /// On a thread pool built with
+    /// [`caller_helps`](crate::ThreadPoolBuilder::caller_helps), a task that no worker has
+    /// taken yet runs here, on the calling thread, before this returns.
     pub fn result(&self) -> Result<TaskValue, TaskError> {
+        let helper = self.extras().helper.take();
+        if let Some(helper) = helper {
+            helper.run_here();
+        }
         let inner = self.block_while(None, |i| !i.state.is_done());
         outcome_of(&inner)
     }
@@ -284,7 +293,7 @@ impl TaskFuture {
     /// How the task ran (worker, time, fuel, memory), once it has finished; `None` while it
     /// is pending or running, and for a task cancelled before it started.
     pub fn report(&self) -> Option<TaskReport> {
-        self.extras().report.clone()
+        self.extras().report.as_ref().map(RunReport::to_report)
     }
 
     /// Blocks while `blocked` holds for the state (for at most `timeout`, if given), counted
@@ -461,14 +470,24 @@ pub(crate) struct AbortHook {
     pub(crate) id: u64,
 }
 
+/// Runs a task on the thread that waits for it, if no worker has taken it yet (a thread
+/// pool's callers that help).
+pub(crate) trait RunHere: Send + Sync {
+    /// Runs the task here, or does nothing if it was taken already.
+    fn run_here(&self);
+}
+
 /// Per-future data for the executors, beside the state machine.
 #[derive(Default)]
 pub(crate) struct Extras {
     /// How the task ran; set just before the future finishes.
-    pub(crate) report: Option<TaskReport>,
+    pub(crate) report: Option<RunReport>,
     /// Called by `TaskFuture::abort()` to stop the task while it runs. Executors set it
     /// before the task can start, so no abort slips between start and registration.
     pub(crate) abort_hook: Option<AbortHook>,
+    /// Set by a thread pool whose callers help: runs the task in the first `result()` that
+    /// waits for it, unless a worker took it.
+    pub(crate) helper: Option<std::sync::Arc<dyn RunHere>>,
 }
 
 impl TaskFuture {

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::{FutureState, TaskFuture};
+use crate::report::RunReport;
 use crate::{TaskError, TaskReport, TaskValue};
 
 /// Creates a new pending future and the [`Promise`] that completes it.
@@ -111,6 +112,16 @@ impl Promise {
     /// Like [`complete`](Self::complete), and records how the task ran: the report is in
     /// place before anyone waiting on the future wakes up.
     pub fn complete_with_report(self, outcome: Result<TaskValue, TaskError>, report: TaskReport) {
+        self.complete_with_run_report(outcome, RunReport::from(report));
+    }
+
+    /// [`complete_with_report`](Self::complete_with_report) with the report as the pools
+    /// record it (the worker's name shared).
+    pub(crate) fn complete_with_run_report(
+        self,
+        outcome: Result<TaskValue, TaskError>,
+        report: RunReport,
+    ) {
         self.future.extras().report = Some(report);
         self.complete(outcome);
     }

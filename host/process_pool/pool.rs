@@ -309,10 +309,12 @@ impl Shared {
                 }
                 _ => {
                     let component = self.register(call.component())?;
+                    // Sized for the rest of the calls, which usually share the component.
+                    let rest = calls.len() - i;
                     batches.push(Batch {
-                        tasks: Vec::new(),
+                        tasks: Vec::with_capacity(rest),
                         frames: Vec::new(),
-                        ends: Vec::new(),
+                        ends: Vec::with_capacity(rest),
                         component,
                         resumed: false,
                     });
@@ -321,6 +323,10 @@ impl Shared {
                 }
             };
             let (task, future) = self.prepare(call, batch.component.id, &mut batch.frames)?;
+            if batch.tasks.is_empty() {
+                // The frames of calls alike are alike: room for the rest at once.
+                batch.frames.reserve(batch.frames.len() * (calls.len() - i - 1));
+            }
             batch.tasks.push(task);
             batch.ends.push(batch.frames.len());
             futures.push(future);
@@ -483,7 +489,7 @@ impl Shared {
             let _ = self.spawn_one(0);
         }
         for (promise, outcome, report) in fx.completed {
-            promise.complete_with_report(outcome, report);
+            promise.complete_with_run_report(outcome, report);
         }
     }
 }

@@ -23,7 +23,7 @@ use crossbeam_channel::Sender;
 
 use crate::error::{ProtocolError, SubmitError, TaskError};
 use crate::future::Promise;
-use crate::report::TaskReport;
+use crate::report::RunReport;
 use crate::value::TaskValue;
 
 use super::framing::Frame;
@@ -257,7 +257,7 @@ pub(crate) struct Effects {
     /// Worker processes to start (already counted in `spawning`).
     pub(crate) spawn: usize,
     /// Tasks that a worker answered.
-    pub(crate) completed: Vec<(Promise, Result<TaskValue, TaskError>, TaskReport)>,
+    pub(crate) completed: Vec<(Promise, Result<TaskValue, TaskError>, RunReport)>,
     /// The worker answered a task it was not running: its channel ends as a protocol error.
     pub(crate) violation: Option<ProtocolError>,
 }

@@ -84,6 +84,8 @@ impl State {
         let (name, pid) = (w.name.clone(), w.pid);
         let mut breaks_pool = None;
         let (mut measured, mut took) = (0, Duration::ZERO);
+        // The results came in one read: the task after them starts at this time at the latest.
+        let now = Instant::now();
         for (id, run) in results {
             let Some(i) = w.in_flight.iter().position(|h| h.task.id == id) else {
                 if !broken {
@@ -99,16 +101,15 @@ impl State {
             };
             if i == 0 {
                 // The next task starts now (at the latest): its deadline counts from here.
-                w.head_since = Instant::now();
+                w.head_since = now;
             }
             if let Some(reason) = run.breaks_pool() {
                 breaks_pool = Some(reason.to_string());
             }
             measured += 1;
             took += run.elapsed;
-            let report = run.report(&name, pid);
-            fx.completed
-                .push((handed.task.promise, run.outcome, report));
+            let (outcome, report) = run.into_parts(&name, pid);
+            fx.completed.push((handed.task.promise, outcome, report));
         }
         self.pace.record(took, measured);
         if let Some(reason) = breaks_pool {
@@ -297,8 +298,8 @@ impl State {
             };
             let limit = head.task.timeout.unwrap_or_default();
             let run = TaskRun::failed(TaskError::Timeout { limit }, now - worker.head_since);
-            let report = run.report(&worker.name, worker.pid);
-            fx.completed.push((head.task.promise, run.outcome, report));
+            let (outcome, report) = run.into_parts(&worker.name, worker.pid);
+            fx.completed.push((head.task.promise, outcome, report));
             fx.warnings.push(format!(
                 "{} (pid {}) did not answer within {:?} of its task's {limit:?} deadline and \
                  was killed; the task failed with a timeout",

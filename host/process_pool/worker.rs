@@ -56,12 +56,14 @@ pub(crate) const TEST_HOOK_ENV: &str = "WASMPOOL_WORKER_TEST_HOOK";
 /// What the executor thread does, in order.
 enum Work {
     Load(Load),
-    /// Tasks that arrived together (a batch, or one task), run one after another.
-    Run(Vec<RunTask<'static>>),
+    /// Tasks that arrived together (a batch, or one task), run one after another, each
+    /// with its abort switch (also in [`Controls`] until it is done).
+    Run(Vec<(RunTask<'static>, Arc<TaskControl>)>),
 }
 
-/// Tasks received and not finished, with their abort switches.
-type Controls = Arc<Mutex<IdMap<(Arc<TaskControl>, bool)>>>;
+/// The abort switches of the tasks received and not finished, by task id. A task aborted
+/// before it starts is not run.
+type Controls = Arc<Mutex<IdMap<Arc<TaskControl>>>>;
 
 /// A map keyed by the ids the pool hands out (tasks, components).
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
@@ -175,8 +177,7 @@ fn serve_inner() -> Result<(), String> {
                 batch.push(task);
             }
             ToWorker::Abort(Abort { id }) => {
-                if let Some((control, aborted)) = lock(&controls).get_mut(&id) {
-                    *aborted = true;
+                if let Some(control) = lock(&controls).get(&id) {
                     control.abort();
                 }
             }
@@ -205,18 +206,23 @@ fn finish(out: &Outbox, writer: std::thread::JoinHandle<()>) -> Result<(), Strin
 }
 
 /// Registers the tasks of `batch` (their abort switches, under one lock) and hands them to
-/// the executor as one piece of work; nothing if `batch` is empty.
+/// the executor as one piece of work, each with its switch; nothing if `batch` is empty.
 fn hand_over(batch: &mut Vec<RunTask<'static>>, controls: &Controls, work: &Sender<Work>) {
     if batch.is_empty() {
         return;
     }
-    {
+    let tasks: Vec<_> = {
         let mut controls = lock(controls);
-        for task in batch.iter() {
-            controls.insert(task.id, (Arc::new(TaskControl::default()), false));
-        }
-    }
-    let _ = work.send(Work::Run(std::mem::take(batch)));
+        batch
+            .drain(..)
+            .map(|task| {
+                let control = Arc::new(TaskControl::default());
+                controls.insert(task.id, control.clone());
+                (task, control)
+            })
+            .collect()
+    };
+    let _ = work.send(Work::Run(tasks));
 }
 
 /// Moves the channel off fd 1 and points fd 1 at stderr.
@@ -246,9 +252,11 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
             }
             Work::Run(tasks) => {
                 let count = tasks.len();
-                for (done, task) in tasks.into_iter().enumerate() {
+                let last = tasks.last().map(|(task, _)| task.component);
+                for (done, (task, control)) in tasks.into_iter().enumerate() {
                     let id = task.id;
-                    let run = run_one(task, &components, controls, env, &mut instances);
+                    let run = run_one(task, &control, &components, env, &mut instances);
+                    lock(controls).remove(&id);
                     // Results leave at once when at most one task is left in hand (this
                     // batch's, and a batch or more queued behind it), or when those held
                     // back are as many as the tasks left: the pool hands a worker more work
@@ -264,6 +272,12 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
                     }
                     let _ = out.push(urgent, |bytes| append_result(bytes, id, run));
                 }
+                // Nothing waits: the next task's instance is made now, off its round trip.
+                if work.is_empty()
+                    && let Some(Ok(component)) = last.and_then(|id| components.get(&id))
+                {
+                    instances.prepare_spare(component, env);
+                }
             }
         }
     }
@@ -277,29 +291,21 @@ fn results_are_urgent(held: usize, left: usize) -> bool {
     left <= 1 || held >= left
 }
 
-/// Runs `task` (or cancels it, if it was aborted before it started) and unregisters it.
+/// Runs `task` under `control`, or cancels it if it was aborted before it started.
 fn run_one(
     task: RunTask<'static>,
+    control: &Arc<TaskControl>,
     components: &IdMap<Result<TaskComponent, String>>,
-    controls: &Controls,
     env: &TaskEnv,
     instances: &mut InstanceSlot,
 ) -> TaskRun {
-    let id = task.id;
-    let (control, aborted) = lock(controls)
-        .get(&id)
-        .cloned()
-        .unwrap_or_else(|| (Arc::new(TaskControl::default()), false));
-    let run = if aborted {
-        failed_run(TaskError::Cancelled)
-    } else {
-        match make_call(components, task) {
-            Ok(call) => run_guarded(&call, env, &control, instances),
-            Err(message) => failed_run(TaskError::ComponentUnavailable { message }),
-        }
-    };
-    lock(controls).remove(&id);
-    run
+    if control.is_aborted() {
+        return failed_run(TaskError::Cancelled);
+    }
+    match make_call(components, task) {
+        Ok(call) => run_guarded(&call, env, control, instances),
+        Err(message) => failed_run(TaskError::ComponentUnavailable { message }),
+    }
 }
 
 fn load_component(

@@ -107,6 +107,19 @@ executor_suite!(
     handed_per_worker = 1
 );
 
+// The same rules hold when callers help: `result()` may run a queued task itself, but
+// nothing the suite checks (cancellation, shutdown, callbacks, map) may tell.
+executor_suite!(
+    thread_pool_callers_help,
+    |n| wasmpool::ThreadPoolExecutor::builder()
+        .workers(n)
+        .output(wasmpool::OutputMode::Discard)
+        .caller_helps(true)
+        .build()
+        .expect("thread pool"),
+    handed_per_worker = 1
+);
+
 executor_suite!(
     process_pool,
     |n| wasmpool::ProcessPoolExecutor::builder()

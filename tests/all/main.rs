@@ -1,4 +1,5 @@
 mod as_completed;
+mod caller_helps;
 mod bad_inputs;
 mod capabilities;
 mod chaos;

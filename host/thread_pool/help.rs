@@ -1,0 +1,138 @@
+//! Callers that help ([`ThreadPoolBuilder::caller_helps`](super::ThreadPoolBuilder::caller_helps)):
+//! a thread that waits in [`TaskFuture::result`] for a task that no worker has taken yet
+//! runs the task itself, as .NET's `Task.Wait` inlines a task that has not started. On an
+//! idle pool this saves the two thread wake-ups of a round trip (the worker's, then the
+//! caller's), each tens of µs on a busy or virtual machine.
+//!
+//! A helpable task's promise and call wait in a [`Claim`], shared by the queue and the
+//! future: whoever takes them first, a worker or a waiting caller, runs the task; the other
+//! finds the claim empty and moves on. Invariant: a task runs at most once, and a claim
+//! that is never taken keeps its promise, which the pool then cancels or drops (resolving
+//! the future either way).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::ThreadId;
+
+use crate::call::Call;
+use crate::error::TaskError;
+use crate::future::{Promise, RunHere, TaskFuture};
+use crate::instance::InstanceSlot;
+use crate::run::run_guarded;
+use crate::settings::TaskEnv;
+use crate::store::TaskControl;
+use crate::sync::lock;
+
+use super::{Broken, this_pid};
+
+/// A task's promise and call, until a worker or a waiting caller takes them.
+pub(super) struct Claim {
+    slot: Mutex<Option<(Promise, Call)>>,
+    control: Arc<TaskControl>,
+    helpers: Arc<Helpers>,
+}
+
+impl Claim {
+    pub(super) fn new(
+        promise: Promise,
+        call: Call,
+        control: Arc<TaskControl>,
+        helpers: Arc<Helpers>,
+    ) -> Claim {
+        Claim {
+            slot: Mutex::new(Some((promise, call))),
+            control,
+            helpers,
+        }
+    }
+
+    /// The promise and call, if nobody took them before.
+    pub(super) fn take(&self) -> Option<(Promise, Call)> {
+        lock(&self.slot).take()
+    }
+}
+
+impl RunHere for Claim {
+    fn run_here(&self) {
+        if let Some((promise, call)) = self.take() {
+            self.helpers.run(promise, &call, &self.control);
+        }
+    }
+}
+
+/// What the callers that help share with their pool.
+pub(super) struct Helpers {
+    /// The caller's identity in reports and output prefixes (`{prefix}-caller`), and the
+    /// pool's task settings.
+    pub(super) env: TaskEnv,
+    pub(super) cancelling: Arc<AtomicBool>,
+    pub(super) broken: Broken,
+    /// The tasks callers are running, with their threads: `shutdown_now` aborts them, and
+    /// `shutdown(wait)` waits until there are none (but the calling thread's own: a done
+    /// callback of a helped task may shut the pool down).
+    running: Mutex<Vec<(ThreadId, TaskFuture)>>,
+    idle: Condvar,
+}
+
+impl Helpers {
+    pub(super) fn new(env: TaskEnv, cancelling: Arc<AtomicBool>, broken: Broken) -> Helpers {
+        Helpers {
+            env,
+            cancelling,
+            broken,
+            running: Mutex::new(Vec::new()),
+            idle: Condvar::new(),
+        }
+    }
+
+    /// Runs the task on this thread, in a fresh instance, unless it was cancelled or the
+    /// pool shut down with `cancel_futures` or broke.
+    fn run(&self, promise: Promise, call: &Call, control: &Arc<TaskControl>) {
+        if let Some(reason) = self.broken.get() {
+            promise.set_error(TaskError::BrokenPool {
+                reason: reason.clone(),
+            });
+            return;
+        }
+        let future = promise.future();
+        // Registered before `cancelling` is read: `shutdown_now` sets `cancelling` before it
+        // aborts the registered tasks, so it either finds this one or this caller sees it.
+        lock(&self.running).push((std::thread::current().id(), future.clone()));
+        if self.cancelling.load(Ordering::SeqCst) {
+            future.cancel();
+        }
+        if promise.set_running_or_notify_cancel() {
+            let run = run_guarded(call, &self.env, control, &mut InstanceSlot::default());
+            let (outcome, report) = run.into_parts(&self.env.worker_name, this_pid());
+            promise.complete_with_run_report(outcome, report);
+        }
+        let mut running = lock(&self.running);
+        if let Some(i) = running.iter().position(|(_, f)| f.id() == future.id()) {
+            running.swap_remove(i);
+        }
+        self.idle.notify_all();
+    }
+
+    /// Aborts every task a caller is running.
+    pub(super) fn abort_all(&self) {
+        let running: Vec<TaskFuture> = lock(&self.running)
+            .iter()
+            .map(|(_, f)| f.clone())
+            .collect();
+        for future in running {
+            future.abort();
+        }
+    }
+
+    /// Blocks until no caller but this thread runs a task.
+    pub(super) fn wait_idle(&self) {
+        let me = std::thread::current().id();
+        let mut running = lock(&self.running);
+        while running.iter().any(|(thread, _)| *thread != me) {
+            running = self
+                .idle
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
