@@ -140,8 +140,8 @@ pub(crate) fn new_instance(
     };
     let stdout = sink(HostStream::Stdout);
     let stderr = sink(HostStream::Stderr);
-    let wasi = wasi_context(&env.settings.capabilities, argv, &stdout, &stderr)
-        .map_err(start_error)?;
+    let wasi =
+        wasi_context(&env.settings.capabilities, argv, &stdout, &stderr).map_err(start_error)?;
     let mut store = new_store(
         &runtime.engine,
         wasi,
@@ -241,7 +241,10 @@ mod tests {
         let mut slot = InstanceSlot::default();
         slot.prepare_spare(fixtures(), &env);
         assert!(slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_some());
-        assert!(slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_none(), "used once");
+        assert!(
+            slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_none(),
+            "used once"
+        );
 
         // A call with its own program arguments needs a WASI context of its own.
         slot.prepare_spare(fixtures(), &env);

@@ -211,7 +211,9 @@ mod tests {
     #[test]
     fn a_host_panic_fails_only_that_task_as_panic() {
         let mut slot = InstanceSlot::default();
-        let run = guarded("worker-3", Instant::now(), &mut slot, |_| panic!("index out of bounds"));
+        let run = guarded("worker-3", Instant::now(), &mut slot, |_| {
+            panic!("index out of bounds")
+        });
         assert_eq!(
             run.outcome,
             Err(TaskError::Panic {
@@ -232,7 +234,9 @@ mod tests {
     #[test]
     fn a_panic_without_text_is_an_unknown_panic() {
         let mut slot = InstanceSlot::default();
-        let run = guarded("w", Instant::now(), &mut slot, |_| std::panic::panic_any(7_u32));
+        let run = guarded("w", Instant::now(), &mut slot, |_| {
+            std::panic::panic_any(7_u32)
+        });
         assert!(
             matches!(&run.outcome, Err(TaskError::Panic { message, .. }) if message == "unknown panic"),
             "{:?}",

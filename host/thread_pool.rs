@@ -18,9 +18,9 @@ use crate::instance::InstanceSlot;
 use crate::output::Destination;
 use crate::run::run_guarded;
 use crate::settings::{TaskEnv, TaskSettings, task_settings_setters, worker_count};
-use help::{Claim, Helpers};
 use crate::store::TaskControl;
 use crate::sync::lock;
+use help::{Claim, Helpers};
 
 /// Settings of a [`ThreadPoolExecutor`].
 ///
@@ -200,18 +200,15 @@ impl Task {
                 promise,
                 call,
                 control.clone(),
-                helpers.clone(),
+                Arc::downgrade(helpers),
             ))),
         };
-        {
-            let mut extras = future.extras();
-            extras.abort_hook = Some(AbortHook {
-                target: control.clone(),
-                id: 0,
-            });
-            if let Job::Claimable(claim) = &job {
-                extras.helper = Some(claim.clone());
-            }
+        future.extras().abort_hook = Some(AbortHook {
+            target: control.clone(),
+            id: 0,
+        });
+        if let Job::Claimable(claim) = &job {
+            future.set_helper(claim.clone());
         }
         (Task { job, control }, future)
     }
@@ -268,6 +265,25 @@ fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
     let mut instances = InstanceSlot::default();
     for work in crate::spin::iter(tasks) {
         let last = match work {
+            Work::One(Task {
+                job: Job::Claimable(claim),
+                control,
+            }) => {
+                let ran = run_one(
+                    Task {
+                        job: Job::Claimable(claim.clone()),
+                        control,
+                    },
+                    env,
+                    watch,
+                    &mut instances,
+                );
+                if ran.is_none() && tasks.is_empty() {
+                    // A caller took it (or it was cancelled): its next spare, while idle.
+                    claim.after_caller_took_it();
+                }
+                ran
+            }
             Work::One(task) => run_one(task, env, watch, &mut instances),
             Work::Batch(batch) => batch
                 .into_iter()
@@ -284,12 +300,7 @@ fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
 
 /// Runs one task on this worker (unless a caller took it, it was cancelled or the pool
 /// broke) and completes its promise; returns its call if it ran.
-fn run_one(
-    task: Task,
-    env: &TaskEnv,
-    watch: &Watch,
-    instances: &mut InstanceSlot,
-) -> Option<Call> {
+fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) -> Option<Call> {
     let (promise, call, control) = task.take()?;
     if let Some(reason) = watch.broken.get() {
         promise.set_error(TaskError::BrokenPool {
@@ -428,7 +439,11 @@ impl ThreadPoolExecutor {
             Err(refused) => {
                 // The promises are dropped, which resolves their futures (a claim would
                 // otherwise keep its promise alive through its own future).
-                refused.0.into_tasks().into_iter().for_each(|t| drop(t.take()));
+                refused
+                    .0
+                    .into_tasks()
+                    .into_iter()
+                    .for_each(|t| drop(t.take()));
                 Err(SubmitError::Shutdown)
             }
         }

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::mem;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -89,6 +89,8 @@ struct Shared {
     done: Condvar,
     /// Crate-private extras, behind their own lock (see the end of this file).
     extras: Mutex<Extras>,
+    /// `extras.helper` is set and not yet taken: `result()` looks at the extras only then.
+    helpable: AtomicBool,
 }
 
 /// The mutable part of a future. Invariants:
@@ -157,6 +159,7 @@ impl TaskFuture {
                 }),
                 done: Condvar::new(),
                 extras: Mutex::new(Extras::default()),
+                helpable: AtomicBool::new(false),
             }),
         }
     }
@@ -249,9 +252,11 @@ impl TaskFuture {
     /// [`caller_helps`](crate::ThreadPoolBuilder::caller_helps), a task that no worker has
     /// taken yet runs here, on the calling thread, before this returns.
     pub fn result(&self) -> Result<TaskValue, TaskError> {
-        let helper = self.extras().helper.take();
-        if let Some(helper) = helper {
-            helper.run_here();
+        if self.shared.helpable.swap(false, Ordering::AcqRel) {
+            let helper = self.extras().helper.take();
+            if let Some(helper) = helper {
+                helper.run_here();
+            }
         }
         let inner = self.block_while(None, |i| !i.state.is_done());
         outcome_of(&inner)
@@ -485,8 +490,8 @@ pub(crate) struct Extras {
     /// Called by `TaskFuture::abort()` to stop the task while it runs. Executors set it
     /// before the task can start, so no abort slips between start and registration.
     pub(crate) abort_hook: Option<AbortHook>,
-    /// Set by a thread pool whose callers help: runs the task in the first `result()` that
-    /// waits for it, unless a worker took it.
+    /// Set by a thread pool whose callers help ([`TaskFuture::set_helper`]): runs the task
+    /// in the first `result()` that waits for it, unless a worker took it.
     pub(crate) helper: Option<std::sync::Arc<dyn RunHere>>,
 }
 
@@ -495,5 +500,11 @@ impl TaskFuture {
     /// that might lock it again.
     pub(crate) fn extras(&self) -> MutexGuard<'_, Extras> {
         lock(&self.shared.extras)
+    }
+
+    /// Sets the [`RunHere`] the first `result()` calls (a thread pool whose callers help).
+    pub(crate) fn set_helper(&self, helper: std::sync::Arc<dyn RunHere>) {
+        self.extras().helper = Some(helper);
+        self.shared.helpable.store(true, Ordering::Release);
     }
 }

@@ -325,7 +325,9 @@ impl Shared {
             let (task, future) = self.prepare(call, batch.component.id, &mut batch.frames)?;
             if batch.tasks.is_empty() {
                 // The frames of calls alike are alike: room for the rest at once.
-                batch.frames.reserve(batch.frames.len() * (calls.len() - i - 1));
+                batch
+                    .frames
+                    .reserve(batch.frames.len() * (calls.len() - i - 1));
             }
             batch.tasks.push(task);
             batch.ends.push(batch.frames.len());

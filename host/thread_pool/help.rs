@@ -9,12 +9,18 @@
 //! finds the claim empty and moves on. Invariant: a task runs at most once, and a claim
 //! that is never taken keeps its promise, which the pool then cancels or drops (resolving
 //! the future either way).
+//!
+//! Callers run their tasks in a fresh instance, as workers do, and share one spare (see
+//! `instance.rs`): the worker that finds a claim taken, with nothing else to do, makes the
+//! next one while the caller runs the task, so an idle pool's round trip pays neither a
+//! wake-up nor an instantiation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, TryLockError, Weak};
 use std::thread::ThreadId;
 
 use crate::call::Call;
+use crate::component::TaskComponent;
 use crate::error::TaskError;
 use crate::future::{Promise, RunHere, TaskFuture};
 use crate::instance::InstanceSlot;
@@ -29,7 +35,11 @@ use super::{Broken, this_pid};
 pub(super) struct Claim {
     slot: Mutex<Option<(Promise, Call)>>,
     control: Arc<TaskControl>,
-    helpers: Arc<Helpers>,
+    /// The pool's helpers: weak, so that a future kept after its pool is gone does not keep
+    /// the callers' spare instance alive.
+    helpers: Weak<Helpers>,
+    /// The call's component, for the callers' next spare once a caller took the task.
+    component: TaskComponent,
 }
 
 impl Claim {
@@ -37,12 +47,21 @@ impl Claim {
         promise: Promise,
         call: Call,
         control: Arc<TaskControl>,
-        helpers: Arc<Helpers>,
+        helpers: Weak<Helpers>,
     ) -> Claim {
         Claim {
+            component: call.component().clone(),
             slot: Mutex::new(Some((promise, call))),
             control,
             helpers,
+        }
+    }
+
+    /// Called by a worker that found the claim taken and has nothing else to do: makes the
+    /// callers' next spare.
+    pub(super) fn after_caller_took_it(&self) {
+        if let Some(helpers) = self.helpers.upgrade() {
+            helpers.prepare_spare(&self.component);
         }
     }
 
@@ -54,8 +73,12 @@ impl Claim {
 
 impl RunHere for Claim {
     fn run_here(&self) {
-        if let Some((promise, call)) = self.take() {
-            self.helpers.run(promise, &call, &self.control);
+        // The pool is there while a claim holds its task: dropping the executor waits for
+        // the queue. Were it gone, the promise is dropped, which resolves the future.
+        if let Some((promise, call)) = self.take()
+            && let Some(helpers) = self.helpers.upgrade()
+        {
+            helpers.run(promise, &call, &self.control);
         }
     }
 }
@@ -72,6 +95,8 @@ pub(super) struct Helpers {
     /// callback of a helped task may shut the pool down).
     running: Mutex<Vec<(ThreadId, TaskFuture)>>,
     idle: Condvar,
+    /// The callers' spare instance, made by an idle worker.
+    spare: Mutex<InstanceSlot>,
 }
 
 impl Helpers {
@@ -82,10 +107,27 @@ impl Helpers {
             broken,
             running: Mutex::new(Vec::new()),
             idle: Condvar::new(),
+            spare: Mutex::new(InstanceSlot::default()),
         }
     }
 
-    /// Runs the task on this thread, in a fresh instance, unless it was cancelled or the
+    /// Makes the callers' spare of `component` (a worker's spare time).
+    fn prepare_spare(&self, component: &TaskComponent) {
+        lock(&self.spare).prepare_spare(component, &self.env);
+    }
+
+    /// The callers' spare, unless a worker is making it right now (then none: a caller
+    /// never waits for one).
+    fn take_spare(&self) -> InstanceSlot {
+        match self.spare.try_lock() {
+            Ok(mut slot) => std::mem::take(&mut *slot),
+            Err(TryLockError::Poisoned(poisoned)) => std::mem::take(&mut *poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => InstanceSlot::default(),
+        }
+    }
+
+    /// Runs the task on this thread, in a fresh instance (the callers' spare if it fits),
+    /// unless it was cancelled or the
     /// pool shut down with `cancel_futures` or broke.
     fn run(&self, promise: Promise, call: &Call, control: &Arc<TaskControl>) {
         if let Some(reason) = self.broken.get() {
@@ -102,7 +144,7 @@ impl Helpers {
             future.cancel();
         }
         if promise.set_running_or_notify_cancel() {
-            let run = run_guarded(call, &self.env, control, &mut InstanceSlot::default());
+            let run = run_guarded(call, &self.env, control, &mut self.take_spare());
             let (outcome, report) = run.into_parts(&self.env.worker_name, this_pid());
             promise.complete_with_run_report(outcome, report);
         }
@@ -115,10 +157,7 @@ impl Helpers {
 
     /// Aborts every task a caller is running.
     pub(super) fn abort_all(&self) {
-        let running: Vec<TaskFuture> = lock(&self.running)
-            .iter()
-            .map(|(_, f)| f.clone())
-            .collect();
+        let running: Vec<TaskFuture> = lock(&self.running).iter().map(|(_, f)| f.clone()).collect();
         for future in running {
             future.abort();
         }

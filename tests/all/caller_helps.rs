@@ -141,7 +141,10 @@ fn callers_and_workers_together_run_each_task_once() {
         // `result()` helps: this thread runs what the worker has not reached.
         assert_eq!(f.result().unwrap().as_i64(), Some(n as i64 + 1));
         let worker = f.report().unwrap().worker;
-        assert!(worker == "worker-1" || worker == "worker-caller", "{worker}");
+        assert!(
+            worker == "worker-1" || worker == "worker-caller",
+            "{worker}"
+        );
     }
 }
 

@@ -1,6 +1,6 @@
 mod as_completed;
-mod caller_helps;
 mod bad_inputs;
+mod caller_helps;
 mod capabilities;
 mod chaos;
 mod cli;
