@@ -1009,6 +1009,9 @@ fn results_md(table: &str, goals: &str, args: &Args, setup: &Setup) -> String {
            best of 3 runs after a warm-up, round trips the median, times the least of 3.\n\
            The idle round trips pause 1 ms before each trip, so every thread of both pools\n\
            has parked; the back-to-back ones do not (wasmpool's threads are still spinning).\n\
+           `callers help`: a thread pool built with `caller_helps(true)`, whose `result()`\n\
+           runs a task no worker has taken (in the callers' spare instance), so an idle\n\
+           trip wakes no thread.\n\
          - `wasmpool map` rows (issue 15): N lines `i, 1` of `math.add` in a file,\n\
            `wasmpool map FIXTURES math.add -j 2 --pool P --output json FILE` timed whole\n\
            (process start, component from the cache, parsing, printing into a pipe the\n\
