@@ -213,6 +213,14 @@ impl Task {
         (Task { job, control }, future)
     }
 
+    /// The claim a waiting caller may take the task from, if callers help.
+    fn claim(&self) -> Option<Arc<Claim>> {
+        match &self.job {
+            Job::Owned(..) => None,
+            Job::Claimable(claim) => Some(claim.clone()),
+        }
+    }
+
     /// The promise and call, unless a caller took them to run the task itself.
     fn take(self) -> Option<(Promise, Call, Arc<TaskControl>)> {
         let (promise, call) = match self.job {
@@ -265,26 +273,18 @@ fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
     let mut instances = InstanceSlot::default();
     for work in crate::spin::iter(tasks) {
         let last = match work {
-            Work::One(Task {
-                job: Job::Claimable(claim),
-                control,
-            }) => {
-                let ran = run_one(
-                    Task {
-                        job: Job::Claimable(claim.clone()),
-                        control,
-                    },
-                    env,
-                    watch,
-                    &mut instances,
-                );
-                if ran.is_none() && tasks.is_empty() {
-                    // A caller took it (or it was cancelled): its next spare, while idle.
+            Work::One(task) => {
+                let claim = task.claim();
+                let ran = run_one(task, env, watch, &mut instances);
+                if ran.is_none()
+                    && tasks.is_empty()
+                    && let Some(claim) = claim
+                {
+                    // A caller took it (or it was cancelled): the callers' next spare.
                     claim.after_caller_took_it();
                 }
                 ran
             }
-            Work::One(task) => run_one(task, env, watch, &mut instances),
             Work::Batch(batch) => batch
                 .into_iter()
                 .fold(None, |_, task| run_one(task, env, watch, &mut instances)),
