@@ -9,9 +9,14 @@
 //! for which a new instance would be the same: same component, no arguments of its own
 //! (`argv`), a memory cap it does not exceed, and no initializer in the pool. Instantiation
 //! spends no task budget either way: fuel is set and the store armed after it.
+//!
+//! A start-up outside any task must not hold a worker: a spare's instantiation has its own
+//! deadline ([`SPARE_TIME_LIMIT`]), needs a runtime that can interrupt, and a component whose
+//! spare failed once (a trap, a limit, that deadline) gets no more spares from that worker:
+//! its tasks instantiate for themselves, under their own budgets, as without spares.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 use wasmtime::component::Instance;
@@ -38,12 +43,19 @@ pub(crate) struct KeptInstance {
     pub(crate) stderr: LineSink,
 }
 
+/// The longest a spare's instantiation may take. Far above a normal one (~25 µs for the
+/// fixtures, ~400 µs for an 18 MB CPython component); a start-up that runs longer is stopped
+/// and its component gets no spares.
+pub(crate) const SPARE_TIME_LIMIT: Duration = Duration::from_millis(250);
+
 /// Where a worker keeps its instance between tasks ([`InstancePolicy::Reuse`]), or its
 /// spare ([`InstancePolicy::Fresh`]).
 #[derive(Default)]
 pub(crate) struct InstanceSlot {
     kept: Option<KeptInstance>,
     spare: Option<KeptInstance>,
+    /// The last component whose spare could not be made: it gets no more.
+    no_spare_for: Option<TaskComponent>,
 }
 
 impl InstanceSlot {
@@ -76,14 +88,19 @@ impl InstanceSlot {
     /// calls this when it has no task to run. An instance that cannot be made is no spare:
     /// the next task makes its own and meets the error.
     pub(crate) fn prepare_spare(&mut self, component: &TaskComponent, env: &TaskEnv) {
+        let is_of = |c: &TaskComponent| c.same_component(component);
         let has_one = self
             .spare
             .as_ref()
-            .is_some_and(|spare| spare.component.same_component(component));
+            .is_some_and(|spare| is_of(&spare.component));
+        let failed_before = self.no_spare_for.as_ref().is_some_and(is_of);
         let caps = &env.settings.capabilities;
         let reaches_out = caps.network || caps.dirs.iter().any(|d| d.writable);
+        let runtime = component.runtime().inner();
         if has_one
+            || failed_before
             || reaches_out
+            || !runtime.config.interruptible
             || env.settings.policy != InstancePolicy::Fresh
             || env.settings.initializer.is_some()
         {
@@ -91,8 +108,13 @@ impl InstanceSlot {
         }
         self.spare = None;
         let control = Arc::new(TaskControl::default());
+        let _ticking = runtime.ticker.as_ref().map(|t| t.running());
+        let deadline = Instant::now().checked_add(SPARE_TIME_LIMIT);
         let budget = &env.settings.budget;
-        self.spare = new_instance(component, None, env, budget, None, &control).ok();
+        match new_instance(component, None, env, budget, deadline, &control) {
+            Ok(spare) => self.spare = Some(spare),
+            Err(_) => self.no_spare_for = Some(component.clone()),
+        }
     }
 
     /// Counts the task `live` just ran, and keeps it for the next one if the task finished
@@ -290,6 +312,18 @@ mod tests {
         let mut slot = InstanceSlot::default();
         slot.prepare_spare(fixtures(), &env_with(reader));
         assert!(slot.take_spare(&call, DEFAULT_MAX_MEMORY).is_some());
+        // A spare that cannot be made (here: the pool's cap is below the fixtures' memory)
+        // is not tried again for that component.
+        let mut slot = InstanceSlot::default();
+        let capped = env_with(TaskSettings {
+            budget: crate::Budget::default().max_memory(1),
+            ..TaskSettings::default()
+        });
+        slot.prepare_spare(fixtures(), &capped);
+        assert!(slot.spare.is_none());
+        assert!(slot.no_spare_for.is_some());
+        slot.prepare_spare(fixtures(), &env_with(TaskSettings::default()));
+        assert!(slot.spare.is_none(), "no second try for that component");
         for settings in [reuse, initialized, networked, writer] {
             let mut slot = InstanceSlot::default();
             slot.prepare_spare(fixtures(), &env_with(settings));

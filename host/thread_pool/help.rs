@@ -127,8 +127,7 @@ impl Helpers {
     }
 
     /// Runs the task on this thread, in a fresh instance (the callers' spare if it fits),
-    /// unless it was cancelled or the
-    /// pool shut down with `cancel_futures` or broke.
+    /// unless it was cancelled, or the pool shut down with `cancel_futures` or broke.
     fn run(&self, promise: Promise, call: &Call, control: &Arc<TaskControl>) {
         if let Some(reason) = self.broken.get() {
             promise.set_error(TaskError::BrokenPool {
