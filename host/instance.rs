@@ -3,9 +3,10 @@
 //! [`InstancePolicy::Reuse`], or, under [`InstancePolicy::Fresh`], a spare: a new instance
 //! the worker made while it had nothing else to do.
 //!
-//! A spare takes instantiation off an idle pool's round trip: made right after a task, while
-//! the worker's caches are warm and no task waits, it is what a fresh instance made for the
-//! next task would be. Invariant: a spare has never run a task, and is taken only by a task
+//! A spare takes instantiation off an idle pool's round trip: made once a worker has had
+//! nothing to do for a spin (`spin::recv_or_idle`, 50 µs; never while tasks are queued,
+//! never once the queue is closed), it is what a fresh instance made for the next task
+//! would be. Invariant: a spare has never run a task, and is taken only by a task
 //! for which a new instance would be the same: same component, no arguments of its own
 //! (`argv`), a memory cap it does not exceed, and no initializer in the pool. Instantiation
 //! spends no task budget either way: fuel is set and the store armed after it.

@@ -41,16 +41,32 @@ pub(crate) fn recv<T>(rx: &Receiver<T>) -> Option<T> {
 
 /// [`recv`], polling for `spin` before parking.
 fn recv_for<T>(rx: &Receiver<T>, spin: Duration) -> Option<T> {
+    poll_for(rx, spin).unwrap_or_else(|| rx.recv().ok())
+}
+
+/// [`recv`], and if nothing came during the spin and the channel is still open, `idle` runs
+/// once before the thread parks: work worth doing only when there is nothing else to do
+/// (a worker's spare instance). A channel closed meanwhile skips it.
+pub(crate) fn recv_or_idle<T>(rx: &Receiver<T>, idle: impl FnOnce()) -> Option<T> {
+    poll_for(rx, spin()).unwrap_or_else(|| {
+        idle();
+        rx.recv().ok()
+    })
+}
+
+/// Polls `rx` for up to `spin`, yielding between polls: `Some(Some(message))`,
+/// `Some(None)` once it is closed and empty, `None` if nothing came.
+fn poll_for<T>(rx: &Receiver<T>, spin: Duration) -> Option<Option<T>> {
     let mut deadline = None;
     loop {
         match rx.try_recv() {
-            Ok(message) => return Some(message),
-            Err(TryRecvError::Disconnected) => return None,
+            Ok(message) => return Some(Some(message)),
+            Err(TryRecvError::Disconnected) => return Some(None),
             Err(TryRecvError::Empty) => {}
         }
         let now = Instant::now();
         if now >= *deadline.get_or_insert(now + spin) {
-            return rx.recv().ok();
+            return None;
         }
         std::thread::yield_now();
     }
@@ -75,11 +91,6 @@ fn until_for(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// The messages of `rx` until it is closed and empty, waiting with [`recv`].
-pub(crate) fn iter<T>(rx: &Receiver<T>) -> impl Iterator<Item = T> + '_ {
-    std::iter::from_fn(move || recv(rx))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +103,7 @@ mod tests {
                 tx.send(n).expect("the receiver is alive");
             }
         });
-        let got: Vec<i32> = iter(&rx).collect();
+        let got: Vec<i32> = std::iter::from_fn(|| recv(&rx)).collect();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
         sender.join().expect("the sender finishes");
         assert_eq!(recv(&rx), None);
@@ -108,6 +119,27 @@ mod tests {
         // `tid (comm) state ...`; comm may hold spaces and parentheses.
         let after_comm = &stat[stat.rfind(')').expect("(comm)") + 1..];
         after_comm.trim_start().chars().next().expect("a state")
+    }
+
+    #[test]
+    fn idle_work_runs_only_when_nothing_came_and_the_channel_is_open() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        tx.send(1).expect("open");
+        let mut idled = 0;
+        // A message waiting: no idle work.
+        assert_eq!(recv_or_idle(&rx, || idled += 1), Some(1));
+        assert_eq!(idled, 0);
+        // Nothing for the whole spin: the idle work runs, then the message sent meanwhile
+        // (here: by the idle work itself) is received.
+        let got = recv_or_idle(&rx, || {
+            idled += 1;
+            tx.send(2).expect("open");
+        });
+        assert_eq!((got, idled), (Some(2), 1));
+        // Closed and empty: no idle work.
+        drop(tx);
+        assert_eq!(recv_or_idle(&rx, || idled += 1), None);
+        assert_eq!(idled, 1);
     }
 
     #[test]

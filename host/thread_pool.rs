@@ -271,17 +271,15 @@ struct Watch {
 /// Runs tasks until the queue is closed and empty.
 fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
     let mut instances = InstanceSlot::default();
-    for work in crate::spin::iter(tasks) {
-        let last = match work {
+    let mut idle = IdleWork::default();
+    while let Some(work) = crate::spin::recv_or_idle(tasks, || idle.run(&mut instances, env)) {
+        let ran = match work {
             Work::One(task) => {
                 let claim = task.claim();
                 let ran = run_one(task, env, watch, &mut instances);
-                if ran.is_none()
-                    && tasks.is_empty()
-                    && let Some(claim) = claim
-                {
-                    // A caller took it (or it was cancelled): the callers' next spare.
-                    claim.after_caller_took_it();
+                if ran.is_none() {
+                    // A caller took it (or it was cancelled).
+                    idle.helped = claim;
                 }
                 ran
             }
@@ -289,11 +287,30 @@ fn worker_loop(tasks: &Receiver<Work>, env: &TaskEnv, watch: &Watch) {
                 .into_iter()
                 .fold(None, |_, task| run_one(task, env, watch, &mut instances)),
         };
-        // Nothing waits: the next task's instance is made now, off its round trip.
-        if let Some(call) = last
-            && tasks.is_empty()
-        {
+        if ran.is_some() {
+            idle.last = ran;
+        }
+    }
+}
+
+/// What a worker does once nothing has come for a spin (and the queue is open): make the
+/// next task's instance, and the callers' if a caller took the last task, off their round
+/// trips (see `instance.rs`, spares).
+#[derive(Default)]
+struct IdleWork {
+    /// The last task this worker ran (its call: moved here, so no reference count moves).
+    last: Option<Call>,
+    /// The claim of the last task a caller took.
+    helped: Option<Arc<Claim>>,
+}
+
+impl IdleWork {
+    fn run(&mut self, instances: &mut InstanceSlot, env: &TaskEnv) {
+        if let Some(call) = self.last.take() {
             instances.prepare_spare(call.component(), env);
+        }
+        if let Some(claim) = self.helped.take() {
+            claim.after_caller_took_it();
         }
     }
 }

@@ -244,7 +244,20 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
     let mut instances = InstanceSlot::default();
     // Results pushed since the last urgent one.
     let mut held = 0;
-    for item in crate::spin::iter(work) {
+    // The component of the last task run: when nothing has come for a spin, the next task's
+    // instance is made (a spare, `instance.rs`), off its round trip; never at the end (a
+    // closed queue skips it).
+    let mut last: Option<u64> = None;
+    let idle = |instances: &mut InstanceSlot,
+                last: Option<u64>,
+                components: &IdMap<Result<TaskComponent, String>>| {
+        if let Some(Ok(component)) = last.and_then(|id| components.get(&id)) {
+            instances.prepare_spare(component, env);
+        }
+    };
+    while let Some(item) = crate::spin::recv_or_idle(work, || {
+        idle(&mut instances, last.take(), &components);
+    }) {
         match item {
             Work::Load(load) => {
                 let loaded = load_component(&mut runtimes, &load);
@@ -252,7 +265,7 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
             }
             Work::Run(tasks) => {
                 let count = tasks.len();
-                let last = tasks.last().map(|(task, _)| task.component);
+                last = tasks.last().map(|(task, _)| task.component);
                 for (done, (task, control)) in tasks.into_iter().enumerate() {
                     let id = task.id;
                     let run = run_one(task, &control, &components, env, &mut instances);
@@ -271,12 +284,6 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
                         held = 0;
                     }
                     let _ = out.push(urgent, |bytes| append_result(bytes, id, run));
-                }
-                // Nothing waits: the next task's instance is made now, off its round trip.
-                if work.is_empty()
-                    && let Some(Ok(component)) = last.and_then(|id| components.get(&id))
-                {
-                    instances.prepare_spare(component, env);
                 }
             }
         }

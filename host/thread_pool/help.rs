@@ -11,9 +11,9 @@
 //! the future either way).
 //!
 //! Callers run their tasks in a fresh instance, as workers do, and share one spare (see
-//! `instance.rs`): the worker that finds a claim taken, with nothing else to do, makes the
-//! next one while the caller runs the task, so an idle pool's round trip pays neither a
-//! wake-up nor an instantiation.
+//! `instance.rs`): the worker that found a claim taken makes the next one once it has had
+//! nothing to do for a spin, so the next round trip on an idle pool pays neither a wake-up
+//! nor an instantiation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, TryLockError, Weak};
