@@ -283,6 +283,79 @@ mod tests {
         assert!(slot.take_spare(&other_call, DEFAULT_MAX_MEMORY).is_none());
     }
 
+    /// A component whose start-up never ends (its core module's start function loops) and
+    /// which exports `f: func() -> u32`.
+    fn endless_start_up() -> Vec<u8> {
+        use wasm_encoder::{
+            BlockType, CodeSection, ComponentBuilder, ComponentExportKind, ComponentValType,
+            ExportKind, ExportSection, Function, FunctionSection, Module, PrimitiveValType,
+            StartSection, TypeSection, ValType,
+        };
+        let mut module = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        types.ty().function([], [ValType::I32]);
+        module.section(&types);
+        let mut funcs = FunctionSection::new();
+        funcs.function(0).function(1);
+        module.section(&funcs);
+        let mut exports = ExportSection::new();
+        exports.export("f", ExportKind::Func, 1);
+        module.section(&exports);
+        module.section(&StartSection { function_index: 0 });
+        let mut code = CodeSection::new();
+        let mut endless = Function::new(Vec::new());
+        endless
+            .instructions()
+            .loop_(BlockType::Empty)
+            .br(0)
+            .end()
+            .end();
+        code.function(&endless);
+        let mut one = Function::new(Vec::new());
+        one.instructions().i32_const(1).end();
+        code.function(&one);
+        module.section(&code);
+
+        let mut component = ComponentBuilder::default();
+        let module = component.core_module(None, &module);
+        let instance = component.core_instantiate(None, module, []);
+        let core_f = component.core_alias_export(None, instance, "f", ExportKind::Func);
+        let (ty, encoder) = component.ty(None);
+        encoder
+            .function()
+            .params([] as [(&str, ComponentValType); 0])
+            .result(Some(ComponentValType::Primitive(PrimitiveValType::U32)));
+        let f = component.lift_func(None, core_f, ty, []);
+        component.export("f", ComponentExportKind::Func, f, None);
+        component.finish()
+    }
+
+    #[test]
+    fn a_start_up_that_never_ends_is_cut_at_the_spare_limit_and_not_retried() {
+        let component = TaskComponent::from_bytes(&endless_start_up()).expect("it loads");
+        let env = env_with(TaskSettings::default());
+        let mut slot = InstanceSlot::default();
+        let started = Instant::now();
+        slot.prepare_spare(&component, &env);
+        // It ran until its deadline (never earlier: the epoch callback compares with the
+        // clock), and was stopped there, not left to spin: a generous bound on a loaded
+        // machine, far below "forever".
+        let took = started.elapsed();
+        assert!(
+            took >= SPARE_TIME_LIMIT,
+            "{took:?}: did the start-up run at all?"
+        );
+        assert!(took < SPARE_TIME_LIMIT * 40, "{took:?}");
+        assert!(slot.spare.is_none());
+        assert!(
+            slot.no_spare_for
+                .as_ref()
+                .is_some_and(|c| c.same_component(&component)),
+            "its component gets no more spares"
+        );
+    }
+
     #[test]
     fn no_spare_under_reuse_with_an_initializer_or_with_reach() {
         let call = fixtures().call_wave("count()").expect("call");
