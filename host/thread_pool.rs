@@ -83,7 +83,9 @@ impl ThreadPoolBuilder {
     /// the task) and the caller's (to learn the result) each take tens of µs on a busy or
     /// virtual machine. What changes:
     /// - up to `workers` tasks run on the workers, plus one on each caller waiting in
-    ///   `result()`;
+    ///   `result()`; each of those callers, and the callers' spare instance, takes an
+    ///   instance slot of the runtime's [`PoolingConfig`](crate::PoolingConfig) besides the
+    ///   workers' (size `instances` for them if you set it);
     /// - a helped task runs in a fresh instance, whatever the
     ///   [`instance_policy`](Self::instance_policy), and its [report](TaskFuture::report)
     ///   and output prefix name the worker `{prefix}-caller`;
