@@ -317,36 +317,58 @@ impl IdleWork {
     }
 }
 
-/// Runs one task on this worker (unless a caller took it, it was cancelled or the pool
-/// broke) and completes its promise; returns its call if it ran.
+/// Runs one task on this worker (unless a caller took it) and completes its promise;
+/// returns its call if it ran.
 fn run_one(task: Task, env: &TaskEnv, watch: &Watch, instances: &mut InstanceSlot) -> Option<Call> {
     let (promise, call, control) = task.take()?;
-    if let Some(reason) = watch.broken.get() {
+    let running = &watch.running[watch.slot].0;
+    *lock(running) = Some(promise.future());
+    let ran = run_taken(
+        promise,
+        &call,
+        &control,
+        env,
+        instances,
+        &watch.cancelling,
+        &watch.broken,
+    );
+    *lock(running) = None;
+    ran.then_some(call)
+}
+
+/// Runs a task taken from the queue on this thread (a worker, or a caller that helps) and
+/// completes its promise, unless the pool broke, shut down with `cancel_futures`, or the
+/// task was cancelled; whether it ran. The thread registered the task where `shutdown_now`
+/// looks before calling this: `shutdown_now` sets `cancelling` before it looks, so it
+/// either finds the task and aborts it, or this sees `cancelling` and cancels it.
+fn run_taken(
+    promise: Promise,
+    call: &Call,
+    control: &Arc<TaskControl>,
+    env: &TaskEnv,
+    instances: &mut InstanceSlot,
+    cancelling: &AtomicBool,
+    broken: &Broken,
+) -> bool {
+    if let Some(reason) = broken.get() {
         promise.set_error(TaskError::BrokenPool {
             reason: reason.clone(),
         });
-        return None;
+        return false;
     }
-    let running = &watch.running[watch.slot].0;
-    // In the slot before `cancelling` is read: `shutdown_now` sets `cancelling` before it
-    // reads the slots, so it either finds this task and aborts it, or this worker sees
-    // `cancelling` and cancels the task.
-    *lock(running) = Some(promise.future());
-    if watch.cancelling.load(Ordering::SeqCst) {
+    if cancelling.load(Ordering::SeqCst) {
         promise.future().cancel();
     }
     if !promise.set_running_or_notify_cancel() {
-        *lock(running) = None;
-        return None;
+        return false;
     }
-    let run = run_guarded(&call, env, &control, instances);
-    *lock(running) = None;
+    let run = run_guarded(call, env, control, instances);
     if let Some(reason) = run.breaks_pool() {
-        watch.broken.get_or_init(|| reason.to_string());
+        broken.get_or_init(|| reason.to_string());
     }
     let (outcome, report) = run.into_parts(&env.worker_name, this_pid());
     promise.complete_with_run_report(outcome, report);
-    Some(call)
+    true
 }
 
 /// Runs calls on a pool of threads, each task in a fresh instance of its component:

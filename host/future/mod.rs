@@ -252,7 +252,10 @@ impl TaskFuture {
     /// [`caller_helps`](crate::ThreadPoolBuilder::caller_helps), a task that no worker has
     /// taken yet runs here, on the calling thread, before this returns.
     pub fn result(&self) -> Result<TaskValue, TaskError> {
-        if self.shared.helpable.swap(false, Ordering::AcqRel) {
+        // A load first: the swap writes the line, and most futures never have a helper.
+        if self.shared.helpable.load(Ordering::Acquire)
+            && self.shared.helpable.swap(false, Ordering::AcqRel)
+        {
             let helper = self.extras().helper.take();
             if let Some(helper) = helper {
                 helper.run_here();

@@ -15,21 +15,19 @@
 //! nothing to do for a spin, so the next round trip on an idle pool pays neither a wake-up
 //! nor an instantiation.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, TryLockError, Weak};
 use std::thread::ThreadId;
 
 use crate::call::Call;
 use crate::component::TaskComponent;
-use crate::error::TaskError;
 use crate::future::{Promise, RunHere, TaskFuture};
 use crate::instance::InstanceSlot;
-use crate::run::run_guarded;
 use crate::settings::TaskEnv;
 use crate::store::TaskControl;
 use crate::sync::lock;
 
-use super::{Broken, this_pid};
+use super::{Broken, run_taken};
 
 /// A task's promise and call, until a worker or a waiting caller takes them.
 pub(super) struct Claim {
@@ -127,26 +125,20 @@ impl Helpers {
     }
 
     /// Runs the task on this thread, in a fresh instance (the callers' spare if it fits),
-    /// unless it was cancelled, or the pool shut down with `cancel_futures` or broke.
+    /// registered for `shutdown_now` and `shutdown(wait)` meanwhile (see [`run_taken`]).
     fn run(&self, promise: Promise, call: &Call, control: &Arc<TaskControl>) {
-        if let Some(reason) = self.broken.get() {
-            promise.set_error(TaskError::BrokenPool {
-                reason: reason.clone(),
-            });
-            return;
-        }
         let future = promise.future();
-        // Registered before `cancelling` is read: `shutdown_now` sets `cancelling` before it
-        // aborts the registered tasks, so it either finds this one or this caller sees it.
         lock(&self.running).push((std::thread::current().id(), future.clone()));
-        if self.cancelling.load(Ordering::SeqCst) {
-            future.cancel();
-        }
-        if promise.set_running_or_notify_cancel() {
-            let run = run_guarded(call, &self.env, control, &mut self.take_spare());
-            let (outcome, report) = run.into_parts(&self.env.worker_name, this_pid());
-            promise.complete_with_run_report(outcome, report);
-        }
+        let mut spare = self.take_spare();
+        run_taken(
+            promise,
+            call,
+            control,
+            &self.env,
+            &mut spare,
+            &self.cancelling,
+            &self.broken,
+        );
         let mut running = lock(&self.running);
         if let Some(i) = running.iter().position(|(_, f)| f.id() == future.id()) {
             running.swap_remove(i);
