@@ -380,7 +380,8 @@ impl State {
             (1, 0)
         } else {
             let depth = self.pace.depth();
-            (depth, self.pace.refill_at(depth))
+            let next = self.queue.front().map_or(1, |batch| batch.tasks.len());
+            (depth, self.pace.refill_before(depth, next))
         };
         self.workers
             .iter()

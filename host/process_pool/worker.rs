@@ -264,20 +264,24 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
                 components.insert(load.id, loaded);
             }
             Work::Run(tasks) => {
-                let count = tasks.len();
                 last = tasks.last().map(|(task, _)| task.component);
-                for (done, (task, control)) in tasks.into_iter().enumerate() {
+                for (task, control) in tasks {
                     let id = task.id;
                     let run = run_one(task, &control, &components, env, &mut instances);
-                    lock(controls).remove(&id);
-                    // Results leave at once when at most one task is left in hand (this
-                    // batch's, and a batch or more queued behind it), or when those held
-                    // back are as many as the tasks left: the pool hands a worker more work
-                    // once it is down to its refill mark (half its pipeline depth, or one
-                    // less than a fixed depth), and that work should arrive while the tasks
-                    // left run. Other results may wait a little for the ones after them
+                    // The tasks left in hand: the rest of this batch and every batch queued
+                    // behind it, each registered until it is done.
+                    let left = {
+                        let mut controls = lock(controls);
+                        controls.remove(&id);
+                        controls.len()
+                    };
+                    // Results leave at once when at most one task is left in hand, or when
+                    // those held back are as many as the tasks left: the pool hands a worker
+                    // more work once it is down to its refill mark (half its pipeline depth,
+                    // one less than a fixed depth, or a batch's length with one batch
+                    // queued behind the running one), and that work should arrive while the
+                    // tasks left run. Other results may wait a little for the ones after them
                     // (`outbox.rs`): a batch's results travel together.
-                    let left = count - done - 1 + work.len();
                     held += 1;
                     let urgent = results_are_urgent(held, left);
                     if urgent {
@@ -291,9 +295,10 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
 }
 
 /// Whether the `held` results not sent yet (the latest one included) should leave now, with
-/// `left` tasks still in hand: when at most one is left, or when as many results wait as
-/// tasks are left (the pool is then at its refill mark, and its next batch should arrive
-/// while those run).
+/// `left` tasks still in hand (queued batches included): when at most one is left, or when
+/// as many results wait as tasks are left (the pool is then at its refill mark, and its
+/// next batch should arrive while those run). With one batch queued behind the running
+/// one, that is once per batch, as the running one ends.
 fn results_are_urgent(held: usize, left: usize) -> bool {
     left <= 1 || held >= left
 }
@@ -461,6 +466,22 @@ mod tests {
         assert_eq!(sent_when_left, [5, 2, 1, 0]);
         // A lone task's result leaves at once.
         assert!(results_are_urgent(1, 0));
+    }
+
+    /// A batch of 256 running with the next batch of 256 queued behind it: its results
+    /// leave together, once, as it ends (the pool then hands the batch after).
+    #[test]
+    fn with_a_batch_queued_behind_results_leave_as_the_running_one_ends() {
+        let mut held = 0;
+        let mut sent_when_left = Vec::new();
+        for left in (256..512).rev() {
+            held += 1;
+            if results_are_urgent(held, left) {
+                sent_when_left.push(left);
+                held = 0;
+            }
+        }
+        assert_eq!(sent_when_left, [256]);
     }
 
     /// The RESULT frame of `run`, decoded.

@@ -460,3 +460,88 @@ fn an_on_demand_pool_with_an_idle_worker_starts_none() {
     assert_eq!(fx.spawn, 0);
     assert_eq!(st.workers[0].in_flight.len(), 1);
 }
+
+/// A batch of `ids`, one task each, as `submit_batch` makes it.
+fn batch_of(ids: std::ops::Range<u64>) -> (Batch, Vec<TaskFuture>) {
+    let (tasks, futures): (Vec<Task>, Vec<TaskFuture>) = ids
+        .map(|id| {
+            let (promise, future) = promise();
+            let task = Task {
+                id,
+                promise,
+                timeout: None,
+            };
+            (task, future)
+        })
+        .unzip();
+    let batch = Batch {
+        ends: (1..=tasks.len()).collect(),
+        frames: vec![0; tasks.len()],
+        tasks,
+        component: component(),
+        resumed: false,
+    };
+    (batch, futures)
+}
+
+#[test]
+fn a_batch_of_short_tasks_waits_in_the_worker_behind_the_one_it_runs() {
+    let mut st = state(false);
+    st.rules.workers = 1;
+    st.rules.pipeline_depth = None;
+    st.pace = crate::process_pool::pace::Pace::adaptive();
+    // Tasks of 2 µs measured: a batch of 256 is ~0.5 ms of work.
+    st.pace.record(Duration::from_micros(2 * 64), 64);
+    let _worker = add(&mut st, 1, true, &[]);
+    let batches: Vec<(Batch, Vec<TaskFuture>)> =
+        (0..3).map(|b| batch_of(b * 256..(b + 1) * 256)).collect();
+    let (batches, _futures): (Vec<Batch>, Vec<_>) = batches.into_iter().unzip();
+    let _fx = st.on_submit(batches).map_err(|_| ()).expect("open");
+    assert_eq!(
+        st.workers[0].in_flight.len(),
+        512,
+        "one batch runs, one waits behind it"
+    );
+    assert_eq!(st.queue.len(), 1);
+
+    // Half the first batch answered: the worker holds more than a batch, nothing moves.
+    let results = |ids: std::ops::Range<u64>| Event::Results {
+        serial: 1,
+        results: ids
+            .map(|id| {
+                (
+                    id,
+                    run(Ok(crate::value::TaskValue::from(
+                        wasmtime::component::Val::Bool(true),
+                    ))),
+                )
+            })
+            .collect(),
+    };
+    let _fx = st.on(results(0..128));
+    assert_eq!(st.queue.len(), 1);
+    // The first batch done: the third is handed while the second runs.
+    let _fx = st.on(results(128..256));
+    assert!(st.queue.is_empty());
+    assert_eq!(st.workers[0].in_flight.len(), 512);
+}
+
+#[test]
+fn a_batch_of_long_tasks_waits_in_the_pool_until_the_worker_is_nearly_done() {
+    let mut st = state(false);
+    st.rules.workers = 1;
+    st.rules.pipeline_depth = None;
+    st.pace = crate::process_pool::pace::Pace::adaptive();
+    // Tasks of 10 ms: a batch of 8 is beyond what may wait in a worker.
+    st.pace.record(Duration::from_millis(10 * 8), 8);
+    let _worker = add(&mut st, 1, true, &[]);
+    let (batches, _futures): (Vec<Batch>, Vec<_>) =
+        (0..2).map(|b| batch_of(b * 8..(b + 1) * 8)).unzip();
+    let _fx = st.on_submit(batches).map_err(|_| ()).expect("open");
+    assert_eq!(st.workers[0].in_flight.len(), 8);
+    assert_eq!(
+        st.queue.len(),
+        1,
+        "the second batch stays cancellable in the pool"
+    );
+}
