@@ -196,7 +196,8 @@ impl ProcessPoolBuilder {
     /// the tasks it was running fail (with a [`BrokenPool`](crate::TaskError::BrokenPool)
     /// error that names the crash), a new worker takes its place, and the pool goes on.
     /// "Running" means handed to that worker: with short tasks the pipeline hands a worker
-    /// up to 64 at once (see [`pipeline_depth`](Self::pipeline_depth)), and none of them is
+    /// up to 64 at once, or two batches of short tasks (see
+    /// [`pipeline_depth`](Self::pipeline_depth)), and none of them is
     /// run twice, since the worker may have finished some whose results had not left it yet;
     /// a depth of 1 limits the loss to the task that crashed.
     /// Default: off. A worker of the first start that dies before its handshake fails
@@ -241,7 +242,11 @@ impl ProcessPoolBuilder {
     /// Fixes how many tasks a worker is handed at a time (at least 1). By default the depth
     /// follows the tasks: 2 while they are long (or not measured yet), more as they get
     /// shorter, so that each worker has about 250 µs of work handed ahead (at most 64 tasks),
-    /// from the mean time recent tasks took in the workers.
+    /// from the mean time recent tasks took in the workers; and a batch
+    /// ([`submit_batch`](Executor::submit_batch), [`map_chunked`](Executor::map_chunked))
+    /// whose tasks take at most 2 ms together is handed to a worker that is down to the
+    /// batch's length, so that it waits there behind the batch being run (as CPython's pool
+    /// keeps one chunk queued ahead).
     ///
     /// Handed tasks count as running (see [`ProcessPoolExecutor`]); more depth hides the
     /// round trip between tasks, less keeps more tasks cancellable. A batch is handed whole

@@ -10,8 +10,10 @@
 //!
 //! Scheduling: a task is handed to the ready worker with the fewest tasks in flight, once
 //! that worker is down to its refill mark, and the worker is then filled up to the pipeline
-//! depth (`pace.rs`); a task becomes *running* when it is handed, as in CPython's process
-//! pool (tasks still in the queue can be cancelled, handed ones cannot).
+//! depth (`pace.rs`); a batch is handed whole, and a batch of short tasks as soon as the
+//! worker is down to the batch's length (it then waits in the worker behind the one
+//! running). A task becomes *running* when it is handed, as in CPython's process pool
+//! (tasks still in the queue can be cancelled, handed ones cannot).
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
@@ -373,7 +375,7 @@ impl State {
 
     /// The ready worker due more tasks, with the fewest in flight (the first of equals), and
     /// the depth to fill it to. A worker is due more once its tasks in flight are down to
-    /// the pace's refill mark. While an on-demand pool can still grow, only an idle worker
+    /// the pace's refill mark for the batch at the queue's front (`Pace::refill_before`). While an on-demand pool can still grow, only an idle worker
     /// has room: a task waits for a new worker rather than behind another task.
     fn pick(&self) -> Option<(usize, usize)> {
         let (depth, refill_at) = if self.can_grow() {
