@@ -375,8 +375,9 @@ impl State {
 
     /// The ready worker due more tasks, with the fewest in flight (the first of equals), and
     /// the depth to fill it to. A worker is due more once its tasks in flight are down to
-    /// the pace's refill mark for the batch at the queue's front (`Pace::refill_before`). While an on-demand pool can still grow, only an idle worker
-    /// has room: a task waits for a new worker rather than behind another task.
+    /// the pace's refill mark for the batch at the queue's front (`Pace::refill_before`).
+    /// While an on-demand pool can still grow, only an idle worker has room: a task waits
+    /// for a new worker rather than behind another task.
     fn pick(&self) -> Option<(usize, usize)> {
         let (depth, refill_at) = if self.can_grow() {
             (1, 0)

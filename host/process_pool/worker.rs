@@ -298,7 +298,8 @@ fn execute(work: &Receiver<Work>, out: &Outbox, controls: &Controls, env: &TaskE
 /// `left` tasks still in hand (queued batches included): when at most one is left, or when
 /// as many results wait as tasks are left (the pool is then at its refill mark, and its
 /// next batch should arrive while those run). With one batch queued behind the running
-/// one, that is once per batch, as the running one ends.
+/// one, that is once per batch, as the running one ends (the outbox still sends results
+/// held longer than its `COALESCE` bound).
 fn results_are_urgent(held: usize, left: usize) -> bool {
     left <= 1 || held >= left
 }
@@ -468,8 +469,8 @@ mod tests {
         assert!(results_are_urgent(1, 0));
     }
 
-    /// A batch of 256 running with the next batch of 256 queued behind it: its results
-    /// leave together, once, as it ends (the pool then hands the batch after).
+    /// A batch of 256 running with the next batch of 256 queued behind it: its results are
+    /// urgent once, as it ends (the pool then hands the batch after).
     #[test]
     fn with_a_batch_queued_behind_results_leave_as_the_running_one_ends() {
         let mut held = 0;
