@@ -451,20 +451,26 @@ mod tests {
     use crate::process_pool::framing::read_frame;
     use crate::value::TaskValue;
 
-    /// A pipeline of 11 tasks (a fresh task's adaptive depth) sends its results when 5 are
-    /// left, then 2, then 1 and 0: the pool learns of the first half while the second runs.
-    #[test]
-    fn results_leave_at_half_of_what_is_left_and_at_the_end() {
+    /// The tasks left in hand after each result that was urgent, as the executor runs tasks
+    /// with `lefts` left after each one.
+    fn urgent_when_left(lefts: impl Iterator<Item = usize>) -> Vec<usize> {
         let mut held = 0;
         let mut sent_when_left = Vec::new();
-        for left in (0..11).rev() {
+        for left in lefts {
             held += 1;
             if results_are_urgent(held, left) {
                 sent_when_left.push(left);
                 held = 0;
             }
         }
-        assert_eq!(sent_when_left, [5, 2, 1, 0]);
+        sent_when_left
+    }
+
+    /// A pipeline of 11 tasks (a fresh task's adaptive depth) sends its results when 5 are
+    /// left, then 2, then 1 and 0: the pool learns of the first half while the second runs.
+    #[test]
+    fn results_leave_at_half_of_what_is_left_and_at_the_end() {
+        assert_eq!(urgent_when_left((0..11).rev()), [5, 2, 1, 0]);
         // A lone task's result leaves at once.
         assert!(results_are_urgent(1, 0));
     }
@@ -473,16 +479,7 @@ mod tests {
     /// urgent once, as it ends (the pool then hands the batch after).
     #[test]
     fn with_a_batch_queued_behind_results_leave_as_the_running_one_ends() {
-        let mut held = 0;
-        let mut sent_when_left = Vec::new();
-        for left in (256..512).rev() {
-            held += 1;
-            if results_are_urgent(held, left) {
-                sent_when_left.push(left);
-                held = 0;
-            }
-        }
-        assert_eq!(sent_when_left, [256]);
+        assert_eq!(urgent_when_left((256..512).rev()), [256]);
     }
 
     /// The RESULT frame of `run`, decoded.

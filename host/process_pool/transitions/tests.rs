@@ -484,15 +484,21 @@ fn batch_of(ids: std::ops::Range<u64>) -> (Batch, Vec<TaskFuture>) {
     (batch, futures)
 }
 
-#[test]
-fn a_batch_of_short_tasks_waits_in_the_worker_behind_the_one_it_runs() {
+/// A pool of one idle, greeted worker whose depth follows the tasks, which took `per_task`.
+fn one_adaptive_worker(per_task: Duration) -> State {
     let mut st = state(false);
     st.rules.workers = 1;
     st.rules.pipeline_depth = None;
     st.pace = crate::process_pool::pace::Pace::adaptive();
-    // Tasks of 2 µs measured: a batch of 256 is ~0.5 ms of work.
-    st.pace.record(Duration::from_micros(2 * 64), 64);
+    st.pace.record(per_task * 64, 64);
     let _worker = add(&mut st, 1, true, &[]);
+    st
+}
+
+#[test]
+fn a_batch_of_short_tasks_waits_in_the_worker_behind_the_one_it_runs() {
+    // Tasks of 2 µs: a batch of 256 is ~0.5 ms of work.
+    let mut st = one_adaptive_worker(Duration::from_micros(2));
     let batches: Vec<(Batch, Vec<TaskFuture>)> =
         (0..3).map(|b| batch_of(b * 256..(b + 1) * 256)).collect();
     let (batches, _futures): (Vec<Batch>, Vec<_>) = batches.into_iter().unzip();
@@ -528,13 +534,8 @@ fn a_batch_of_short_tasks_waits_in_the_worker_behind_the_one_it_runs() {
 
 #[test]
 fn a_batch_of_long_tasks_waits_in_the_pool_until_the_worker_is_nearly_done() {
-    let mut st = state(false);
-    st.rules.workers = 1;
-    st.rules.pipeline_depth = None;
-    st.pace = crate::process_pool::pace::Pace::adaptive();
     // Tasks of 10 ms: a batch of 8 is beyond what may wait in a worker.
-    st.pace.record(Duration::from_millis(10 * 8), 8);
-    let _worker = add(&mut st, 1, true, &[]);
+    let mut st = one_adaptive_worker(Duration::from_millis(10));
     let (batches, _futures): (Vec<Batch>, Vec<_>) =
         (0..2).map(|b| batch_of(b * 8..(b + 1) * 8)).unzip();
     let _fx = st.on_submit(batches).map_err(|_| ()).expect("open");
