@@ -37,31 +37,79 @@ pub struct TaskReport {
     pub stderr_truncated: bool,
 }
 
-/// A [`TaskReport`] as an executor records it: the worker's name is shared, not copied, and
-/// becomes the report's `worker` only when [`TaskFuture::report`](crate::TaskFuture::report)
-/// asks for one (most tasks are never asked: no allocation for them).
+/// A [`TaskReport`] as an executor records it, kept small because every finished future
+/// holds one: the worker's name is shared, not copied, and becomes the report's `worker`
+/// only when [`TaskFuture::report`](crate::TaskFuture::report) asks for one (most tasks are
+/// never asked); what few tasks have (a host, captured output) is boxed apart.
 #[derive(Debug, Clone)]
 pub(crate) struct RunReport {
-    pub(crate) worker: Arc<str>,
-    /// Everything else; its `worker` is empty.
-    pub(crate) report: TaskReport,
+    worker: Arc<str>,
+    pid: u32,
+    elapsed: Duration,
+    fuel_consumed: Option<u64>,
+    peak_memory: u64,
+    /// `None` when the report has no host and nothing was captured.
+    rare: Option<Box<RareParts>>,
+}
+
+/// The parts of a report that only some tasks have.
+#[derive(Debug, Clone, Default)]
+struct RareParts {
+    host: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
 }
 
 impl RunReport {
     /// The report as [`TaskFuture::report`](crate::TaskFuture::report) returns it.
     pub(crate) fn to_report(&self) -> TaskReport {
+        let rare = self.rare.as_deref().cloned().unwrap_or_default();
         TaskReport {
             worker: self.worker.to_string(),
-            ..self.report.clone()
+            host: rare.host,
+            pid: self.pid,
+            elapsed: self.elapsed,
+            fuel_consumed: self.fuel_consumed,
+            peak_memory: self.peak_memory,
+            stdout: rare.stdout,
+            stderr: rare.stderr,
+            stdout_truncated: rare.stdout_truncated,
+            stderr_truncated: rare.stderr_truncated,
+        }
+    }
+}
+
+impl RunReport {
+    /// `report` as run by `worker` (whatever `report.worker` says is dropped).
+    pub(crate) fn with_worker(worker: Arc<str>, report: TaskReport) -> RunReport {
+        let rare = RareParts {
+            host: report.host,
+            stdout: report.stdout,
+            stderr: report.stderr,
+            stdout_truncated: report.stdout_truncated,
+            stderr_truncated: report.stderr_truncated,
+        };
+        let has_rare = rare.host.is_some()
+            || rare.stdout.is_some()
+            || rare.stderr.is_some()
+            || rare.stdout_truncated
+            || rare.stderr_truncated;
+        RunReport {
+            worker,
+            pid: report.pid,
+            elapsed: report.elapsed,
+            fuel_consumed: report.fuel_consumed,
+            peak_memory: report.peak_memory,
+            rare: has_rare.then(|| Box::new(rare)),
         }
     }
 }
 
 impl From<TaskReport> for RunReport {
     fn from(mut report: TaskReport) -> RunReport {
-        RunReport {
-            worker: Arc::from(std::mem::take(&mut report.worker)),
-            report,
-        }
+        let worker = Arc::from(std::mem::take(&mut report.worker));
+        RunReport::with_worker(worker, report)
     }
 }

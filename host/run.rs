@@ -59,16 +59,17 @@ impl TaskRun {
         }
     }
 
-    /// The outcome, and the report of this run by `worker` (process `pid`); the captured
-    /// output moves into the report.
+    /// The outcome, and the report of this run by `worker` (process `pid`, on `host` for a
+    /// cluster's task); the captured output moves into the report.
     pub(crate) fn into_parts(
         self,
         worker: &Arc<str>,
         pid: u32,
+        host: Option<String>,
     ) -> (Result<TaskValue, TaskError>, RunReport) {
         let report = TaskReport {
             worker: String::new(),
-            host: None,
+            host,
             pid,
             elapsed: self.elapsed,
             fuel_consumed: self.fuel_consumed,
@@ -78,8 +79,7 @@ impl TaskRun {
             stdout_truncated: self.stdout_truncated,
             stderr_truncated: self.stderr_truncated,
         };
-        let worker = worker.clone();
-        (self.outcome, RunReport { worker, report })
+        (self.outcome, RunReport::with_worker(worker.clone(), report))
     }
 }
 

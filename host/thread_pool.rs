@@ -366,7 +366,7 @@ fn run_taken(
     if let Some(reason) = run.breaks_pool() {
         broken.get_or_init(|| reason.to_string());
     }
-    let (outcome, report) = run.into_parts(&env.worker_name, this_pid());
+    let (outcome, report) = run.into_parts(&env.worker_name, this_pid(), None);
     promise.complete_with_run_report(outcome, report);
     true
 }

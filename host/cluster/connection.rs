@@ -225,9 +225,7 @@ impl Connection {
                 continue;
             };
             let worker: Arc<str> = Arc::from(result.worker);
-            let (outcome, mut recorded) = result.run.into_parts(&worker, result.pid);
-            let report = &mut recorded.report;
-            report.host = Some(message.host.clone());
+            let mut run = result.run;
             if matches!(
                 self.shared.settings.output,
                 OutputMode::Prefixed | OutputMode::Plain
@@ -236,9 +234,11 @@ impl Connection {
                     OutputMode::Prefixed => format!("{}/{worker}: ", message.host),
                     _ => String::new(),
                 };
-                forward(&prefix, HostStream::Stdout, report.stdout.take());
-                forward(&prefix, HostStream::Stderr, report.stderr.take());
+                forward(&prefix, HostStream::Stdout, run.stdout.take());
+                forward(&prefix, HostStream::Stderr, run.stderr.take());
             }
+            let (outcome, recorded) =
+                run.into_parts(&worker, result.pid, Some(message.host.clone()));
             promise.complete_with_run_report(outcome, recorded);
         }
     }

@@ -108,7 +108,7 @@ impl State {
             }
             measured += 1;
             took += run.elapsed;
-            let (outcome, report) = run.into_parts(&name, pid);
+            let (outcome, report) = run.into_parts(&name, pid, None);
             fx.completed.push((handed.task.promise, outcome, report));
         }
         self.pace.record(took, measured);
@@ -298,7 +298,7 @@ impl State {
             };
             let limit = head.task.timeout.unwrap_or_default();
             let run = TaskRun::failed(TaskError::Timeout { limit }, now - worker.head_since);
-            let (outcome, report) = run.into_parts(&worker.name, worker.pid);
+            let (outcome, report) = run.into_parts(&worker.name, worker.pid, None);
             fx.completed.push((head.task.promise, outcome, report));
             fx.warnings.push(format!(
                 "{} (pid {}) did not answer within {:?} of its task's {limit:?} deadline and \

@@ -187,8 +187,8 @@ fn a_result_for_a_task_the_worker_was_not_running_is_a_violation() {
     ];
     let fx = st.on(Event::Results { serial: 1, results });
     assert_eq!(fx.completed.len(), 1, "the result before it counts");
-    assert_eq!(&*fx.completed[0].2.worker, "worker-1");
-    assert_eq!(fx.completed[0].2.report.pid, PID);
+    assert_eq!(fx.completed[0].2.to_report().worker, "worker-1");
+    assert_eq!(fx.completed[0].2.to_report().pid, PID);
     assert_eq!(
         fx.violation,
         Some(ProtocolError::Malformed(
@@ -370,7 +370,7 @@ fn a_worker_that_overruns_a_deadline_is_stopped_and_its_waiting_tasks_go_to_anot
         &fx.completed[0].1,
         Err(TaskError::Timeout { limit }) if *limit == Duration::from_secs(1)
     ));
-    assert_eq!(&*fx.completed[0].2.worker, "worker-1");
+    assert_eq!(fx.completed[0].2.to_report().worker, "worker-1");
     assert_eq!(fx.kill.len(), 1, "the worker is killed");
     assert_eq!(fx.spawn, 1, "and replaced");
     assert!(fx.failed.is_empty(), "the pool does not break");
