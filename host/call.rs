@@ -86,6 +86,16 @@ impl Call {
     pub fn argv(&self) -> Option<&[String]> {
         self.argv.as_deref()
     }
+
+    /// Whether `other` calls the same function of the same component under the same budget
+    /// and argv, so that the two can run as one chunk (they differ at most in their
+    /// arguments).
+    pub(crate) fn alike(&self, other: &Call) -> bool {
+        self.function == other.function
+            && self.component.same_component(&other.component)
+            && self.budget == other.budget
+            && self.argv == other.argv
+    }
 }
 
 impl TaskComponent {

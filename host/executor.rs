@@ -1,10 +1,11 @@
 //! What every executor offers: the [`Executor`] trait, and `map` built on `submit`.
 
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 
 use crate::call::Call;
 use crate::error::{SubmitError, TaskError};
-use crate::future::TaskFuture;
+use crate::future::{Promise, TaskFuture, promise};
 use crate::value::TaskValue;
 
 /// An executor runs calls as tasks and hands back futures: the interface shared by
@@ -68,6 +69,12 @@ pub trait Executor: Send + Sync {
     /// [`submit_batch`](Executor::submit_batch)): `Executor.map(fn, iterable, chunksize=n)`.
     /// Worth it for many tiny tasks; a `chunksize` of 1 is `map`.
     ///
+    /// A [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) goes further, as CPython's
+    /// does: a chunk's calls of one function (same budget and argv) run as one task, one
+    /// message each way and one future, and are cancelled, aborted or lost together. The
+    /// map still yields each call's own outcome; their futures exist only if
+    /// [`Map::in_flight`] asks for them, and they have no report.
+    ///
     /// ```no_run
     /// use wasmpool::{Executor, TaskComponent, ThreadPoolExecutor};
     /// let component = TaskComponent::from_file("fixture_tasks.wasm")?;
@@ -86,26 +93,7 @@ pub trait Executor: Send + Sync {
         I: IntoIterator<Item = Call>,
         Self: Sized,
     {
-        let mut pending = VecDeque::new();
-        let mut calls = calls.into_iter();
-        while let Some(call) = calls.next() {
-            let submitted = if chunksize <= 1 {
-                self.submit(call).map(|f| pending.push_back(f))
-            } else {
-                let chunk = std::iter::once(call).chain(calls.by_ref().take(chunksize - 1));
-                self.submit_batch(chunk.collect())
-                    .map(|futures| pending.extend(futures))
-            };
-            if let Err(e) = submitted {
-                return Err(cancel_all(pending.iter(), e));
-            }
-        }
-        Ok(Map {
-            executor: self,
-            pending,
-            source: None,
-            buffer: usize::MAX,
-        })
+        map_in_batches(self, calls, chunksize)
     }
 
     /// Like [`Executor::map`], but lazy: at most `buffer` tasks are in flight (submitted and
@@ -128,28 +116,225 @@ pub trait Executor: Send + Sync {
     }
 }
 
+/// [`Executor::map_chunked`] as every executor has it: each chunk submitted with
+/// [`submit_batch`](Executor::submit_batch) (each call with `submit` when `chunksize` is 1).
+pub(crate) fn map_in_batches<E, I>(
+    executor: &E,
+    calls: I,
+    chunksize: usize,
+) -> Result<Map<'_>, SubmitError>
+where
+    E: Executor,
+    I: IntoIterator<Item = Call>,
+{
+    let mut pending = VecDeque::new();
+    let mut calls = calls.into_iter();
+    while let Some(call) = calls.next() {
+        let submitted = if chunksize <= 1 {
+            executor
+                .submit(call)
+                .map(|f| pending.push_back(Pending::Call(f)))
+        } else {
+            let chunk = std::iter::once(call).chain(calls.by_ref().take(chunksize - 1));
+            executor
+                .submit_batch(chunk.collect())
+                .map(|futures| pending.extend(futures.into_iter().map(Pending::Call)))
+        };
+        if let Err(e) = submitted {
+            drop(Map::new(executor, pending));
+            return Err(e);
+        }
+    }
+    Ok(Map::new(executor, pending))
+}
+
 /// The iterator [`Executor::map`] and [`Executor::map_buffered`] return: task outcomes in
 /// input order. Dropping it cancels what has not started.
 pub struct Map<'a> {
     executor: &'a dyn Executor,
-    pending: VecDeque<TaskFuture>,
+    pending: VecDeque<Pending>,
     source: Option<Box<dyn Iterator<Item = Call> + Send + 'a>>,
     buffer: usize,
+}
+
+/// What a [`Map`] waits for: one call's future, or a chunk's.
+pub(crate) enum Pending {
+    Call(TaskFuture),
+    Chunk(Chunk),
+}
+
+/// A chunk of calls that a process pool runs as one task (`map_chunked`): its future's value
+/// holds every call's outcome ([`TaskValue::chunk`]). Its calls have futures of their own
+/// only if [`Map::in_flight`] asks for them.
+pub(crate) struct Chunk {
+    future: TaskFuture,
+    /// How many of its calls have been yielded.
+    yielded: usize,
+    /// How many calls it runs.
+    calls: usize,
+    /// Its outcomes not yielded yet, once it has finished.
+    outcomes: Option<std::vec::IntoIter<Result<TaskValue, TaskError>>>,
+    /// The futures of its calls from the `yielded`-th on, once `in_flight` made them: from
+    /// then on the map yields their outcomes (one of them may have been cancelled).
+    views: OnceLock<(usize, Vec<TaskFuture>)>,
+}
+
+impl Pending {
+    /// What waits for `future`, the future of a task that runs `calls` calls: a chunk's
+    /// when there are more than one.
+    pub(crate) fn of(future: TaskFuture, calls: usize) -> Pending {
+        if calls <= 1 {
+            return Pending::Call(future);
+        }
+        Pending::Chunk(Chunk {
+            future,
+            yielded: 0,
+            calls,
+            outcomes: None,
+            views: OnceLock::new(),
+        })
+    }
+
+    /// The calls not yielded yet.
+    fn calls(&self) -> usize {
+        match self {
+            Pending::Call(_) => 1,
+            Pending::Chunk(chunk) => chunk.calls - chunk.yielded,
+        }
+    }
+
+    /// The outcome of its next call not yielded, waiting for it, and whether that call was
+    /// its last.
+    fn next_outcome(&mut self) -> (Result<TaskValue, TaskError>, bool) {
+        match self {
+            Pending::Call(future) => (future.result(), true),
+            Pending::Chunk(chunk) => {
+                let outcome = chunk.next_outcome();
+                (outcome, chunk.yielded == chunk.calls)
+            }
+        }
+    }
+
+    /// Cancels what has not started.
+    fn cancel(&self) {
+        match self {
+            Pending::Call(future) => {
+                future.cancel();
+            }
+            Pending::Chunk(chunk) => {
+                chunk.future.cancel();
+            }
+        }
+    }
+}
+
+impl Chunk {
+    /// The outcome of the next call not yielded, waiting for the chunk if need be.
+    fn next_outcome(&mut self) -> Result<TaskValue, TaskError> {
+        let index = self.yielded;
+        self.yielded += 1;
+        if let Some((first, views)) = self.views.get() {
+            return views[index - first].result();
+        }
+        if self.outcomes.is_none() {
+            self.outcomes = Some(chunk_outcomes(self.future.result(), self.calls).into_iter());
+        }
+        self.outcomes
+            .as_mut()
+            .and_then(Iterator::next)
+            .unwrap_or(Err(TaskError::Cancelled))
+    }
+
+    /// The futures of the calls not yielded yet, made on first use: each is resolved with
+    /// its call's outcome when the chunk finishes. Cancelling one is honoured (the map
+    /// yields it cancelled), but the chunk runs as a whole: its calls start together and
+    /// are cancelled together, when the map is dropped before the chunk starts.
+    fn views(&self) -> &[TaskFuture] {
+        let (_, views) = self.views.get_or_init(|| {
+            let first = self.yielded;
+            let (promises, futures): (Vec<Promise>, Vec<TaskFuture>) =
+                (first..self.calls).map(|_| promise()).unzip();
+            let calls = self.calls;
+            self.future.add_done_callback(move |chunk| {
+                if chunk.is_cancelled() {
+                    for promise in promises {
+                        promise.future().cancel();
+                    }
+                    return;
+                }
+                let outcomes = chunk_outcomes(chunk.result(), calls)
+                    .into_iter()
+                    .skip(first);
+                for (promise, outcome) in promises.into_iter().zip(outcomes) {
+                    promise.complete(outcome);
+                }
+            });
+            (first, futures)
+        });
+        views
+    }
+}
+
+/// Each call's outcome from a chunk's (of `calls` calls): its value's outcomes, or the
+/// chunk's error for each call (a broken pool, a cancelled or aborted chunk).
+fn chunk_outcomes(
+    outcome: Result<TaskValue, TaskError>,
+    calls: usize,
+) -> Vec<Result<TaskValue, TaskError>> {
+    match outcome.map(TaskValue::into_chunk) {
+        Ok(Ok(outcomes)) if outcomes.len() == calls => outcomes,
+        Ok(Ok(outcomes)) => {
+            let error = TaskError::BrokenPool {
+                reason: format!(
+                    "a worker answered a chunk of {calls} calls with {} outcomes",
+                    outcomes.len()
+                ),
+            };
+            vec![Err(error); calls]
+        }
+        Ok(Err(value)) => {
+            let error = TaskError::BrokenPool {
+                reason: format!(
+                    "a worker answered a chunk of {calls} calls with one value ({value})"
+                ),
+            };
+            vec![Err(error); calls]
+        }
+        Err(error) => vec![Err(error); calls],
+    }
 }
 
 impl std::fmt::Debug for Map<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Map")
-            .field("in_flight", &self.pending.len())
+            .field(
+                "in_flight",
+                &self.pending.iter().map(Pending::calls).sum::<usize>(),
+            )
             .field("more_input", &self.source.is_some())
             .finish()
     }
 }
 
-impl Map<'_> {
-    /// The futures submitted and not yet yielded, in input order.
+impl<'a> Map<'a> {
+    /// A map over what `executor` was handed already.
+    pub(crate) fn new(executor: &'a dyn Executor, pending: VecDeque<Pending>) -> Map<'a> {
+        Map {
+            executor,
+            pending,
+            source: None,
+            buffer: usize::MAX,
+        }
+    }
+
+    /// The futures submitted and not yet yielded, in input order. A call of a chunk that a
+    /// process pool runs as one task (`map_chunked`) gets its future here, made on first
+    /// use; it is resolved when the whole chunk is done, and is never seen running.
     pub fn in_flight(&self) -> impl Iterator<Item = &TaskFuture> {
-        self.pending.iter()
+        self.pending.iter().flat_map(|pending| match pending {
+            Pending::Call(future) => std::slice::from_ref(future),
+            Pending::Chunk(chunk) => chunk.views(),
+        })
     }
 
     fn refill(&mut self) {
@@ -165,7 +350,7 @@ impl Map<'_> {
                 .executor
                 .submit(call)
                 .unwrap_or_else(|e| TaskFuture::failed(e.into()));
-            self.pending.push_back(future);
+            self.pending.push_back(Pending::Call(future));
         }
     }
 }
@@ -186,15 +371,57 @@ impl Iterator for Map<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.refill();
-        let future = self.pending.pop_front()?;
-        Some(future.result())
+        let (outcome, last) = self.pending.front_mut()?.next_outcome();
+        if last {
+            self.pending.pop_front();
+        }
+        Some(outcome)
     }
 }
 
 impl Drop for Map<'_> {
     fn drop(&mut self) {
-        for future in &self.pending {
-            future.cancel();
+        for pending in &self.pending {
+            pending.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::component::Val;
+
+    #[test]
+    fn a_chunk_answered_wrongly_fails_each_of_its_calls() {
+        let two = TaskValue::chunk(vec![Ok(TaskValue::unit()), Err(TaskError::Cancelled)]);
+        assert_eq!(
+            chunk_outcomes(Ok(two.clone()), 2),
+            [Ok(TaskValue::unit()), Err(TaskError::Cancelled)]
+        );
+        for (outcome, says) in [
+            (Ok(two), "a chunk of 3 calls with 2 outcomes"),
+            (
+                Ok(TaskValue::from(Val::U8(7))),
+                "a chunk of 3 calls with one value (7)",
+            ),
+        ] {
+            let outcomes = chunk_outcomes(outcome, 3);
+            assert_eq!(outcomes.len(), 3);
+            for outcome in outcomes {
+                let error = outcome.unwrap_err();
+                assert!(
+                    matches!(&error, TaskError::BrokenPool { reason } if reason.contains(says)),
+                    "{error}"
+                );
+            }
+        }
+        let lost = TaskError::BrokenPool {
+            reason: "lost".into(),
+        };
+        assert_eq!(
+            chunk_outcomes(Err(lost.clone()), 2),
+            [Err(lost.clone()), Err(lost)]
+        );
     }
 }

@@ -49,6 +49,28 @@ impl TaskRun {
         }
     }
 
+    /// Adds `run` (a chunk's call) to this run, a chunk's: its elapsed time and fuel add up,
+    /// its peak memory counts if higher, its captured output follows what was captured
+    /// before. Returns `run`'s outcome.
+    pub(crate) fn absorb(&mut self, run: TaskRun) -> Result<TaskValue, TaskError> {
+        self.elapsed += run.elapsed;
+        if let Some(fuel) = run.fuel_consumed {
+            self.fuel_consumed = Some(self.fuel_consumed.unwrap_or(0).saturating_add(fuel));
+        }
+        self.peak_memory = self.peak_memory.max(run.peak_memory);
+        for (kept, more) in [
+            (&mut self.stdout, run.stdout),
+            (&mut self.stderr, run.stderr),
+        ] {
+            if let Some(more) = more {
+                kept.get_or_insert_with(String::new).push_str(&more);
+            }
+        }
+        self.stdout_truncated |= run.stdout_truncated;
+        self.stderr_truncated |= run.stderr_truncated;
+        run.outcome
+    }
+
     /// Whether this run breaks its pool: only a failing initializer ends a run with
     /// [`TaskError::BrokenPool`] (a host panic is [`TaskError::Panic`]), and then the pool
     /// breaks, as in `concurrent.futures`.
@@ -229,6 +251,38 @@ mod tests {
             TaskRun::failed(TaskError::Cancelled, Duration::ZERO)
         });
         assert_eq!(next.outcome, Err(TaskError::Cancelled));
+    }
+
+    #[test]
+    fn a_chunk_adds_up_what_its_calls_measured() {
+        let mut chunk = TaskRun::failed(TaskError::Cancelled, Duration::ZERO);
+        let call = |ms, fuel, peak, stdout: Option<&str>, cut| TaskRun {
+            outcome: Ok(TaskValue::unit()),
+            elapsed: Duration::from_millis(ms),
+            fuel_consumed: fuel,
+            peak_memory: peak,
+            stdout: stdout.map(str::to_string),
+            stderr: None,
+            stdout_truncated: cut,
+            stderr_truncated: false,
+        };
+        let first = call(3, Some(10), 64, Some("a\n"), false);
+        assert_eq!(chunk.absorb(first), Ok(TaskValue::unit()));
+        let failed = TaskRun {
+            outcome: Err(TaskError::Cancelled),
+            ..call(4, None, 128, None, false)
+        };
+        assert_eq!(chunk.absorb(failed), Err(TaskError::Cancelled));
+        assert_eq!(
+            chunk.absorb(call(5, Some(7), 32, Some("b\n"), true)),
+            Ok(TaskValue::unit())
+        );
+        assert_eq!(chunk.elapsed, Duration::from_millis(12));
+        assert_eq!(chunk.fuel_consumed, Some(17));
+        assert_eq!(chunk.peak_memory, 128);
+        assert_eq!(chunk.stdout.as_deref(), Some("a\nb\n"));
+        assert_eq!(chunk.stderr, None);
+        assert!(chunk.stdout_truncated && !chunk.stderr_truncated);
     }
 
     #[test]

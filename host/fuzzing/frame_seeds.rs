@@ -266,6 +266,17 @@ pub(super) fn worker_seeds() -> Vec<Seed> {
             &[hello.clone(), encode(&result(1, Ok(TaskValue::unit())))],
         ),
     ];
+    // A chunk's result: each call's outcome, a value, an error, nothing.
+    let chunk = TaskValue::chunk(vec![
+        ok(Val::U32(1)),
+        Err(TaskError::Cancelled),
+        Ok(TaskValue::unit()),
+    ]);
+    seeds.push(seed(
+        TARGET,
+        "result-chunk",
+        &[hello.clone(), encode(&result(9, Ok(chunk)))],
+    ));
     for (name, value) in values() {
         let frame = encode(&result(7, ok(value)));
         seeds.push(seed(
@@ -359,14 +370,24 @@ fn setup(settings: TaskSettings) -> ToWorker<'static> {
 }
 
 fn task(id: u64, budget: Budget, argv: Option<Vec<String>>, args: Vec<Val>) -> ToWorker<'static> {
-    ToWorker::Task(RunTask {
+    ToWorker::Task(run_task(id, budget, argv, args))
+}
+
+fn run_task(
+    id: u64,
+    budget: Budget,
+    argv: Option<Vec<String>>,
+    args: Vec<Val>,
+) -> RunTask<'static> {
+    RunTask {
         id,
         component: 1,
         function: 3,
         budget,
         argv: argv.map(Cow::Owned),
         args: Cow::Owned(args),
-    })
+        rest: Vec::new(),
+    }
 }
 
 /// Seeds of `parent_frames`: frames a worker reads from the pool.
@@ -494,6 +515,21 @@ pub(super) fn parent_seeds() -> Vec<Seed> {
         messages.push((format!("task-arg-{name}"), message));
     }
     messages.push((
+        "task-chunk".into(),
+        ToWorker::Task(RunTask {
+            rest: vec![
+                Cow::Owned(vec![string("bo"), Val::U32(4)]),
+                Cow::Owned(vec![string("cy"), Val::U32(5)]),
+            ],
+            ..run_task(
+                13,
+                Budget::default(),
+                None,
+                vec![string("ann"), Val::U32(3)],
+            )
+        }),
+    ));
+    messages.push((
         "task-max-ids".into(),
         ToWorker::Task(RunTask {
             id: u64::MAX,
@@ -502,6 +538,7 @@ pub(super) fn parent_seeds() -> Vec<Seed> {
             budget: Budget::default(),
             argv: None,
             args: Cow::Owned(Vec::new()),
+            rest: Vec::new(),
         }),
     ));
     messages.push(("abort".into(), ToWorker::Abort(Abort { id: 5 })));

@@ -430,6 +430,7 @@ mod tests {
             budget: Default::default(),
             argv: None,
             args: vec![Val::U8(1), deep].into(),
+            rest: Vec::new(),
         });
         let mut out = vec![1, 2, 3];
         assert!(matches!(

@@ -7,7 +7,8 @@
 //!  pool -> worker   SETUP   version u32 LE, worker name, task settings
 //!  pool -> worker   LOAD    component id, runtime config (instance pool included), origin,
 //!                           precompiled code (the rest)
-//!  pool -> worker   TASK    task id, component id, function index, budget, argv, args
+//!  pool -> worker   TASK    task id, component id, function index, budget, argv, args,
+//!                           the args of a chunk's other calls (none for one call)
 //!  pool -> worker   ABORT   task id
 //!  worker -> pool   OUTPUT  stream, one line the guest printed, prefix included (the rest)
 //!  worker -> pool   RESULT  task id, task run (outcome, elapsed, fuel, memory, captured
@@ -32,7 +33,7 @@ use crate::settings::TaskSettings;
 use super::codec::{Codec, Put, Reader};
 
 /// The version of the protocol; a pool and a worker must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The kind byte of each message (HELLO, 1, belongs to the pipe: see `framing.rs`).
 pub(crate) const RESULT: u8 = 2;
@@ -60,8 +61,10 @@ pub(crate) struct Load {
     pub(crate) code: Arc<[u8]>,
 }
 
-/// One call to run. The pool encodes it from the call's own argv and arguments
-/// (borrowed); the worker decodes owned ones.
+/// One call to run, or a chunk of calls of one function under one budget and argv (a
+/// process pool's `map_chunked`), run one after another as one task whose value is their
+/// outcomes ([`TaskValue::chunk`](crate::value::TaskValue::chunk)). The pool encodes it from
+/// the calls' own argv and arguments (borrowed); the worker decodes owned ones.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RunTask<'a> {
     pub(crate) id: u64,
@@ -70,6 +73,8 @@ pub(crate) struct RunTask<'a> {
     pub(crate) budget: Budget,
     pub(crate) argv: Option<Cow<'a, [String]>>,
     pub(crate) args: Cow<'a, [Val]>,
+    /// The arguments of a chunk's other calls; empty for a single call.
+    pub(crate) rest: Vec<Cow<'a, [Val]>>,
 }
 
 /// Stop the task `id` now.
@@ -193,13 +198,15 @@ impl Codec for RunTask<'_> {
             budget,
             argv,
             args,
+            rest,
         } = self;
         id.encode(out)?;
         component.encode(out)?;
         function.encode(out)?;
         budget.encode(out)?;
         argv.encode(out)?;
-        args.encode(out)
+        args.encode(out)?;
+        rest.encode(out)
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
@@ -210,6 +217,7 @@ impl Codec for RunTask<'_> {
             budget: r.read("budget")?,
             argv: r.read("argv")?,
             args: r.read("arguments")?,
+            rest: r.read("a chunk's other arguments")?,
         })
     }
 }
@@ -486,7 +494,7 @@ mod tests {
         #[rustfmt::skip]
         assert_eq!(bytes(&setup), [
             39, 0, 0, 0, SETUP,
-            3, 0, 0, 0,                       // version
+            4, 0, 0, 0,                       // version
             3, b'w', b'-', b'1',              // name
             3, 0xac, 0x02,                    // capture, limit 300
             1, 5, 0, 1, 1,                    // budget
@@ -528,14 +536,34 @@ mod tests {
             budget: Budget::default(),
             argv: Some(Cow::Owned(vec!["p".into()])),
             args: Cow::Owned(vec![Val::U32(3), Val::String("a".into())]),
+            rest: Vec::new(),
         });
         #[rustfmt::skip]
         assert_eq!(bytes(&task), [
-            17, 0, 0, 0, TASK,
+            18, 0, 0, 0, TASK,
             9, 2, 5,           // id, component, function
             0, 0, 0,           // budget
             1, 1, 1, b'p',     // argv
             2, 8, 3, 13, 1, b'a', // args: u32 3, string "a"
+            0,                 // no other calls
+        ]);
+        let chunk = ToWorker::Task(RunTask {
+            id: 9,
+            component: 2,
+            function: 5,
+            budget: Budget::default(),
+            argv: None,
+            args: Cow::Owned(vec![Val::U32(3)]),
+            rest: vec![Cow::Owned(vec![Val::U32(4)]), Cow::Owned(vec![Val::U32(5)])],
+        });
+        #[rustfmt::skip]
+        assert_eq!(bytes(&chunk), [
+            18, 0, 0, 0, TASK,
+            9, 2, 5,           // id, component, function
+            0, 0, 0,           // budget
+            0,                 // no argv
+            1, 8, 3,           // args: u32 3
+            2, 1, 8, 4, 1, 8, 5, // two other calls: (u32 4), (u32 5)
         ]);
         assert_eq!(
             bytes(&ToWorker::Abort(Abort { id: 5 })),

@@ -36,6 +36,8 @@
 //!
 //! - *call*: a checked function call ([`Call`]).
 //! - *task*: a submitted call with its promise (and its id on the wire).
+//! - *chunk*: a task that runs several alike calls one after another (`map_chunked`); its
+//!   value holds each call's outcome.
 //! - *batch*: tasks handed to one worker at once, in one write (`state::Batch`).
 //! - *run*: how one task ran (`TaskRun`).
 //! - *message*: a `ToWorker`/`FromWorker` value; *frame*: its bytes on the pipe.
@@ -56,7 +58,8 @@
 //! - `messages.rs`: the messages between pool and workers, independent of the pipe.
 //! - `framing.rs`: the pipe: frames, the greeting, the writer loop both sides use.
 //! - `codec/`: the byte encoding of every type the messages carry.
-//! - `worker.rs`: the loop a worker process runs.
+//! - `worker.rs`: the loop a worker process runs; `worker/task.rs` runs one TASK (a call or
+//!   a chunk), `worker/outbox.rs` gathers its results.
 
 pub(crate) mod codec;
 pub(crate) mod framing;
@@ -69,13 +72,14 @@ mod state;
 mod transitions;
 mod worker;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::Call;
 use crate::error::{BuildError, SubmitError};
-use crate::executor::Executor;
+use crate::executor::{Executor, Map, Pending, map_in_batches};
 use crate::future::TaskFuture;
 use crate::settings::{TaskSettings, task_settings_setters};
 
@@ -462,6 +466,39 @@ impl Executor for ProcessPoolExecutor {
     /// cancelled while the batch waits are left out of it.
     fn submit_batch(&self, calls: Vec<Call>) -> Result<Vec<TaskFuture>, SubmitError> {
         self.shared.submit_batch(calls)
+    }
+
+    /// Each chunk's run of alike calls (one function of one component, the same budget and
+    /// argv, as a map's calls usually are) is one task, as in CPython: one frame to the
+    /// worker, one result back holding every call's outcome, one future. The map still
+    /// yields each call's own outcome; a chunk cancelled, aborted or lost with a broken
+    /// pool yields that error for each of its calls. Its calls get futures of their own
+    /// only from [`Map::in_flight`], and no [`TaskReport`](crate::TaskReport).
+    fn map_chunked<I>(&self, calls: I, chunksize: usize) -> Result<Map<'_>, SubmitError>
+    where
+        I: IntoIterator<Item = Call>,
+        Self: Sized,
+    {
+        if chunksize <= 1 {
+            return map_in_batches(self, calls, chunksize);
+        }
+        let mut pending = VecDeque::new();
+        let mut calls = calls.into_iter().peekable();
+        while calls.peek().is_some() {
+            let chunk: Vec<Call> = calls.by_ref().take(chunksize).collect();
+            match self.shared.submit_runs(&chunk, true) {
+                Ok(tasks) => pending.extend(
+                    tasks
+                        .into_iter()
+                        .map(|(future, calls)| Pending::of(future, calls)),
+                ),
+                Err(e) => {
+                    drop(Map::new(self, pending));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Map::new(self, pending))
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {

@@ -280,7 +280,7 @@ impl Shared {
         self.lock().check_open()?;
         let component = self.register(call.component())?;
         let mut frames = Vec::new();
-        let (task, future) = self.prepare(&call, component.id, &mut frames)?;
+        let (task, future) = self.prepare(&call, &[], component.id, &mut frames)?;
         self.enqueue(vec![Batch {
             tasks: vec![task],
             ends: vec![frames.len()],
@@ -297,24 +297,48 @@ impl Shared {
         self: &Arc<Self>,
         calls: Vec<Call>,
     ) -> Result<Vec<TaskFuture>, SubmitError> {
+        let tasks = self.submit_runs(&calls, false)?;
+        Ok(tasks.into_iter().map(|(future, _)| future).collect())
+    }
+
+    /// Submits `calls` as [`submit_batch`](Self::submit_batch) does, with each run of alike
+    /// calls ([`Call::alike`]) one task, a chunk, when `chunked`. Returns each task's future
+    /// and the number of calls it runs.
+    pub(crate) fn submit_runs(
+        self: &Arc<Self>,
+        calls: &[Call],
+        chunked: bool,
+    ) -> Result<Vec<(TaskFuture, usize)>, SubmitError> {
         self.lock().check_open()?;
         let mut batches: Vec<Batch> = Vec::new();
-        let mut futures = Vec::with_capacity(calls.len());
-        for (i, call) in calls.iter().enumerate() {
+        let mut futures = Vec::with_capacity(if chunked { 1 } else { calls.len() });
+        let mut start = 0;
+        while let Some(call) = calls.get(start) {
+            let alike = if chunked {
+                calls[start + 1..]
+                    .iter()
+                    .take_while(|c| call.alike(c))
+                    .count()
+            } else {
+                0
+            };
             let batch = match batches.last_mut() {
                 Some(batch)
-                    if i > 0 && calls[i - 1].component().same_component(call.component()) =>
+                    if start > 0
+                        && calls[start - 1]
+                            .component()
+                            .same_component(call.component()) =>
                 {
                     batch
                 }
                 _ => {
                     let component = self.register(call.component())?;
                     // Sized for the rest of the calls, which usually share the component.
-                    let rest = calls.len() - i;
+                    let rest = calls.len() - start;
                     batches.push(Batch {
-                        tasks: Vec::with_capacity(rest),
+                        tasks: Vec::with_capacity(if chunked { 1 } else { rest }),
                         frames: Vec::new(),
-                        ends: Vec::with_capacity(rest),
+                        ends: Vec::with_capacity(if chunked { 1 } else { rest }),
                         component,
                         resumed: false,
                     });
@@ -322,26 +346,31 @@ impl Shared {
                     &mut batches[last]
                 }
             };
-            let (task, future) = self.prepare(call, batch.component.id, &mut batch.frames)?;
-            if batch.tasks.is_empty() {
+            let others = &calls[start + 1..start + 1 + alike];
+            let (task, future) =
+                self.prepare(call, others, batch.component.id, &mut batch.frames)?;
+            if batch.tasks.is_empty() && !chunked {
                 // The frames of calls alike are alike: room for the rest at once.
                 batch
                     .frames
-                    .reserve(batch.frames.len() * (calls.len() - i - 1));
+                    .reserve(batch.frames.len() * (calls.len() - start - 1));
             }
             batch.tasks.push(task);
             batch.ends.push(batch.frames.len());
-            futures.push(future);
+            futures.push((future, 1 + alike));
+            start += 1 + alike;
         }
         self.enqueue(batches)?;
         Ok(futures)
     }
 
-    /// Encodes `call` as a TASK frame at the end of `frames` and makes its promise, with the
-    /// abort hook in place before the task can start.
+    /// Encodes `call` as a TASK frame at the end of `frames` (with `others`, the calls alike
+    /// that run with it as a chunk) and makes its promise, with the abort hook in place
+    /// before the task can start.
     fn prepare(
         self: &Arc<Self>,
         call: &Call,
+        others: &[Call],
         component: u64,
         frames: &mut Vec<u8>,
     ) -> Result<(Task, TaskFuture), SubmitError> {
@@ -353,6 +382,7 @@ impl Shared {
             budget: call.budget().clone(),
             argv: call.argv().map(Cow::Borrowed),
             args: Cow::Borrowed(call.args()),
+            rest: others.iter().map(|c| Cow::Borrowed(c.args())).collect(),
         });
         // Straight into the batch's buffer: no frame of its own to copy.
         framing::append(frames, &task).map_err(|e| {
@@ -363,12 +393,15 @@ impl Shared {
             target: self.stopper.clone(),
             id,
         });
+        let calls = 1 + others.len();
         let timeout = call.budget().timeout.or(self.config.task.budget.timeout);
+        let timeout = timeout.map(|t| t.saturating_mul(u32::try_from(calls).unwrap_or(u32::MAX)));
         Ok((
             Task {
                 id,
                 promise,
                 timeout,
+                calls,
             },
             future,
         ))

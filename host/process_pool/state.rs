@@ -97,8 +97,11 @@ pub(crate) struct Component {
 pub(crate) struct Task {
     pub(crate) id: u64,
     pub(crate) promise: Promise,
-    /// Its deadline (the call's budget over the pool's), which the pool enforces too.
+    /// Its deadline (the call's budget over the pool's; for a chunk, the sum of its calls'),
+    /// which the pool enforces too.
     pub(crate) timeout: Option<Duration>,
+    /// The calls it runs: 1, or a chunk's (they count against `max_tasks_per_worker`).
+    pub(crate) calls: usize,
 }
 
 /// What the queue holds: tasks handed to one worker as a whole, in one write (one task from
@@ -470,7 +473,7 @@ impl Worker {
         if self.in_flight.is_empty() {
             self.head_since = Instant::now();
         }
-        self.assigned += batch.tasks.len();
+        self.assigned += batch.tasks.iter().map(|t| t.calls).sum::<usize>();
         let mut begin = 0;
         for (task, end) in batch.tasks.into_iter().zip(batch.ends) {
             self.in_flight.push_back(Handed {

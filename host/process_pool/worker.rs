@@ -20,6 +20,7 @@
 //! the pool makes it exit with code 2.
 
 mod outbox;
+mod task;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,12 +32,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::call::Call;
 use crate::component::TaskComponent;
 use crate::error::{ProtocolError, TaskError};
 use crate::instance::InstanceSlot;
 use crate::output::Destination;
-use crate::run::{TaskRun, run_guarded};
+use crate::run::TaskRun;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::settings::TaskEnv;
 use crate::store::TaskControl;
@@ -45,6 +45,7 @@ use crate::sync::lock;
 use super::framing::{CHANNEL_BUFFER, append, hello_frame, read_frame_with, whole_frame_buffered};
 use super::messages::{Abort, FromWorker, Load, Message, Output, RunTask, TaskResult, ToWorker};
 use outbox::Outbox;
+use task::run_one;
 
 /// Test hook for the crash tests, compiled only with the `test-hooks` feature (which
 /// `cargo test` turns on and a release build never has): `exit-after:N`, `abort-after:N`
@@ -304,23 +305,6 @@ fn results_are_urgent(held: usize, left: usize) -> bool {
     left <= 1 || held >= left
 }
 
-/// Runs `task` under `control`, or cancels it if it was aborted before it started.
-fn run_one(
-    task: RunTask<'static>,
-    control: &Arc<TaskControl>,
-    components: &IdMap<Result<TaskComponent, String>>,
-    env: &TaskEnv,
-    instances: &mut InstanceSlot,
-) -> TaskRun {
-    if control.is_aborted() {
-        return failed_run(TaskError::Cancelled);
-    }
-    match make_call(components, task) {
-        Ok(call) => run_guarded(&call, env, control, instances),
-        Err(message) => failed_run(TaskError::ComponentUnavailable { message }),
-    }
-}
-
 fn load_component(
     runtimes: &mut Vec<(RuntimeConfig, Runtime)>,
     load: &Load,
@@ -371,32 +355,6 @@ fn append_result(out: &mut Vec<u8>, id: u64, run: TaskRun) -> Result<(), Protoco
                 run: failed_run(cannot_return(e)),
             }),
         )
-    })
-}
-
-/// Builds the checked call the task describes: the function by its index, resolved once
-/// (its arguments are checked again here). Any error becomes `ComponentUnavailable`.
-fn make_call(
-    components: &IdMap<Result<TaskComponent, String>>,
-    task: RunTask<'static>,
-) -> Result<Call, String> {
-    let component = match components.get(&task.component) {
-        Some(Ok(component)) => component,
-        Some(Err(message)) => return Err(message.clone()),
-        None => {
-            return Err(format!(
-                "component {} was never sent to this worker",
-                task.component
-            ));
-        }
-    };
-    let call = component
-        .call_at(task.function, task.args.into_owned())
-        .map_err(|e| e.to_string())?
-        .with_budget(task.budget);
-    Ok(match task.argv {
-        Some(argv) => call.with_args(argv.into_owned()),
-        None => call,
     })
 }
 

@@ -3,6 +3,7 @@ mod bad_inputs;
 mod caller_helps;
 mod capabilities;
 mod chaos;
+mod chunks;
 mod cli;
 mod cluster;
 mod common;

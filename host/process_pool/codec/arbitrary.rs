@@ -232,9 +232,16 @@ impl Arbitrary for Val {
     }
 }
 
+/// An option value, or now and then a chunk's outcomes (whose values are option values).
 impl Arbitrary for TaskValue {
     fn arbitrary(g: &mut Gen) -> Self {
-        TaskValue::from(Option::<Val>::arbitrary(g))
+        if g.below(8) > 0 {
+            return TaskValue::from(Option::<Val>::arbitrary(g));
+        }
+        let outcomes = (0..g.below(5))
+            .map(|_| Result::<Option<Val>, TaskError>::arbitrary(g).map(TaskValue::from))
+            .collect();
+        TaskValue::chunk(outcomes)
     }
 }
 
@@ -444,6 +451,14 @@ impl Arbitrary for RunTask<'static> {
             budget: Arbitrary::arbitrary(g),
             argv: Option::<Vec<String>>::arbitrary(g).map(Cow::Owned),
             args: Cow::Owned(Arbitrary::arbitrary(g)),
+            rest: if g.below(4) == 0 {
+                Vec::<Vec<Val>>::arbitrary(g)
+                    .into_iter()
+                    .map(Cow::Owned)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }

@@ -23,11 +23,14 @@
 //! | 23 | `flags` | LEB128 count, name strings |
 //! | 24 | `map` | LEB128 count, (key value, value) pairs |
 //!
-//! An *option value* is a byte 0 (none) or 1 followed by a value.
+//! An *option value* is a byte 0 (none) or 1 followed by a value. A task's value is an
+//! option value, or, for the one task a process pool's chunked map makes of a chunk, the
+//! byte 2, a LEB128 count and that many outcomes (`Result<TaskValue, TaskError>`, whose
+//! values are option values: chunks do not nest).
 
 use wasmtime::component::Val;
 
-use crate::error::ProtocolError;
+use crate::error::{ProtocolError, TaskError};
 use crate::value::TaskValue;
 
 use super::{Codec, Put, Reader, bounded_vec, malformed};
@@ -72,14 +75,64 @@ impl Codec for Val {
     }
 }
 
-/// An option value: the unit value is none.
+/// The tag of a chunk's outcomes, where an option value has 0 or 1.
+const CHUNK: u8 = 2;
+
+/// An option value (the unit value is none), or a chunk's outcomes.
 impl Codec for TaskValue {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
-        put_opt_val(out, self.val(), 0)
+        let Some(outcomes) = self.as_chunk() else {
+            return put_opt_val(out, self.val(), 0);
+        };
+        out.put_u8(CHUNK);
+        out.put_len(outcomes.len());
+        for outcome in outcomes {
+            if let Ok(value) = outcome
+                && value.as_chunk().is_some()
+            {
+                return Err(ProtocolError::Unsendable("a chunk inside a chunk"));
+            }
+            outcome.encode(out)?;
+        }
+        Ok(())
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
-        Ok(TaskValue::from(read_opt_at(r, 0)?.map(|b| *b)))
+        match r.u8("task value")? {
+            CHUNK => {
+                let n = r.count(<Result<Plain, TaskError>>::MIN_SIZE, "chunk")?;
+                let mut outcomes = bounded_vec(n);
+                for _ in 0..n {
+                    let outcome = r.read::<Result<Plain, TaskError>>("chunk outcome")?;
+                    outcomes.push(outcome.map(|plain| plain.0));
+                }
+                Ok(TaskValue::chunk(outcomes))
+            }
+            flag => plain_value(r, flag),
+        }
+    }
+}
+
+/// A task's value that is not a chunk's: an option value.
+struct Plain(TaskValue);
+
+impl Codec for Plain {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        put_opt_val(out, self.0.val(), 0)
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        let flag = r.u8("option flag")?;
+        plain_value(r, flag).map(Plain)
+    }
+}
+
+/// The rest of an option value whose flag byte was `flag`.
+fn plain_value(r: &mut Reader<'_>, flag: u8) -> Result<TaskValue, ProtocolError> {
+    match flag {
+        0 => Ok(TaskValue::unit()),
+        1 => read_val_at(r, 0).map(TaskValue::from),
+        b => Err(malformed(format!("{b} is not a task value"))),
     }
 }
 
@@ -358,6 +411,27 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn chunks_do_not_nest() {
+        let inner = TaskValue::chunk(vec![Ok(TaskValue::unit())]);
+        let outer = TaskValue::chunk(vec![Ok(TaskValue::from(Val::U8(1))), Ok(inner)]);
+        assert!(matches!(
+            to_bytes(&outer),
+            Err(ProtocolError::Unsendable(_))
+        ));
+        // Written by hand: a chunk of one outcome, ok, whose value is a chunk again.
+        let err = from_bytes::<TaskValue>(&[CHUNK, 1, 0, CHUNK, 0]).unwrap_err();
+        assert!(err.to_string().contains("2 is not a task value"), "{err}");
+        let flat = TaskValue::chunk(vec![
+            Ok(TaskValue::from(Val::U8(1))),
+            Err(TaskError::Cancelled),
+        ]);
+        assert_eq!(
+            from_bytes::<TaskValue>(&to_bytes(&flat).unwrap()).unwrap(),
+            flat
+        );
     }
 
     #[test]

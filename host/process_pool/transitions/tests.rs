@@ -41,6 +41,7 @@ fn add(st: &mut State, serial: u64, ready: bool, tasks: &[u64]) -> Vec<TaskFutur
                 id,
                 promise,
                 timeout: None,
+                calls: 1,
             },
             component: component(),
             frames: Arc::new(Vec::new()),
@@ -407,6 +408,7 @@ fn one_task(id: u64) -> (Batch, TaskFuture) {
             id,
             promise,
             timeout: None,
+            calls: 1,
         }],
         frames: vec![0],
         ends: vec![1],
@@ -470,6 +472,7 @@ fn batch_of(ids: std::ops::Range<u64>) -> (Batch, Vec<TaskFuture>) {
                 id,
                 promise,
                 timeout: None,
+                calls: 1,
             };
             (task, future)
         })
@@ -544,5 +547,30 @@ fn a_batch_of_long_tasks_waits_in_the_pool_until_the_worker_is_nearly_done() {
         st.queue.len(),
         1,
         "the second batch stays cancellable in the pool"
+    );
+}
+
+#[test]
+fn a_chunk_counts_each_of_its_calls_against_max_tasks_per_worker() {
+    let mut st = state(false);
+    st.rules.max_tasks_per_worker = Some(10);
+    let _idle = add(&mut st, 1, true, &[]);
+    let _other = add(&mut st, 2, true, &[]);
+    // A chunk of 10 calls is one task, and the worker's whole share.
+    let (mut chunk, _chunk_future) = one_task(1);
+    chunk.tasks[0].calls = 10;
+    let (single, _single_future) = one_task(2);
+    let fx = st
+        .on_submit(vec![chunk, single])
+        .map_err(|_| ())
+        .expect("open");
+    let first = &st.workers[0];
+    assert_eq!(first.assigned, 10);
+    assert!(first.retiring, "it ran its share: it gets no more");
+    assert_eq!(fx.spawn, 1, "a replacement");
+    assert_eq!(
+        st.workers[1].in_flight.len(),
+        1,
+        "the other task went to the other worker"
     );
 }
