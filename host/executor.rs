@@ -73,7 +73,8 @@ pub trait Executor: Send + Sync {
     /// does: a chunk's calls of one function (same budget and argv) run as one task, one
     /// message each way and one future, and are cancelled, aborted or lost together. The
     /// map still yields each call's own outcome; their futures exist only if
-    /// [`Map::in_flight`] asks for them, and they have no report.
+    /// [`Map::in_flight`] asks for them, and they have no report (a pool that captures
+    /// output keeps one task per call, each with its report).
     ///
     /// ```no_run
     /// use wasmpool::{Executor, TaskComponent, ThreadPoolExecutor};

@@ -473,13 +473,19 @@ impl Executor for ProcessPoolExecutor {
     /// worker, one result back holding every call's outcome, one future. The map still
     /// yields each call's own outcome; a chunk cancelled, aborted or lost with a broken
     /// pool yields that error for each of its calls. Its calls get futures of their own
-    /// only from [`Map::in_flight`], and no [`TaskReport`](crate::TaskReport).
+    /// only from [`Map::in_flight`], and no [`TaskReport`](crate::TaskReport); a pool that
+    /// captures output ([`OutputMode::Capture`](crate::OutputMode::Capture)) keeps one task
+    /// per call instead, so that each call's report holds what it printed.
     fn map_chunked<I>(&self, calls: I, chunksize: usize) -> Result<Map<'_>, SubmitError>
     where
         I: IntoIterator<Item = Call>,
         Self: Sized,
     {
-        if chunksize <= 1 {
+        let capture = matches!(
+            self.shared.config.task.output,
+            crate::OutputMode::Capture { .. }
+        );
+        if chunksize <= 1 || capture {
             return map_in_batches(self, calls, chunksize);
         }
         let mut pending = VecDeque::new();

@@ -12,10 +12,14 @@ use wasmpool::{
 use crate::common::{SOON, call, fixtures, seed, until_started};
 
 fn pool(workers: usize, depth: Option<usize>) -> ProcessPoolExecutor {
+    pool_with(workers, depth, OutputMode::Discard)
+}
+
+fn pool_with(workers: usize, depth: Option<usize>, output: OutputMode) -> ProcessPoolExecutor {
     let builder = ProcessPoolExecutor::builder()
         .workers(workers)
         .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
-        .output(OutputMode::Discard);
+        .output(output);
     let builder = match depth {
         Some(depth) => builder.pipeline_depth(depth),
         None => builder,
@@ -159,6 +163,24 @@ fn a_worker_killed_under_a_chunk_fails_each_of_its_calls() {
             err.to_string()
                 .contains(&format!("(pid {pid}) terminated abruptly")),
             "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_pool_that_captures_output_keeps_one_task_per_call() {
+    let pool = pool_with(2, None, OutputMode::Capture { limit: 1024 });
+    let map = pool
+        .map_chunked((1..=6).map(check).collect::<Vec<_>>(), 3)
+        .unwrap();
+    let futures: Vec<_> = map.in_flight().cloned().collect();
+    let outcomes: Vec<_> = map.collect();
+    for ((n, future), outcome) in (1..=6).zip(&futures).zip(&outcomes) {
+        assert_eq!(as_check(outcome), expected_check(n));
+        let report = future.report().expect("each call has its report");
+        assert_eq!(
+            report.stdout.as_deref(),
+            Some(format!("{n}: starting\n").as_str())
         );
     }
 }
