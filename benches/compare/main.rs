@@ -137,6 +137,10 @@ struct Fib {
 
 const REPEAT: usize = 3;
 
+/// The trivial-task workloads, with a fresh instance per task and with instances reused.
+const FRESH: &str = "trivial task, fresh instance, 2 workers";
+const REUSED: &str = "trivial task, instance reused, 2 workers";
+
 /// The runners of the distributed rows (rates and round trips alike).
 const CLUSTER: &str = "wasmpool cluster";
 const CLUSTER_MAP256: &str = "wasmpool cluster, map_chunked 256";
@@ -240,7 +244,7 @@ fn main() {
     let noop = |n: usize| common::calls(&component, "noop()", n);
 
     // --- Trivial tasks, fresh instance per task, 2 workers ---
-    let w = "trivial task, fresh instance, 2 workers";
+    let w = FRESH;
     let counts = plan.rates.fresh;
     eprintln!("{w} ...");
     // Items 2 and 3 of the performance goals are ratios among the thread pool, the process
@@ -348,7 +352,7 @@ fn main() {
     rows.extend(distributed_rate_rows(w, "fresh", &py, &measured));
 
     // --- Trivial tasks, instance reuse, 2 workers ---
-    let w = "trivial task, instance reused, 2 workers";
+    let w = REUSED;
     let counts = plan.rates.reused;
     eprintln!("{w} ...");
     let pool = common::thread_pool(2, common::REUSE);
@@ -601,7 +605,7 @@ fn main() {
 
     let table = render(&rows);
     println!("{table}");
-    let goals = goals(&rows, idle) + &cli_goals(&rows);
+    let goals = performance_goals(&rows, idle) + &goals(&rows, idle) + &cli_goals(&rows);
     println!("{goals}");
     if args.write && !args.only_pools {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
@@ -944,6 +948,75 @@ fn goals(rows: &[Row], idle: &str) -> String {
 
 /// The issue's goals for `wasmpool map` (issue 15), judged on this run: at least 80% of the
 /// library's tasks/s on each pool, and a peak RSS that does not grow with the input.
+/// The performance issue's goals (issue 16, items 2 to 5), judged on this run: each the
+/// ratio of two of its rows. Instructions per task, which the issue asks beside them, are
+/// `benches/INSTRUCTIONS.md`'s (`cargo bench --bench instructions`).
+fn performance_goals(rows: &[Row], idle: &str) -> String {
+    let value = |workload: &str, runner: &str| {
+        rows.iter()
+            .find(|r| r.workload == workload && r.runner == runner)
+            .and_then(|r| r.value)
+    };
+    // (what, workload, row, the row it is divided by, the goal, whether it is a floor)
+    let goals = [
+        (
+            "item 2: thread pool ÷ raw wasmtime (2 threads), fresh instances",
+            FRESH,
+            "wasmpool thread pool",
+            "raw wasmtime, 2 threads",
+            0.95,
+            true,
+        ),
+        (
+            "item 3: process pool ÷ thread pool, fresh instances, unchunked",
+            FRESH,
+            "wasmpool process pool",
+            "wasmpool thread pool",
+            0.9,
+            true,
+        ),
+        (
+            "item 4: process pool `map_chunked 256` ÷ Python `map(chunksize=256)`, reuse",
+            REUSED,
+            "wasmpool process pool, map_chunked 256",
+            "Python ProcessPoolExecutor(2).map, chunksize=256",
+            1.0,
+            true,
+        ),
+        (
+            "item 5: idle round trip, thread pool (fresh) ÷ Python's",
+            idle,
+            "wasmpool thread pool, fresh",
+            "Python ThreadPoolExecutor(2)",
+            0.5,
+            false,
+        ),
+    ];
+    let mut out = String::from("\n## The performance goals (issue 16), judged on this run\n\n");
+    for (what, workload, mine, theirs, goal, floor) in goals {
+        let (Some(a), Some(b)) = (value(workload, mine), value(workload, theirs)) else {
+            let _ = writeln!(out, "- {what}: not measured in this run");
+            continue;
+        };
+        let ratio = a / b;
+        let (bound, met) = if floor {
+            ("at least", ratio >= goal)
+        } else {
+            ("at most", ratio <= goal)
+        };
+        let unit = if floor { Unit::Rate } else { Unit::Micros };
+        let _ = writeln!(
+            out,
+            "- {what}: {} / {} = {ratio:.2} (goal: {bound} {goal}): {}",
+            unit.show(a),
+            unit.show(b),
+            if met { "met" } else { "NOT met" }
+        );
+    }
+    out.push('\n');
+    out
+}
+
 fn cli_goals(rows: &[Row]) -> String {
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut out = String::from(
