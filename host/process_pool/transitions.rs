@@ -96,6 +96,12 @@ impl State {
                 }
                 continue;
             };
+            if let Some(problem) = answer_mismatch(w.in_flight[i].task.calls, &run) {
+                fx.violation = Some(ProtocolError::Malformed(format!(
+                    "the result for task {id} {problem}"
+                )));
+                break;
+            }
             let Some(handed) = w.in_flight.remove(i) else {
                 continue;
             };
@@ -382,6 +388,23 @@ fn describe_start(end: &End, exit: &str) -> String {
             format!("it ended before the handshake ({exit})")
         }
         End::Handshake(e) | End::Protocol(e) => e.to_string(),
+    }
+}
+
+/// What is wrong with `run` as the answer to a task of `calls` calls, if anything: a value
+/// holds one outcome per call for a chunk (more than one call), and only for a chunk.
+fn answer_mismatch(calls: usize, run: &TaskRun) -> Option<String> {
+    let Ok(value) = &run.outcome else {
+        return None;
+    };
+    match (calls, value.as_chunk().map(<[_]>::len)) {
+        (1, None) => None,
+        (1, Some(_)) => Some("is a chunk's, for a single call".to_string()),
+        (calls, Some(outcomes)) if outcomes == calls => None,
+        (calls, Some(outcomes)) => Some(format!(
+            "holds {outcomes} outcomes for a chunk of {calls} calls"
+        )),
+        (calls, None) => Some(format!("is a single value, for a chunk of {calls} calls")),
     }
 }
 

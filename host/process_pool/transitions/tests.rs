@@ -574,3 +574,53 @@ fn a_chunk_counts_each_of_its_calls_against_max_tasks_per_worker() {
         "the other task went to the other worker"
     );
 }
+
+#[test]
+fn a_result_of_the_wrong_shape_is_a_violation() {
+    use crate::value::TaskValue;
+    let chunk = |n: usize| Ok(TaskValue::chunk(vec![Ok(TaskValue::unit()); n]));
+    for (calls, outcome, says) in [
+        (
+            1,
+            chunk(2),
+            "the result for task 1 is a chunk's, for a single call",
+        ),
+        (
+            3,
+            chunk(2),
+            "the result for task 1 holds 2 outcomes for a chunk of 3 calls",
+        ),
+        (
+            3,
+            Ok(TaskValue::unit()),
+            "the result for task 1 is a single value, for a chunk of 3 calls",
+        ),
+    ] {
+        let mut st = state(false);
+        let futures = add(&mut st, 1, true, &[1]);
+        st.workers[0].in_flight[0].task.calls = calls;
+        let fx = st.on(Event::Results {
+            serial: 1,
+            results: vec![(1, run(outcome))],
+        });
+        assert_eq!(fx.violation, Some(ProtocolError::Malformed(says.into())));
+        assert!(fx.completed.is_empty());
+        assert!(!futures[0].is_done(), "it waits for the worker's end");
+    }
+    // The right shapes, and an error for a chunk (it was aborted, or broke the pool).
+    for (calls, outcome) in [
+        (1, Ok(TaskValue::unit())),
+        (3, chunk(3)),
+        (3, Err(TaskError::Cancelled)),
+    ] {
+        let mut st = state(false);
+        let _futures = add(&mut st, 1, true, &[1]);
+        st.workers[0].in_flight[0].task.calls = calls;
+        let fx = st.on(Event::Results {
+            serial: 1,
+            results: vec![(1, run(outcome))],
+        });
+        assert!(fx.violation.is_none());
+        assert_eq!(fx.completed.len(), 1);
+    }
+}
