@@ -459,11 +459,11 @@ fn max_tasks_per_worker_recycles_with_many_queued_tasks() {
     assert!(pool.worker_pids().is_empty());
 }
 
-/// How many tasks a 1-worker pool hands its worker at once: a 1 s task, then 40 quick ones
+/// How many tasks a 1-worker pool hands its worker at once: a 1 s task, then 20 quick ones
 /// behind it; the handed ones count as running while the long one holds the worker.
 fn handed_at_once(pool: &ProcessPoolExecutor) -> usize {
     let long = pool.submit(call(fixtures(), "sleep-ms(1000)")).unwrap();
-    let quick: Vec<_> = (0..40)
+    let quick: Vec<_> = (0..20)
         .map(|_| pool.submit(call(fixtures(), "noop()")).unwrap())
         .collect();
     let handed = 1 + quick.iter().filter(|f| f.is_running()).count();
@@ -489,7 +489,7 @@ fn run_quick(pool: &ProcessPoolExecutor, n: usize) -> Duration {
     took / n as u32
 }
 
-/// By default the pipeline follows the tasks (250 µs of work handed ahead): deeper than 2
+/// By default the pipeline follows the tasks (1 ms of work handed ahead): deeper than 2
 /// after quick tasks, 2 again right after a long one. A depth set by the builder stays.
 #[test]
 fn the_pipeline_depth_follows_the_tasks() {
@@ -498,8 +498,8 @@ fn the_pipeline_depth_follows_the_tasks() {
     let mean = run_quick(&adaptive, 300);
     let deep = handed_at_once(&adaptive);
     assert!(deep > 2, "quick tasks of {mean:?}: handed {deep} at once");
-    // The 1 s task weighs 1/8 in the mean, which the 40 quick ones behind it cannot bring
-    // below 250 µs: the next round is handed 2 at once.
+    // The 1 s task weighs 1/8 in the mean, which the 20 quick ones behind it cannot bring
+    // below 1 ms (125 ms × (7/8)^20 ≈ 8.6 ms): the next round is handed 2 at once.
     assert_eq!(handed_at_once(&adaptive), 2);
 
     let fixed = build(builder(1).pipeline_depth(3));
