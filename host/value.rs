@@ -46,10 +46,10 @@ impl TaskValue {
     }
 
     /// The outcomes of a chunk's calls, if this is a chunk's value.
-    pub(crate) fn into_chunk(self) -> Result<Vec<Result<TaskValue, TaskError>>, TaskValue> {
+    pub(crate) fn into_chunk(self) -> Option<Vec<Result<TaskValue, TaskError>>> {
         match self.0 {
-            Repr::Chunk(outcomes) => Ok(outcomes),
-            other => Err(TaskValue(other)),
+            Repr::Chunk(outcomes) => Some(outcomes),
+            Repr::Unit | Repr::Val(_) => None,
         }
     }
 

@@ -48,16 +48,10 @@ fn a_result_of_the_wrong_shape_is_a_violation() {
             "the result for task 1 is a single value, for a chunk of 3 calls",
         ),
     ] {
-        let mut st = state(false);
-        let futures = add(&mut st, 1, true, &[1]);
-        st.workers[0].in_flight[0].task.calls = calls;
-        let fx = st.on(Event::Results {
-            serial: 1,
-            results: vec![(1, run(outcome))],
-        });
+        let (fx, _st, future) = answered(calls, outcome);
         assert_eq!(fx.violation, Some(ProtocolError::Malformed(says.into())));
         assert!(fx.completed.is_empty());
-        assert!(!futures[0].is_done(), "it waits for the worker's end");
+        assert!(!future.is_done(), "it waits for the worker's end");
     }
     // The right shapes, and an error for a chunk (it was aborted, or broke the pool).
     for (calls, outcome) in [
@@ -65,14 +59,19 @@ fn a_result_of_the_wrong_shape_is_a_violation() {
         (3, chunk(3)),
         (3, Err(TaskError::Cancelled)),
     ] {
-        let mut st = state(false);
-        let _futures = add(&mut st, 1, true, &[1]);
-        st.workers[0].in_flight[0].task.calls = calls;
-        let fx = st.on(Event::Results {
-            serial: 1,
-            results: vec![(1, run(outcome))],
-        });
+        let (fx, _st, _future) = answered(calls, outcome);
         assert!(fx.violation.is_none());
         assert_eq!(fx.completed.len(), 1);
     }
+}
+
+/// What a worker running task 1, of `calls` calls, answering it with `outcome` leads to,
+/// with the state (which holds the promises of the tasks still in flight) and the future.
+fn answered(calls: usize, outcome: Result<TaskValue, TaskError>) -> (Effects, State, TaskFuture) {
+    let mut st = state(false);
+    let mut futures = add(&mut st, 1, true, &[1]);
+    st.workers[0].in_flight[0].task.calls = calls;
+    let results = vec![(1, run(outcome))];
+    let fx = st.on(Event::Results { serial: 1, results });
+    (fx, st, futures.remove(0))
 }
