@@ -160,7 +160,11 @@ fn run_task(
     }
     // A timeout past what an `Instant` can hold (centuries) is no deadline at all.
     let deadline = budget.timeout.and_then(|t| started.checked_add(t));
-    let _ticking = runtime.ticker.as_ref().map(|t| t.running());
+    // Only a deadline needs ticks from the start; an abort asks for them (`ticker.rs`).
+    let _ticking = runtime
+        .ticker
+        .as_ref()
+        .map(|t| t.running(deadline.is_some()));
     let max_tasks = reuse_limit(env.settings.policy, deadline, call);
 
     let fuel_budget = budget.fuel.unwrap_or(u64::MAX);
@@ -171,10 +175,13 @@ fn run_task(
         .or_else(|| slot.take_spare(call, max_memory));
     let mut live = match ready {
         Some(live) => live,
-        None => match new_instance(component, call.argv(), env, &budget, deadline, control) {
-            Ok(live) => live,
-            Err(error) => return TaskRun::failed(error, started.elapsed()),
-        },
+        None => {
+            slot.drop_spent();
+            match new_instance(component, call.argv(), env, &budget, deadline, control) {
+                Ok(live) => live,
+                Err(error) => return TaskRun::failed(error, started.elapsed()),
+            }
+        }
     };
     live.store.data_mut().arm(control, deadline, max_memory);
     if runtime.config.fuel

@@ -41,6 +41,8 @@ impl TaskControl {
         self.aborted.store(true, Ordering::SeqCst);
         // Stores a permit if nobody waits yet, so the async path sees it whenever it looks.
         self.wake.notify_one();
+        // A guest that computes sees the flag at the next epoch tick: ticks for it too.
+        crate::ticker::kick_all();
     }
 
     pub(crate) fn is_aborted(&self) -> bool {

@@ -139,11 +139,22 @@ impl Helpers {
             &self.cancelling,
             &self.broken,
         );
+        self.give_back(spare);
         let mut running = lock(&self.running);
         if let Some(i) = running.iter().position(|(_, f)| f.id() == future.id()) {
             running.swap_remove(i);
         }
         self.idle.notify_all();
+    }
+
+    /// Leaves the instance the caller's task used where the next spare is made: the worker
+    /// that makes it tears that instance down, off this caller's round trip. (Should another
+    /// caller hold that slot right now, or have left an instance there, this one is torn
+    /// down here.)
+    fn give_back(&self, used: InstanceSlot) {
+        if let Ok(mut slot) = self.spare.try_lock() {
+            slot.adopt_spent(used);
+        }
     }
 
     /// Aborts every task a caller is running.

@@ -373,6 +373,34 @@ fn an_exhausted_instance_pool_is_no_instance_slot() {
     assert_eq!(f.result_timeout(SOON).unwrap().unwrap().as_i64(), Some(5));
 }
 
+/// A worker tears down a task's instance after the task's outcome is out, and before it
+/// makes the next instance: one instance slot serves fresh tasks one after another, both
+/// handed back to back (no spare between them) and one at a time (a spare may be made
+/// between them).
+#[test]
+fn one_instance_slot_serves_fresh_tasks_one_after_another() {
+    let runtime = Runtime::with_pooling(
+        RuntimeConfig::default(),
+        Some(PoolingConfig::default().instances(1)),
+    )
+    .unwrap();
+    let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
+    let pool = ThreadPoolExecutor::builder()
+        .workers(1)
+        .output(OutputMode::Discard)
+        .build()
+        .unwrap();
+    let add_one = |i: i64| component.call_wave(&format!("add({i}, 1)")).unwrap();
+    let futures = pool.submit_batch((0..20).map(add_one).collect()).unwrap();
+    for (i, future) in (0..).zip(&futures) {
+        assert_eq!(future.result().unwrap().as_i64(), Some(i + 1), "task {i}");
+    }
+    for i in 0..5 {
+        let future = pool.submit(add_one(i)).unwrap();
+        assert_eq!(future.result().unwrap().as_i64(), Some(i + 1), "task {i}");
+    }
+}
+
 /// The same on the async path (a task with a deadline instantiates asynchronously): the
 /// pooling limit is still recognised in wasmtime's error.
 #[test]
