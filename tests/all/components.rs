@@ -310,12 +310,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Two spinners (with `budget`) on two workers of a runtime with one instance slot:
-/// whichever instantiates first holds the slot and spins until aborted; the other finds the
-/// pool full (which one depends on scheduling), the only way either can end on its own.
-/// Checks the refused one's error; returns the pool, the component and the spinners (each
-/// aborted when dropped, so a failed assertion cannot leave the pool's drop waiting).
-fn one_slot_two_spinners(budget: Budget) -> (ThreadPoolExecutor, TaskComponent, Vec<AbortOnDrop>) {
+/// The fixtures, loaded in a runtime whose instance pool has one slot, and a thread pool of
+/// `workers` that discards the tasks' output.
+fn one_slot(workers: usize) -> (TaskComponent, ThreadPoolExecutor) {
     let runtime = Runtime::with_pooling(
         RuntimeConfig::default(),
         Some(PoolingConfig::default().instances(1)),
@@ -324,10 +321,20 @@ fn one_slot_two_spinners(budget: Budget) -> (ThreadPoolExecutor, TaskComponent, 
     assert_eq!(runtime.pooling().map(|p| p.instances), Some(1));
     let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
     let pool = ThreadPoolExecutor::builder()
-        .workers(2)
+        .workers(workers)
         .output(OutputMode::Discard)
         .build()
         .unwrap();
+    (component, pool)
+}
+
+/// Two spinners (with `budget`) on two workers of a runtime with one instance slot:
+/// whichever instantiates first holds the slot and spins until aborted; the other finds the
+/// pool full (which one depends on scheduling), the only way either can end on its own.
+/// Checks the refused one's error; returns the pool, the component and the spinners (each
+/// aborted when dropped, so a failed assertion cannot leave the pool's drop waiting).
+fn one_slot_two_spinners(budget: Budget) -> (ThreadPoolExecutor, TaskComponent, Vec<AbortOnDrop>) {
+    let (component, pool) = one_slot(2);
     let spinners: Vec<AbortOnDrop> = (0..2)
         .map(|_| {
             let call = component.call_wave("loop-forever()").unwrap();
@@ -379,17 +386,7 @@ fn an_exhausted_instance_pool_is_no_instance_slot() {
 /// between them).
 #[test]
 fn one_instance_slot_serves_fresh_tasks_one_after_another() {
-    let runtime = Runtime::with_pooling(
-        RuntimeConfig::default(),
-        Some(PoolingConfig::default().instances(1)),
-    )
-    .unwrap();
-    let component = runtime.load(env!("WASMPOOL_FIXTURES_WASM")).unwrap();
-    let pool = ThreadPoolExecutor::builder()
-        .workers(1)
-        .output(OutputMode::Discard)
-        .build()
-        .unwrap();
+    let (component, pool) = one_slot(1);
     let add_one = |i: i64| component.call_wave(&format!("add({i}, 1)")).unwrap();
     let futures = pool.submit_batch((0..20).map(add_one).collect()).unwrap();
     for (i, future) in (0..).zip(&futures) {
