@@ -7,6 +7,10 @@ under the same repetition rule (rates: best of `repeat` after a warm-up; round t
 median; seconds: least of `repeat`). Prints one JSON object on stdout, keyed like the plan.
 Stand-alone: `python3 compare.py '<plan>'`, or with no argument for the default plan below.
 
+`python3 compare.py --serve`: the Python side of a ratio measured in turns with wasmpool's
+(`turns.rs`): keeps a `ProcessPoolExecutor(2)`, says `ready`, then answers each line
+`map256 N` on stdin with the tasks/s of one `map(..., chunksize=256)` of N trivial tasks.
+
 Dask and Ray run the unchunked trivial-task counts of the process pools (`process` of each
 rate workload) and the process pools' round-trip count, on 2 worker processes:
 `LocalCluster(n_workers=2, threads_per_worker=1, processes=True)` and
@@ -214,5 +218,23 @@ def main():
         result.write(json.dumps(out) + "\n")
 
 
+def serve():
+    result = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    with ProcessPoolExecutor(2) as pool:
+        map_rate(pool, 1000, 256)
+        result.write("ready\n")
+        result.flush()
+        for line in sys.stdin:
+            command, n = line.split()
+            if command != "map256":
+                raise SystemExit(f"compare.py --serve: unknown command {command!r}")
+            result.write(f"{map_rate(pool, int(n), 256)}\n")
+            result.flush()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        main()

@@ -24,9 +24,11 @@
 //!
 //! Not criterion: both sides follow one [`Plan`] (the same task counts per workload; rates
 //! the best of three after a warm-up, latencies the median, times the least of three),
-//! which is enough for ratios measured side by side in one run. The fresh-instance rates of
-//! the thread pool, the process pool and the raw loop, whose ratios are goals, are taken in
-//! turns (one run of each, three times: [`best_in_turns`]).
+//! which is enough for ratios measured side by side in one run. The rates whose ratios are
+//! goals (the fresh-instance rates of the thread pool, the process pool and the raw loop;
+//! the process pool's chunked reuse and Python's `map(chunksize=256)`, the latter from a
+//! `compare.py --serve` process) are taken in turns, seven rounds, and each goal is judged
+//! on the median of its rounds' ratios ([`turns`]); their rows show the best round.
 
 mod cli;
 mod cluster;
@@ -35,6 +37,8 @@ mod common;
 mod heavy_guest;
 #[path = "../../tests/support/nats.rs"]
 mod nats;
+mod python_turns;
+mod turns;
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -252,7 +256,7 @@ fn main() {
     let thread_pool = common::thread_pool(2, InstancePolicy::Fresh);
     let process_pool = common::process_pool(2, InstancePolicy::Fresh);
     let (thread_calls, process_calls) = (noop(counts.thread), noop(counts.process));
-    let bests = {
+    let fresh_rates = {
         let mut thread_rate = rate_of(&thread_pool, &thread_calls, 1);
         let mut raw_rate = || raw.fresh_rate(2, counts.thread / 2);
         let mut process_rate = process_pool
@@ -262,10 +266,18 @@ fn main() {
         if let Some(rate) = &mut process_rate {
             runners.push(rate);
         }
-        best_in_turns(&mut runners)
+        turns::in_turns(&mut runners, turns::ROUNDS)
     };
-    let (thread_best, raw_fresh_best) = (bests[0], bests[1]);
-    let process_best = bests.get(2).copied();
+    let (thread_best, raw_fresh_best) =
+        (turns::best(&fresh_rates[0]), turns::best(&fresh_rates[1]));
+    let process_best = fresh_rates.get(2).map(|r| turns::best(r));
+    let mut in_turns = GoalsInTurns {
+        item2: turns::Paired::of(&fresh_rates[0], &fresh_rates[1]),
+        item3: fresh_rates
+            .get(2)
+            .and_then(|process| turns::Paired::of(process, &fresh_rates[0])),
+        item4: None,
+    };
     drop(thread_pool);
     rows.push(Row {
         versus: vec!["raw wasmtime, 2 threads", "Python ThreadPoolExecutor(2)"],
@@ -382,14 +394,27 @@ fn main() {
             &noop(counts.process),
             &["Python ProcessPoolExecutor(2)"],
         ));
-        rows.push(chunked_rate_row(
-            w,
-            "wasmpool process pool, map_chunked 256",
-            &pool,
-            &noop(counts.map256),
-            common::CHUNK,
-            &["Python ProcessPoolExecutor(2).map, chunksize=256"],
-        ));
+        // Item 4 in turns with Python's chunked map, when `compare.py --serve` runs.
+        let chunked_calls = noop(counts.map256);
+        let mut ours = rate_of(&pool, &chunked_calls, common::CHUNK);
+        let rate = match python_turns() {
+            Some(mut python) => {
+                let mut theirs = || python.map256_rate(counts.map256);
+                let rates = turns::in_turns(&mut [&mut ours, &mut theirs], turns::ROUNDS);
+                in_turns.item4 = turns::Paired::of(&rates[0], &rates[1]);
+                turns::best(&rates[0])
+            }
+            None => best(ours),
+        };
+        rows.push(Row {
+            versus: vec!["Python ProcessPoolExecutor(2).map, chunksize=256"],
+            ..row(
+                w,
+                "wasmpool process pool, map_chunked 256",
+                rate,
+                Unit::Rate,
+            )
+        });
     }
     rows.extend(cluster_rate_rows(
         w,
@@ -605,7 +630,7 @@ fn main() {
 
     let table = render(&rows);
     println!("{table}");
-    let goals = performance_goals(&rows, idle) + &goals(&rows, idle) + &cli_goals(&rows);
+    let goals = performance_goals(&rows, idle, &in_turns) + &goals(&rows, idle) + &cli_goals(&rows);
     println!("{goals}");
     if args.write && !args.only_pools {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
@@ -762,17 +787,14 @@ fn rate_of<'a, E: Executor>(
     move || calls.len() as f64 / timed(|| run(calls))
 }
 
-/// The best of [`REPEAT`] rates of each runner, measured in turns (one run of each, then
-/// again): runners whose ratio is a goal see the same moments of a noisy machine, where
-/// measuring one after the other let the machine's mood decide the ratio.
-fn best_in_turns(runners: &mut [&mut dyn FnMut() -> f64]) -> Vec<f64> {
-    let mut bests = vec![f64::MIN; runners.len()];
-    for _ in 0..REPEAT {
-        for (best, run) in bests.iter_mut().zip(runners.iter_mut()) {
-            *best = best.max(run());
-        }
-    }
-    bests
+/// The ratios of items 2 to 4 of issue 16, measured in turns (`turns.rs`), when measured.
+struct GoalsInTurns {
+    /// Thread pool ÷ raw wasmtime, fresh instances.
+    item2: Option<turns::Paired>,
+    /// Process pool ÷ thread pool, fresh instances, unchunked.
+    item3: Option<turns::Paired>,
+    /// Process pool `map_chunked 256` ÷ Python's `map(chunksize=256)`, reuse.
+    item4: Option<turns::Paired>,
 }
 
 /// The median of `n` submit→result round trips in microseconds, each after a pause of
@@ -820,9 +842,17 @@ fn python_program() -> String {
         .unwrap_or_else(|| "python3".into())
 }
 
+/// `compare.py` (beside this file).
+const PYTHON_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare/compare.py");
+
+/// `compare.py --serve`, for a ratio measured in turns; `None` without the interpreter.
+fn python_turns() -> Option<python_turns::PythonMap> {
+    python_turns::PythonMap::start(&python_program(), PYTHON_SCRIPT)
+}
+
 /// Runs `compare.py` with `plan`; `None` (and a note on stderr) without the interpreter.
 fn python(plan: &Plan) -> Option<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare/compare.py");
+    let script = PYTHON_SCRIPT;
     let program = python_program();
     eprintln!("Python's concurrent.futures, Dask and Ray ({program}) ...");
     let plan = plan.to_json().to_string();
@@ -946,18 +976,18 @@ fn goals(rows: &[Row], idle: &str) -> String {
     out
 }
 
-/// The issue's goals for `wasmpool map` (issue 15), judged on this run: at least 80% of the
-/// library's tasks/s on each pool, and a peak RSS that does not grow with the input.
 /// The performance issue's goals (issue 16, items 2 to 5), judged on this run: each the
-/// ratio of two of its rows. Instructions per task, which the issue asks beside them, are
-/// `benches/INSTRUCTIONS.md`'s (`cargo bench --bench instructions`).
-fn performance_goals(rows: &[Row], idle: &str) -> String {
+/// ratio of two of its rows, or, for items 2 to 4 when measured so, the median of the
+/// ratios of rounds taken in turns (`turns.rs`). Instructions per task, which the issue asks
+/// beside them, are `benches/INSTRUCTIONS.md`'s (`cargo bench --bench instructions`).
+fn performance_goals(rows: &[Row], idle: &str, in_turns: &GoalsInTurns) -> String {
     let value = |workload: &str, runner: &str| {
         rows.iter()
             .find(|r| r.workload == workload && r.runner == runner)
             .and_then(|r| r.value)
     };
-    // (what, workload, row, the row it is divided by, the goal, whether it is a floor)
+    // (what, workload, row, the row it is divided by, the goal, whether it is a floor,
+    // the ratio in turns)
     let goals = [
         (
             "item 2: thread pool ÷ raw wasmtime (2 threads), fresh instances",
@@ -966,6 +996,7 @@ fn performance_goals(rows: &[Row], idle: &str) -> String {
             "raw wasmtime, 2 threads",
             0.95,
             true,
+            in_turns.item2,
         ),
         (
             "item 3: process pool ÷ thread pool, fresh instances, unchunked",
@@ -974,6 +1005,7 @@ fn performance_goals(rows: &[Row], idle: &str) -> String {
             "wasmpool thread pool",
             0.9,
             true,
+            in_turns.item3,
         ),
         (
             "item 4: process pool `map_chunked 256` ÷ Python `map(chunksize=256)`, reuse",
@@ -982,6 +1014,7 @@ fn performance_goals(rows: &[Row], idle: &str) -> String {
             "Python ProcessPoolExecutor(2).map, chunksize=256",
             1.0,
             true,
+            in_turns.item4,
         ),
         (
             "item 5: idle round trip, thread pool (fresh) ÷ Python's",
@@ -990,26 +1023,34 @@ fn performance_goals(rows: &[Row], idle: &str) -> String {
             "Python ThreadPoolExecutor(2)",
             0.5,
             false,
+            None,
         ),
     ];
     let mut out = String::from("\n## The performance goals (issue 16), judged on this run\n\n");
-    for (what, workload, mine, theirs, goal, floor) in goals {
+    for (what, workload, mine, theirs, goal, floor, paired) in goals {
         let (Some(a), Some(b)) = (value(workload, mine), value(workload, theirs)) else {
             let _ = writeln!(out, "- {what}: not measured in this run");
             continue;
         };
-        let ratio = a / b;
+        let unit = if floor { Unit::Rate } else { Unit::Micros };
+        let (ratio, how) = match paired {
+            Some(p) => (
+                p.median,
+                format!("{p}; best rounds {} / {}", unit.show(a), unit.show(b)),
+            ),
+            None => (
+                a / b,
+                format!("{} / {} = {:.2}", unit.show(a), unit.show(b), a / b),
+            ),
+        };
         let (bound, met) = if floor {
             ("at least", ratio >= goal)
         } else {
             ("at most", ratio <= goal)
         };
-        let unit = if floor { Unit::Rate } else { Unit::Micros };
         let _ = writeln!(
             out,
-            "- {what}: {} / {} = {ratio:.2} (goal: {bound} {goal}): {}",
-            unit.show(a),
-            unit.show(b),
+            "- {what}: {how} (goal: {bound} {goal}): {}",
             if met { "met" } else { "NOT met" }
         );
     }
@@ -1017,6 +1058,8 @@ fn performance_goals(rows: &[Row], idle: &str) -> String {
     out
 }
 
+/// The issue's goals for `wasmpool map` (issue 15), judged on this run: at least 80% of the
+/// library's tasks/s on each pool, and a peak RSS that does not grow with the input.
 fn cli_goals(rows: &[Row]) -> String {
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut out = String::from(
@@ -1118,9 +1161,12 @@ fn results_md(table: &str, goals: &str, args: &Args, setup: &Setup) -> String {
            ceiling of a pool whose deadlines cut WASI waits short.\n\
          - both sides run the same task counts per workload and the same rule: rates are the\n\
            best of 3 runs after a warm-up, round trips the median, times the least of 3.\n\
-           The fresh-instance rates of the thread pool, the process pool and the raw loop\n\
-           (2 threads) are taken in turns, one run of each three times, so that their ratios\n\
-           see the same moments of the machine.\n\
+           The rates whose ratios are goals (fresh instances: the thread pool, the process\n\
+           pool, the raw loop on 2 threads; reuse: the process pool's `map_chunked 256` and\n\
+           Python's `map(chunksize=256)`, from a `compare.py --serve` process that keeps its\n\
+           pool) are taken in turns, 7 rounds (the order reversed every other round); their\n\
+           rows show the best round, and each goal is judged on the median of the ratios\n\
+           within rounds, so both sides of a ratio see the same moments of the machine.\n\
            The idle round trips pause 1 ms before each trip, so every thread of both pools\n\
            has parked; the back-to-back ones do not (wasmpool's threads are still spinning).\n\
            `callers help`: a thread pool built with `caller_helps(true)`, whose `result()`\n\

@@ -245,7 +245,7 @@ impl ProcessPoolBuilder {
 
     /// Fixes how many tasks a worker is handed at a time (at least 1). By default the depth
     /// follows the tasks: 2 while they are long (or not measured yet), more as they get
-    /// shorter, so that each worker has about 1 ms of work handed ahead (at most 64 tasks),
+    /// shorter, so that each worker has about 5 ms of work handed ahead (at most 512 tasks),
     /// from the mean time recent tasks took in the workers; and a batch
     /// ([`submit_batch`](Executor::submit_batch), [`map_chunked`](Executor::map_chunked))
     /// whose tasks take at most 2 ms together is handed to a worker that is down to the
@@ -352,7 +352,7 @@ impl ProcessPoolBuilder {
 /// As in CPython's `ProcessPoolExecutor`, a task becomes *running* when it is handed to a
 /// worker, not when the worker starts it. Each worker takes a few tasks at a time, so
 /// that it can start the next one while the result of the last one travels back: 2 while
-/// tasks are long, up to about 1 ms of work (at most 64 tasks) when they are short (see
+/// tasks are long, up to about 5 ms of work (at most 512 tasks) when they are short (see
 /// [`pipeline_depth`](ProcessPoolBuilder::pipeline_depth)). A task further back in the queue
 /// stays pending, and [`TaskFuture::cancel`] succeeds on it. Use a depth of 1 if `cancel`
 /// should succeed on every task that has not really started.

@@ -15,8 +15,17 @@
 //! about [`AHEAD`] of expected work per worker. A builder's `pipeline_depth(n)` fixes the
 //! depth instead. [`AHEAD`] was 250 µs: 1 ms cuts the wake-ups per task on both sides by
 //! more than half (unchunked fresh tasks on 2 workers, six rounds of 20,000: 25–35k context
-//! switches against 61–105k, and 8–60% more tasks/s in six interleaved runs), at the price
-//! of 1 ms of work per worker that can no longer be cancelled (a batch's is 2 ms).
+//! switches against 61–105k, and 8–60% more tasks/s in six interleaved runs).
+//!
+//! It is 5 ms now, because a refill crosses four threads: the worker's writer, the pool's
+//! reader, the pool's writer, the worker's reader. While every core runs an executor, each
+//! of them, once woken, may wait out the running thread's time slice before it runs (Linux's
+//! EEVDF scheduler lets the running thread finish its slice, 0.75 ms × (1 + log2 CPUs)),
+//! so a refill asked for at half of 1 ms came late about once a refill: on 2 workers and
+//! 240,000 unchunked fresh tasks, each worker ran dry ~2,400 times, idle for 0.67–0.80 s of
+//! a ~3 s run. Half of 2 ms: ~800 times (0.22–0.32 s); half of 5 ms: ~310 (0.13–0.15 s);
+//! half of 10 ms: ~95, no less idle time. The price: up to 5 ms of work per worker that
+//! can no longer be cancelled (a batch's is 2 ms), against CPython's one task per pool.
 //!
 //! An adaptive pipeline is refilled when it is half empty, and then to the full depth at
 //! once: the frames of several tasks travel in one write and are read in one read, where
@@ -36,11 +45,11 @@
 use std::time::Duration;
 
 /// The work each worker should have handed ahead of the task it is running.
-pub(crate) const AHEAD: Duration = Duration::from_millis(1);
+pub(crate) const AHEAD: Duration = Duration::from_millis(5);
 /// The adaptive depth's floor: one task running, one waiting.
 pub(crate) const MIN_DEPTH: usize = 2;
 /// The adaptive depth's ceiling, however short the tasks.
-pub(crate) const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 512;
 /// The most expected work of a batch that may wait in a worker behind the tasks it runs.
 pub(crate) const BATCH_AHEAD: Duration = Duration::from_millis(2);
 /// How much each measured task moves the mean (an exponential moving average): recent
@@ -137,8 +146,8 @@ mod tests {
         let mut pace = Pace::adaptive();
         assert_eq!(pace.depth(), MIN_DEPTH);
         pace.record(micros(25), 1);
-        // 1 ms ahead of 25 µs tasks: 40 waiting, 1 running.
-        assert_eq!(pace.depth(), 41);
+        // 5 ms ahead of 25 µs tasks: 200 waiting, 1 running.
+        assert_eq!(pace.depth(), 201);
         pace.record(micros(3 * 256), 256);
         assert_eq!(pace.depth(), MAX_DEPTH);
         pace.record(Duration::ZERO, 10);

@@ -489,7 +489,7 @@ fn run_quick(pool: &ProcessPoolExecutor, n: usize) -> Duration {
     took / n as u32
 }
 
-/// By default the pipeline follows the tasks (1 ms of work handed ahead): deeper than 2
+/// By default the pipeline follows the tasks (5 ms of work handed ahead): deeper than 2
 /// after quick tasks, 2 again right after a long one. A depth set by the builder stays.
 #[test]
 fn the_pipeline_depth_follows_the_tasks() {
@@ -499,7 +499,7 @@ fn the_pipeline_depth_follows_the_tasks() {
     let deep = handed_at_once(&adaptive);
     assert!(deep > 2, "quick tasks of {mean:?}: handed {deep} at once");
     // The 1 s task weighs 1/8 in the mean, which the 20 quick ones behind it cannot bring
-    // below 1 ms (125 ms × (7/8)^20 ≈ 8.6 ms): the next round is handed 2 at once.
+    // below 5 ms (125 ms × (7/8)^20 ≈ 8.6 ms): the next round is handed 2 at once.
     assert_eq!(handed_at_once(&adaptive), 2);
 
     let fixed = build(builder(1).pipeline_depth(3));
