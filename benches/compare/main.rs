@@ -397,7 +397,7 @@ fn main() {
         // Item 4 in turns with Python's chunked map, when `compare.py --serve` runs.
         let chunked_calls = noop(counts.map256);
         let mut ours = rate_of(&pool, &chunked_calls, common::CHUNK);
-        let rate = match python_turns() {
+        let rate = match python_server() {
             Some(mut python) => {
                 let mut theirs = || python.map256_rate(counts.map256);
                 let rates = turns::in_turns(&mut [&mut ours, &mut theirs], turns::ROUNDS);
@@ -846,17 +846,16 @@ fn python_program() -> String {
 const PYTHON_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare/compare.py");
 
 /// `compare.py --serve`, for a ratio measured in turns; `None` without the interpreter.
-fn python_turns() -> Option<python_turns::PythonMap> {
+fn python_server() -> Option<python_turns::PythonMap> {
     python_turns::PythonMap::start(&python_program(), PYTHON_SCRIPT)
 }
 
 /// Runs `compare.py` with `plan`; `None` (and a note on stderr) without the interpreter.
 fn python(plan: &Plan) -> Option<serde_json::Value> {
-    let script = PYTHON_SCRIPT;
     let program = python_program();
     eprintln!("Python's concurrent.futures, Dask and Ray ({program}) ...");
     let plan = plan.to_json().to_string();
-    match Command::new(&program).arg(script).arg(plan).output() {
+    match Command::new(&program).arg(PYTHON_SCRIPT).arg(plan).output() {
         Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout)
             .map_err(|e| eprintln!("compare.py printed no JSON: {e}"))
             .ok(),
