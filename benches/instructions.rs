@@ -8,7 +8,12 @@
 //! cargo bench --bench instructions -- --profile      # + where each task's instructions go
 //! cargo bench --bench instructions -- --strace       # + system calls per task
 //! cargo bench --bench instructions -- --only thread-fresh,cli-map
+//! cargo bench --bench instructions -- --no-write     # print only
 //! ```
+//!
+//! The counts measured replace theirs in `benches/INSTRUCTIONS.json` (`common/ir_record.rs`),
+//! with the date and commit, for `cargo bench --bench compare` to print beside the
+//! performance goals.
 //!
 //! How a number is made: this binary re-runs itself (or `wasmpool map`) under
 //! `valgrind --tool=callgrind`, does a warm-up, then runs N tasks and, separately, 2N tasks,
@@ -202,6 +207,7 @@ fn main() {
         profile: false,
         strace: false,
         only: Scenario::ALL.to_vec(),
+        write: true,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -209,6 +215,7 @@ fn main() {
             "--quick" => options.tasks = QUICK_TASKS,
             "--profile" => options.profile = true,
             "--strace" => options.strace = true,
+            "--no-write" => options.write = false,
             "--only" => {
                 let names = rest.next().expect("--only needs scenario names");
                 options.only = names
@@ -240,6 +247,8 @@ struct Options {
     profile: bool,
     strace: bool,
     only: Vec<Scenario>,
+    /// Keep the counts in `benches/INSTRUCTIONS.json` (off with `--no-write`).
+    write: bool,
 }
 
 /// One measured side of a scenario.
@@ -317,6 +326,19 @@ fn run(options: &Options, dir: &Path) {
     }
     println!("{table}");
     println!("callgrind files: {}", dir.display());
+    if options.write {
+        let measured: Vec<(String, f64)> = rows
+            .iter()
+            .filter_map(|row| {
+                let key = common::ir_record::key(row.scenario.name(), row.side);
+                Some((key, row.per_task()?))
+            })
+            .collect();
+        match common::ir_record::write(&measured) {
+            Ok(()) => println!("counts kept in {}", common::ir_record::PATH),
+            Err(e) => eprintln!("cannot write {}: {e}", common::ir_record::PATH),
+        }
+    }
 
     if options.profile {
         for row in rows.iter().filter(|r| r.ir.is_some()) {

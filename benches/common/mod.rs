@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each bench binary uses a part of this
 
+pub mod ir_record;
+
 use std::future::Future as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1053,7 +1053,85 @@ fn performance_goals(rows: &[Row], idle: &str, in_turns: &GoalsInTurns) -> Strin
             if met { "met" } else { "NOT met" }
         );
     }
+    out.push_str(&instruction_counts());
     out.push('\n');
+    out
+}
+
+/// The instruction counts beside the goals: the last ones `cargo bench --bench
+/// instructions` kept (`common/ir_record.rs`), with their date and commit.
+fn instruction_counts() -> String {
+    let counts = common::ir_record::read();
+    let ir = |scenario: &str, side: &str| {
+        counts
+            .get(&common::ir_record::key(scenario, side))
+            .map(|c| (c.ir, format!("{}, {}", c.date, c.commit)))
+    };
+    let show = |v: f64| {
+        let v = v.round() as u64;
+        if v >= 1000 {
+            format!("{},{:03}", v / 1000, v % 1000)
+        } else {
+            v.to_string()
+        }
+    };
+    let mut out = String::from(
+        "\nInstructions per task beside them (callgrind, the last `cargo bench --bench \
+         instructions` of each scenario; `benches/INSTRUCTIONS.md`):\n\n",
+    );
+    let thread = ir("thread-fresh", "all threads");
+    let lines = [
+        match (&thread, ir("raw-fresh", "all threads")) {
+            (Some((t, when)), Some((r, _))) => format!(
+                "item 2: thread pool, fresh {} against raw wasmtime {}: {:.3} of the raw loop's \
+                 rate by instructions ({when})",
+                show(*t),
+                show(r),
+                r / t
+            ),
+            _ => "item 2: not counted".into(),
+        },
+        match (
+            &thread,
+            ir("process-fresh", "parent"),
+            ir("process-fresh", "worker"),
+        ) {
+            (Some((t, _)), Some((p, when)), Some((w, _))) => format!(
+                "item 3: process pool, fresh {} (pool {} + worker {}) against the thread \
+                 pool's {}: {:.3} by instructions ({when})",
+                show(p + w),
+                show(p),
+                show(w),
+                show(*t),
+                t / (p + w)
+            ),
+            _ => "item 3: not counted".into(),
+        },
+        match (
+            ir("process-reuse-chunk", "parent"),
+            ir("process-reuse-chunk", "worker"),
+        ) {
+            (Some((p, when)), Some((w, _))) => format!(
+                "item 4: process pool, a call in a chunk of 256: {} (pool {} + worker {}) \
+                 ({when})",
+                show(p + w),
+                show(p),
+                show(w)
+            ),
+            _ => "item 4: not counted".into(),
+        },
+        match &thread {
+            Some((t, when)) => format!(
+                "item 5: thread pool, fresh, submit then wait, one task at a time: {} \
+                 ({when})",
+                show(*t)
+            ),
+            None => "item 5: not counted".into(),
+        },
+    ];
+    for line in lines {
+        let _ = writeln!(out, "- {line}");
+    }
     out
 }
 
