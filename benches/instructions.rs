@@ -319,7 +319,7 @@ fn run(options: &Options, dir: &Path) {
             row.scenario.name(),
             row.side,
             row.per_task()
-                .map_or("n/a".to_string(), |ir| thousands(ir.round() as u64)),
+                .map_or("n/a".to_string(), |ir| common::thousands(ir.round() as u64)),
             row.scenario.what(),
             row.how,
         );
@@ -821,7 +821,7 @@ fn print_profile(row: &Row, dir: &Path) {
         "\n### {} ({}): {} Ir/task; top {TOP} by inclusive Ir per task\n",
         row.scenario.name(),
         row.side,
-        thousands(total.round() as u64)
+        common::thousands(total.round() as u64)
     );
     println!(
         "({trunk} frames of the stack's trunk at ≥ 99% left out; every function: {})\n",
@@ -831,9 +831,9 @@ fn print_profile(row: &Row, dir: &Path) {
     for (name, [inclusive, own, calls]) in costs.iter().skip(trunk).take(TOP) {
         println!(
             "| {} | {:.1} | {} | {:.2} | `{}` |",
-            thousands(inclusive.round().max(0.0) as u64),
+            common::thousands(inclusive.round().max(0.0) as u64),
             100.0 * inclusive / total,
-            thousands(own.round().max(0.0) as u64),
+            common::thousands(own.round().max(0.0) as u64),
             calls,
             short(name),
         );
@@ -846,7 +846,7 @@ fn print_profile(row: &Row, dir: &Path) {
     for (name, [_, own, calls]) in by_self.iter().take(15) {
         println!(
             "| {} | {:.1} | {:.2} | `{}` |",
-            thousands(own.round().max(0.0) as u64),
+            common::thousands(own.round().max(0.0) as u64),
             100.0 * own / total,
             calls,
             short(name),
@@ -864,7 +864,7 @@ fn print_profile(row: &Row, dir: &Path) {
         let _ = write!(
             families,
             "{family}: {calls:.1} calls ({} Ir self); ",
-            thousands(own.round().max(0.0) as u64)
+            common::thousands(own.round().max(0.0) as u64)
         );
     }
     println!("\nPer task: {families}");
@@ -955,17 +955,4 @@ fn tool_present(tool: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -27,6 +27,19 @@ pub const REUSE: InstancePolicy = InstancePolicy::Reuse {
     max_tasks: usize::MAX,
 };
 
+/// `n` with a comma between thousands: `184,311`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The fixtures component (`noop`, `fib`, ...) on the default runtime (pooling on).
 pub fn fixtures() -> TaskComponent {
     TaskComponent::from_file(env!("WASMPOOL_FIXTURES_WASM")).expect("the fixtures load")

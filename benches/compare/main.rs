@@ -829,6 +829,7 @@ fn least(mut f: impl FnMut() -> f64) -> f64 {
     (0..REPEAT).map(|_| f()).fold(f64::MAX, f64::min)
 }
 
+/// The middle value (of an even count, the upper of the two in the middle).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -977,8 +978,8 @@ fn goals(rows: &[Row], idle: &str) -> String {
 
 /// The performance issue's goals (issue 16, items 2 to 5), judged on this run: each the
 /// ratio of two of its rows, or, for items 2 to 4 when measured so, the median of the
-/// ratios of rounds taken in turns (`turns.rs`). Instructions per task, which the issue asks
-/// beside them, are `benches/INSTRUCTIONS.md`'s (`cargo bench --bench instructions`).
+/// ratios of rounds taken in turns (`turns.rs`); then the instruction counts the issue asks
+/// beside them ([`instruction_counts`]).
 fn performance_goals(rows: &[Row], idle: &str, in_turns: &GoalsInTurns) -> String {
     let value = |workload: &str, runner: &str| {
         rows.iter()
@@ -1067,14 +1068,7 @@ fn instruction_counts() -> String {
             .get(&common::ir_record::key(scenario, side))
             .map(|c| (c.ir, format!("{}, {}", c.date, c.commit)))
     };
-    let show = |v: f64| {
-        let v = v.round() as u64;
-        if v >= 1000 {
-            format!("{},{:03}", v / 1000, v % 1000)
-        } else {
-            v.to_string()
-        }
-    };
+    let show = |v: f64| common::thousands(v.round() as u64);
     let mut out = String::from(
         "\nInstructions per task beside them (callgrind, the last `cargo bench --bench \
          instructions` of each scenario; `benches/INSTRUCTIONS.md`):\n\n",

@@ -49,7 +49,7 @@ impl Paired {
     /// The ratios `a[i] / b[i]` of rounds where both sides measured something; `None` if
     /// none did.
     pub fn of(a: &[f64], b: &[f64]) -> Option<Paired> {
-        let mut ratios: Vec<f64> = a
+        let ratios: Vec<f64> = a
             .iter()
             .zip(b)
             .filter(|(x, y)| x.is_finite() && y.is_finite() && **y > 0.0)
@@ -58,18 +58,11 @@ impl Paired {
         if ratios.is_empty() {
             return None;
         }
-        ratios.sort_by(f64::total_cmp);
-        let n = ratios.len();
-        let median = if n % 2 == 1 {
-            ratios[n / 2]
-        } else {
-            (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
-        };
         Some(Paired {
-            median,
-            low: ratios[0],
-            high: ratios[n - 1],
-            rounds: n,
+            low: ratios.iter().copied().fold(f64::MAX, f64::min),
+            high: ratios.iter().copied().fold(f64::MIN, f64::max),
+            rounds: ratios.len(),
+            median: crate::median(ratios),
         })
     }
 }
