@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use wasmpool::{Call, Executor, InstancePolicy, OutputMode, ProcessPoolExecutor};
 
-use crate::common;
+use crate::{common, turns};
 
 /// The workload of the rows (one for both pools).
 pub const WORKLOAD: &str =
@@ -113,9 +113,18 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The rows: for each pool, the library's rate and `map`'s, best of `repeat` each (after a
-/// warm-up), with `lines` tasks; then `map`'s peak RSS on `lines / 2` and on `long` lines.
-pub fn rows(lines: usize, long: usize, repeat: usize) -> Vec<crate::Row> {
+/// `map`'s rate as a share of the library's on one pool, over rounds taken in turns.
+pub struct MapShare {
+    /// The `map` row's runner.
+    pub runner: String,
+    pub paired: turns::Paired,
+}
+
+/// The rows: for each pool, the library's rate and `map`'s, taken in turns for
+/// [`turns::ROUNDS`] rounds after a warm-up (the rows show each side's best round; the
+/// share is the median of the rounds' ratios), with `lines` tasks; then `map`'s peak RSS on
+/// `lines / 2` and on `long` lines.
+pub fn rows(lines: usize, long: usize) -> (Vec<crate::Row>, Vec<MapShare>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = dir.path().join("cache");
     let input = input_file(dir.path(), lines);
@@ -129,9 +138,18 @@ pub fn rows(lines: usize, long: usize, repeat: usize) -> Vec<crate::Row> {
         })
         .collect();
     let mut rows = Vec::new();
+    let mut shares = Vec::new();
     for (kind, name) in [(PoolKind::Thread, "thread"), (PoolKind::Process, "process")] {
-        let library = format!("library, {name} pool: submit every call, then every result");
-        let rate = match kind {
+        // The library and `map` take turns on the same pool kind, after a warm-up of each.
+        let take_turns = |pool: &dyn Executor| {
+            let mut library = library_rate(pool, &calls);
+            run_map(&cache, &warm_up, WARM_UP, kind);
+            let mut map = || lines as f64 / run_map(&cache, &input, lines, kind).seconds;
+            let mut rates = turns::in_turns(&mut [&mut library, &mut map], turns::ROUNDS);
+            let map_rates = rates.pop().unwrap_or_default();
+            (rates.pop().unwrap_or_default(), map_rates)
+        };
+        let (library_rates, map_rates) = match kind {
             PoolKind::Thread => {
                 let pool = wasmpool::ThreadPoolExecutor::builder()
                     .workers(2)
@@ -139,33 +157,42 @@ pub fn rows(lines: usize, long: usize, repeat: usize) -> Vec<crate::Row> {
                     .instance_policy(InstancePolicy::Fresh)
                     .build()
                     .expect("thread pool");
-                Some(library_rate(&pool, &calls, repeat))
+                take_turns(&pool)
             }
-            PoolKind::Process => ProcessPoolExecutor::builder()
+            PoolKind::Process => match ProcessPoolExecutor::builder()
                 .workers(2)
                 .worker_program(env!("CARGO_BIN_EXE_wasmpool"))
                 .output(capture())
                 .instance_policy(InstancePolicy::Fresh)
                 .build()
-                .map_err(|e| eprintln!("no process pool: {e}"))
-                .ok()
-                .map(|pool| library_rate(&pool, &calls, repeat)),
+            {
+                Ok(pool) => take_turns(&pool),
+                Err(e) => {
+                    eprintln!("no process pool: {e}");
+                    continue;
+                }
+            },
         };
-        let Some(rate) = rate else { continue };
-        rows.push(crate::row(WORKLOAD, &library, rate, crate::Unit::Rate));
-        run_map(&cache, &warm_up, WARM_UP, kind);
-        let best = (0..repeat)
-            .map(|_| run_map(&cache, &input, lines, kind).seconds)
-            .fold(f64::MAX, f64::min);
+        let library = format!("library, {name} pool: submit every call, then every result");
+        let runner = format!("wasmpool map, {name} pool, --output json, whole process");
+        rows.push(crate::row(
+            WORKLOAD,
+            &library,
+            turns::best(&library_rates),
+            crate::Unit::Rate,
+        ));
         rows.push(crate::Row {
             versus: vec![leak(library)],
             ..crate::row(
                 WORKLOAD,
-                &format!("wasmpool map, {name} pool, --output json, whole process"),
-                lines as f64 / best,
+                &runner,
+                turns::best(&map_rates),
                 crate::Unit::Rate,
             )
         });
+        if let Some(paired) = turns::Paired::of(&map_rates, &library_rates) {
+            shares.push(MapShare { runner, paired });
+        }
     }
     for n in [lines / 2, long] {
         let input = input_file(dir.path(), n);
@@ -178,7 +205,7 @@ pub fn rows(lines: usize, long: usize, repeat: usize) -> Vec<crate::Row> {
         ));
         std::fs::remove_file(&input).expect("remove the input");
     }
-    rows
+    (rows, shares)
 }
 
 /// Output kept per task, as `map` keeps it.
@@ -186,16 +213,18 @@ fn capture() -> OutputMode {
     OutputMode::Capture { limit: 1 << 20 }
 }
 
-/// Tasks/s of `calls` submitted all, then awaited: the best of `repeat` (after a warm-up).
-fn library_rate<E: Executor>(pool: &E, calls: &[Call], repeat: usize) -> f64 {
+/// A runner of the library's rate: tasks/s of `calls` submitted all, then awaited (after
+/// a warm-up, made here).
+fn library_rate<'a, E: Executor + ?Sized>(
+    pool: &'a E,
+    calls: &'a [Call],
+) -> impl FnMut() -> f64 + 'a {
     common::run_all(pool, &calls[..calls.len().min(WARM_UP)]);
-    (0..repeat)
-        .map(|_| {
-            let started = Instant::now();
-            common::run_all(pool, calls);
-            calls.len() as f64 / started.elapsed().as_secs_f64()
-        })
-        .fold(f64::MIN, f64::max)
+    move || {
+        let started = Instant::now();
+        common::run_all(pool, calls);
+        calls.len() as f64 / started.elapsed().as_secs_f64()
+    }
 }
 
 /// A runner name that lives as long as the table (`Row::versus` holds `&'static str`).

@@ -27,8 +27,9 @@
 //! which is enough for ratios measured side by side in one run. The rates whose ratios are
 //! goals (the fresh-instance rates of the thread pool, the process pool and the raw loop;
 //! the process pool's chunked reuse and Python's `map(chunksize=256)`, the latter from a
-//! `compare.py --serve` process) are taken in turns, seven rounds, and each goal is judged
-//! on the median of its rounds' ratios ([`turns`]); their rows show the best round.
+//! `compare.py --serve` process; `wasmpool map` and the library) are taken in turns, seven
+//! rounds, and each goal is judged on the median of its rounds' ratios ([`turns`]); their
+//! rows show the best round.
 
 mod cli;
 mod cluster;
@@ -205,8 +206,8 @@ fn main() {
     };
     let plan = Plan::new(if args.quick { 4 } else { 1 });
     if args.only_cli {
-        let rows = cli::rows(plan.cli_lines, plan.cli_long, plan.repeat);
-        println!("{}{}", render(&rows), cli_goals(&rows));
+        let (rows, shares) = cli::rows(plan.cli_lines, plan.cli_long);
+        println!("{}{}", render(&rows), cli_goals(&rows, &shares));
         return;
     }
     if args.only_heavy {
@@ -448,8 +449,11 @@ fn main() {
 
     // --- The command line against the library ---
     eprintln!("wasmpool map against the library ...");
+    let mut map_shares = Vec::new();
     if !args.only_pools {
-        rows.extend(cli::rows(plan.cli_lines, plan.cli_long, plan.repeat));
+        let (cli_rows, shares) = cli::rows(plan.cli_lines, plan.cli_long);
+        rows.extend(cli_rows);
+        map_shares = shares;
         // --- A heavy guest (CPython), fresh against reuse: only with $WASMPOOL_PYTHON_GUEST ---
         rows.extend(heavy_guest::rows(args.quick));
     }
@@ -630,7 +634,9 @@ fn main() {
 
     let table = render(&rows);
     println!("{table}");
-    let goals = performance_goals(&rows, idle, &in_turns) + &goals(&rows, idle) + &cli_goals(&rows);
+    let goals = performance_goals(&rows, idle, &in_turns)
+        + &goals(&rows, idle)
+        + &cli_goals(&rows, &map_shares);
     println!("{goals}");
     if args.write && !args.only_pools {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
@@ -1130,34 +1136,23 @@ fn instruction_counts() -> String {
 }
 
 /// The issue's goals for `wasmpool map` (issue 15), judged on this run: at least 80% of the
-/// library's tasks/s on each pool, and a peak RSS that does not grow with the input.
-fn cli_goals(rows: &[Row]) -> String {
+/// library's tasks/s on each pool (the median of rounds in turns), and a peak RSS that does
+/// not grow with the input.
+fn cli_goals(rows: &[Row], shares: &[cli::MapShare]) -> String {
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut out = String::from(
         "\n## `wasmpool map`'s goals (issue 15), judged on this run\n\n\
          - at least 80% of the library's tasks/s on each pool; peak RSS flat (within 20%)\n  \
          from the short input to the long one.\n",
     );
-    for r in rows.iter().filter(|r| r.workload == cli::WORKLOAD) {
-        let (Some(mine), Some(versus)) = (r.value, r.versus.first()) else {
-            continue;
-        };
-        let theirs = rows
-            .iter()
-            .find(|o| o.workload == r.workload && o.runner == *versus)
-            .and_then(|o| o.value);
-        if let Some(theirs) = theirs {
-            let ratio = mine / theirs;
-            let _ = writeln!(
-                out,
-                "- {}: {} = {:.0}% of the library's {}: {}",
-                r.runner,
-                Unit::Rate.show(mine),
-                ratio * 100.0,
-                Unit::Rate.show(theirs),
-                met(ratio >= 0.8)
-            );
-        }
+    for share in shares {
+        let _ = writeln!(
+            out,
+            "- {} ÷ the library's: {}: {}",
+            share.runner,
+            share.paired,
+            met(share.paired.median >= 0.8)
+        );
     }
     let rss: Vec<(&str, f64)> = rows
         .iter()
@@ -1246,10 +1241,12 @@ fn results_md(table: &str, goals: &str, args: &Args, setup: &Setup) -> String {
          - `wasmpool map` rows (issue 15): N lines `i, 1` of `math.add` in a file,\n\
            `wasmpool map FIXTURES math.add -j 2 --pool P --output json FILE` timed whole\n\
            (process start, component from the cache, parsing, printing into a pipe the\n\
-           bench drains), best of 3 after a warm-up; beside the library's rate for the\n\
-           same calls built beforehand, submitted all then awaited, on a pool like the\n\
-           command line's (2 workers, fresh instances, output captured). Peak RSS is the\n\
-           map's `VmHWM` (thread pool; the process pool's workers are not counted).\n\
+           bench drains), in turns with the library's rate for the same calls built\n\
+           beforehand, submitted all then awaited, on a pool like the command line's (2\n\
+           workers, fresh instances, output captured): 7 rounds after a warm-up of each;\n\
+           the rows show the best round, the goal is judged on the median of the rounds'\n\
+           ratios. Peak RSS is the map's `VmHWM` (thread pool; the process pool's workers\n\
+           are not counted).\n\
          - the CPU-bound rows compare compiled wasm with the CPython interpreter: a language\n\
            comparison, not a pool comparison.\n\
          - wasmpool cluster: {cluster}\n\

@@ -9,9 +9,10 @@
 //! those running (or [`MAX_WAIT`]), so a busy pool wakes it once per batch, not per task.
 //! Output is also flushed whenever its buffer fills.
 //!
-//! The window bounds the work in memory: at most [`WINDOW_PER_WORKER`] `× workers` tasks
-//! are submitted and not yet printed (in input order, finished tasks wait for their
-//! predecessors inside the window; with `--as-completed` only the running ones count).
+//! The window bounds the work in memory: at most [`window`] tasks (64 to 512 per worker,
+//! more for shorter tasks, `window.rs`) are submitted and not yet printed (in input order,
+//! finished tasks wait for their predecessors inside the window; with `--as-completed` only
+//! the running ones count).
 //! Lines that are ready together go to the pool in batches (`submit_batch`: one queue
 //! operation, one message to a worker process) once the tasks are known to be short: a
 //! batch runs on one worker, so its size is what the worker runs in about a millisecond
@@ -44,19 +45,18 @@ use super::progress::Progress;
 use batch::{BATCH_TIME, MAX_BATCH, batch_size};
 use finished::{Finished, Reporter};
 use output::Output;
+use window::window;
 
 mod batch;
 mod finished;
 mod output;
+mod window;
 
 /// The exit status when stdout was closed under us (128 + SIGPIPE, as a shell reports it).
 const BROKEN_PIPE: u8 = 141;
 
 /// How long a broken-pool outcome waits for a Ctrl-C that may have caused it.
 const SIGNAL_GRACE: Duration = Duration::from_millis(200);
-
-/// Tasks in the window per worker.
-pub const WINDOW_PER_WORKER: usize = 64;
 
 /// The longest the loop waits for more than one finished task.
 const MAX_WAIT: Duration = Duration::from_millis(2);
@@ -121,14 +121,13 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         executor: pool,
         workers,
     } = settings.build()?;
-    let window = workers.saturating_mul(WINDOW_PER_WORKER).max(1);
     let inputs = input::spawn(
         source,
         component,
         args.function.clone(),
         args.input,
         logged,
-        window,
+        window(None, workers),
     )
     .context("cannot start the input reader")?;
     let finished = Finished::new();
@@ -139,7 +138,6 @@ pub fn map(args: &MapArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         retired: Vec::new(),
         as_completed: args.as_completed,
         retries: args.retries,
-        window,
         running: HashMap::new(),
         order: VecDeque::new(),
         ready: HashMap::new(),
@@ -190,7 +188,6 @@ struct Driver<'a> {
     retired: Vec<Box<dyn Executor>>,
     as_completed: bool,
     retries: u32,
-    window: usize,
     running: HashMap<u64, Running>,
     /// In input order: the indices read and not printed yet (not with `--as-completed`).
     order: VecDeque<u64>,
@@ -290,6 +287,11 @@ impl Driver<'_> {
         })
     }
 
+    /// How many tasks may be outstanding, for the tasks' mean time so far (`window.rs`).
+    fn window(&self) -> usize {
+        window(self.mean_task, self.workers)
+    }
+
     /// Tasks submitted and not done with: not printed, or (`--as-completed`) not finished.
     fn outstanding(&self) -> usize {
         if self.as_completed {
@@ -317,7 +319,7 @@ impl Driver<'_> {
             }
         }
         finished.recycle(done);
-        let lines = input.take(inputs, self.window.saturating_sub(self.outstanding()));
+        let lines = input.take(inputs, self.window().saturating_sub(self.outstanding()));
         if !lines.is_empty() {
             self.start(lines)?;
             return Ok(Turn::Go);
@@ -336,7 +338,7 @@ impl Driver<'_> {
             return Ok(Turn::Go);
         }
         let never = crossbeam_channel::never();
-        let source = if input.open && self.outstanding() < self.window {
+        let source = if input.open && self.outstanding() < self.window() {
             inputs
         } else {
             &never

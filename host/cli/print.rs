@@ -113,9 +113,11 @@ impl TaskRecord {
     }
 
     /// Writes the task as one JSON line (serialized as it goes: no JSON tree is built).
-    pub fn write_json(&self, stdout: &mut dyn Write) -> io::Result<()> {
-        serde_json::to_writer(&mut *stdout, self)?;
-        stdout.write_all(b"\n")
+    /// Generic, not `dyn Write`: serde_json writes each token as a separate write, which a
+    /// `Vec` (`map`'s buffer) takes inline.
+    pub fn write_json<W: Write>(&self, out: &mut W) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, self)?;
+        out.write_all(b"\n")
     }
 
     /// Writes the task for people: what it printed (when captured, its last line ended),

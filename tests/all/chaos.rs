@@ -448,8 +448,8 @@ fn strict_pools_break_and_refuse_work_at_once() {
 #[test]
 fn cli_map_with_retries_loses_and_duplicates_nothing() {
     const PLANNED: usize = 4;
-    /// Output lines between extra kills: twice the map's window (4 × workers), so that the
-    /// retries of the last kill have had time to come out.
+    /// Output lines between extra kills, so that the retries of the last kill have had time
+    /// to come out.
     const GAP: usize = 16;
     /// No extra kill with fewer lines than this to go: the workers must still have work.
     const MARGIN: usize = 40;
