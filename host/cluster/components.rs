@@ -50,8 +50,11 @@ impl Components {
     ) -> Result<TaskComponent, String> {
         let mut config = task.config.clone();
         config.fuel |= self.force_fuel;
-        // The instance pool reserves this machine's memory: the worker's decision (its
-        // default pool), never a submitter's.
+        // The instance pool reserves this machine's memory: the worker's decision, never a
+        // submitter's. Instances come from the operating system on demand: a worker runs a
+        // local pool per task settings, and the instances their threads keep (reused, or
+        // spare) are bounded by no fixed pool size. The price: a fresh instance costs about
+        // ten times what a pooled one does (`benches/RESULTS.md`, the cluster's rows).
         config.pooling = None;
         let key = (task.component.clone(), config.fuel);
         if let Some(c) = self.loaded.get(&key) {
