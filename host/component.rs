@@ -413,39 +413,36 @@ mod tests {
         assert_eq!(split_qualified("fib"), None);
     }
 
+    /// Exports as [`find`] and [`spellings`] see them: a top-level `add`; `add`, `mul` and
+    /// `neg` in a versioned interface; another `neg`; `run` in an unversioned interface.
+    const FUNCTIONS: [(&str, Option<&str>); 6] = [
+        ("add", None),
+        ("a:b/math@0.1.0#add", Some("a:b/math@0.1.0")),
+        ("a:b/math@0.1.0#mul", Some("a:b/math@0.1.0")),
+        ("a:b/math@0.1.0#neg", Some("a:b/math@0.1.0")),
+        ("a:b/ints@0.1.0#neg", Some("a:b/ints@0.1.0")),
+        ("c:d/plain#run", Some("c:d/plain")),
+    ];
+
     #[test]
     fn bare_names_find_one_interface_function() {
-        let functions = [
-            ("add", None),
-            ("a:b/math@0.1.0#add", Some("a:b/math@0.1.0")),
-            ("a:b/math@0.1.0#mul", Some("a:b/math@0.1.0")),
-            ("a:b/math@0.1.0#neg", Some("a:b/math@0.1.0")),
-            ("a:b/ints@0.1.0#neg", Some("a:b/ints@0.1.0")),
-        ];
-        let find = |wanted| find(functions.iter().copied(), wanted);
+        let find = |wanted| find(FUNCTIONS.iter().copied(), wanted);
         assert_eq!(find("add"), Ok(0), "a top-level function comes first");
         assert_eq!(find("mul"), Ok(2));
         assert_eq!(find("math.add"), Ok(1));
         assert_eq!(find("neg"), Err(vec![3, 4]));
         assert_eq!(find("ints.neg"), Ok(4));
+        assert_eq!(find("run"), Ok(5));
         assert_eq!(find("div"), Err(vec![]));
         assert_eq!(find(""), Err(vec![]));
     }
 
     #[test]
     fn the_spellings_map_answers_as_the_search_does() {
-        let functions = [
-            ("add", None),
-            ("a:b/math@0.1.0#add", Some("a:b/math@0.1.0")),
-            ("a:b/math@0.1.0#mul", Some("a:b/math@0.1.0")),
-            ("a:b/math@0.1.0#neg", Some("a:b/math@0.1.0")),
-            ("a:b/ints@0.1.0#neg", Some("a:b/ints@0.1.0")),
-            ("c:d/plain#run", Some("c:d/plain")),
-        ];
-        let names = spellings(functions.iter().copied());
+        let names = spellings(FUNCTIONS.iter().copied());
         for (spelling, &i) in &names {
             assert_eq!(
-                find(functions.iter().copied(), spelling),
+                find(FUNCTIONS.iter().copied(), spelling),
                 Ok(i),
                 "{spelling}"
             );
